@@ -1,0 +1,32 @@
+//! The record envelope: what one journal entry holds around its event.
+
+use crate::event::Event;
+use crate::model::OpId;
+use serde::{Deserialize, Serialize};
+
+/// The schema version this build writes. Records with a newer version are refused with a typed
+/// error; older ones are migrated on read.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Length of the hash that chains each record to the one before it.
+pub const HASH_LEN: usize = 32;
+
+/// A hash in the chain (blake3 of the previous record's stored bytes).
+pub type ChainHash = [u8; HASH_LEN];
+
+/// One journal entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Schema version the record was written with.
+    pub schema: u16,
+    /// Sequence number: gap-free and monotonic over the journal's whole life, starting at 1.
+    pub seq: u64,
+    /// Wall-clock time of the append, microseconds since the Unix epoch.
+    pub ts_micros: u64,
+    /// The operation the event belongs to.
+    pub op: OpId,
+    /// What happened.
+    pub event: Event,
+    /// blake3 of the previous record's stored bytes (all zero for the first record ever).
+    pub prev_hash: ChainHash,
+}

@@ -1,0 +1,7 @@
+//! lunledger: a crash-safe, journaled SCSI disk manager for VM shims.
+#![deny(missing_docs)]
+
+pub mod backend;
+
+pub use lunledger_journal as journal;
+pub use lunledger_recovery as recovery;
