@@ -1,0 +1,70 @@
+//! Allocation rules, exactly hcsshim's: an existing match anywhere wins; otherwise the first free
+//! slot in controller-major order; mounts take the lowest free index and the path the format gives
+//! it. Unlike hcsshim, nothing half torn down or lost is ever matched, and a generated path never
+//! collides with a requested one.
+
+use crate::state::{Handle, Mount, State};
+use lunledger_journal::{DiskSpec, HandleId, MountId, MountSpec, Slot};
+
+impl State {
+    /// The shareable attachment with this key, if any.
+    pub fn find_attachment(&self, disk: &DiskSpec) -> Option<Slot> {
+        self.attachments
+            .iter()
+            .find(|(_, a)| a.phase.shareable() && a.disk == *disk)
+            .map(|(slot, _)| *slot)
+    }
+
+    /// The first free slot, controller-major, skipping reserved slots.
+    pub fn free_slot(&self) -> Option<Slot> {
+        let cfg = self.config.as_ref()?;
+        (0..cfg.controllers)
+            .flat_map(|c| (0..cfg.luns_per_controller).map(move |l| Slot::new(c, l)))
+            .find(|s| !cfg.reserved.contains(s) && !self.attachments.contains_key(s))
+    }
+
+    /// The shareable mount of the attachment at `slot` with this key, if any.
+    pub fn find_mount(&self, slot: Slot, spec: &MountSpec) -> Option<MountId> {
+        let attach = self.attachments.get(&slot)?.attach;
+        self.mounts
+            .iter()
+            .find(|(_, m)| {
+                m.slot == slot
+                    && m.attach == attach
+                    && m.phase.shareable()
+                    && m.spec.same_mount(spec)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// The mount holding a guest path, if any (in any phase: a path is reserved until unmounted).
+    pub fn mount_at_path(&self, path: &str) -> Option<(MountId, &Mount)> {
+        self.mounts
+            .iter()
+            .find(|(_, m)| m.path == path)
+            .map(|(id, m)| (*id, m))
+    }
+
+    /// The lowest free mount index whose generated path is free, with that path. `None` when the
+    /// configuration is missing or its format is invalid.
+    pub fn next_mount_path(&self) -> Option<(u32, String)> {
+        let cfg = self.config.as_ref()?;
+        (0..=u32::MAX)
+            .filter(|i| !self.mounts.values().any(|m| m.index == Some(*i)))
+            .find_map(|i| {
+                let path = cfg.mount_path(i)?;
+                self.mount_at_path(&path).is_none().then_some((i, path))
+            })
+    }
+
+    /// Live handles labelled with `owner`.
+    pub fn handles_by_owner<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> impl Iterator<Item = (HandleId, &'a Handle)> + 'a {
+        self.handles
+            .iter()
+            .filter(move |(_, h)| h.owner.as_deref() == Some(owner))
+            .map(|(id, h)| (*id, h))
+    }
+}

@@ -1,0 +1,125 @@
+//! The fold's invariants: what must hold after every event of any journal. Checked by tests after
+//! every workload and by `lunledger verify`.
+
+use crate::state::{AttachPhase, MountPhase, State};
+use std::collections::BTreeMap;
+
+impl State {
+    /// Every invariant violation, described (empty when the state is consistent).
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut attach_refs: BTreeMap<_, u32> = BTreeMap::new();
+        let mut mount_refs: BTreeMap<_, u32> = BTreeMap::new();
+        for (id, o) in &self.ops {
+            if let Some(s) = o.holds_attach {
+                *attach_refs.entry(s).or_default() += 1;
+            }
+            if let Some(m) = o.holds_mount {
+                *mount_refs.entry(m).or_default() += 1;
+                if o.holds_attach.is_none() {
+                    v.push(format!(
+                        "operation {id} holds mount {m} without its attachment"
+                    ));
+                }
+            }
+        }
+        for (id, h) in &self.handles {
+            if h.holds_attach {
+                *attach_refs.entry(h.slot).or_default() += 1;
+            }
+            if h.holds_mount {
+                match h.mount {
+                    Some(m) => *mount_refs.entry(m).or_default() += 1,
+                    None => v.push(format!("handle {id} holds a mount it does not name")),
+                }
+            }
+            if !h.releasing && !(h.holds_attach && h.holds_mount == h.mount.is_some()) {
+                v.push(format!(
+                    "handle {id} lost a reference without being released"
+                ));
+            }
+        }
+        if let Some(cfg) = &self.config {
+            for slot in self.attachments.keys() {
+                if !cfg.contains(*slot) {
+                    v.push(format!("attachment at {slot} is out of range"));
+                }
+                if cfg.reserved.contains(slot) {
+                    v.push(format!("attachment at reserved slot {slot}"));
+                }
+            }
+        } else if !self.attachments.is_empty() {
+            v.push("attachments without a configuration".into());
+        }
+        for (slot, a) in &self.attachments {
+            let held = attach_refs.get(slot).copied().unwrap_or(0);
+            if a.refs != held {
+                v.push(format!(
+                    "attachment {slot} counts {} references, {held} are held",
+                    a.refs
+                ));
+            }
+            let torn = matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach);
+            if torn && a.refs != 0 {
+                v.push(format!("attachment {slot} is torn down while referenced"));
+            }
+            if a.refs == 0 && matches!(a.phase, AttachPhase::Reserved | AttachPhase::Attached) {
+                v.push(format!(
+                    "attachment {slot} is {:?} with no reference",
+                    a.phase
+                ));
+            }
+        }
+        let mut paths = BTreeMap::new();
+        for (id, m) in &self.mounts {
+            let held = mount_refs.get(id).copied().unwrap_or(0);
+            if m.refs != held {
+                v.push(format!(
+                    "mount {id} counts {} references, {held} are held",
+                    m.refs
+                ));
+            }
+            if m.refs == 0 && matches!(m.phase, MountPhase::Reserved | MountPhase::Mounted) {
+                v.push(format!("mount {id} is {:?} with no reference", m.phase));
+            }
+            match self.attachments.get(&m.slot) {
+                Some(a) if a.attach == m.attach => {
+                    if m.phase != MountPhase::Lost
+                        && !a.phase.shareable()
+                        && a.phase != AttachPhase::Failed
+                    {
+                        v.push(format!("mount {id} outlives its attachment's teardown"));
+                    }
+                }
+                _ => v.push(format!("mount {id} has no attachment at {}", m.slot)),
+            }
+            if let Some(other) = paths.insert(m.path.as_str(), id) {
+                v.push(format!(
+                    "mounts {other} and {id} share guest path {}",
+                    m.path
+                ));
+            }
+        }
+        for (slot, _) in attach_refs
+            .iter()
+            .filter(|(s, _)| !self.attachments.contains_key(s))
+        {
+            v.push(format!("a reference is held on empty slot {slot}"));
+        }
+        for (m, _) in mount_refs
+            .iter()
+            .filter(|(m, _)| !self.mounts.contains_key(m))
+        {
+            v.push(format!("a reference is held on unknown mount {m}"));
+        }
+        v
+    }
+
+    /// Whether nothing is attached, mounted, held or in flight.
+    pub fn is_empty(&self) -> bool {
+        self.attachments.is_empty()
+            && self.mounts.is_empty()
+            && self.handles.is_empty()
+            && self.ops.is_empty()
+    }
+}

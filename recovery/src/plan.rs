@@ -1,0 +1,326 @@
+//! The recovery planner: a pure function from the journal's state and what the VM reports to an
+//! ordered list of actions. The manager executes the actions through the same journaled steps as
+//! live operations, so a crash during recovery is recovered by planning again.
+//!
+//! Order: settle steps whose outcome was lost, then drift, then operations in flight (roll back
+//! adds whose caller never got a handle, finish releases), then teardowns still due.
+
+use crate::state::{AttachPhase, MountPhase, State};
+use lunledger_journal::{
+    AttachId, Drift, Event, HandleId, MountId, OpId, OpKind, Resolution, Slot, Step, Target,
+};
+use serde::{Deserialize, Serialize};
+
+/// One attachment as the host reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenAttachment {
+    /// Where.
+    pub slot: Slot,
+    /// Our generation id, when the backend can tell.
+    pub attach: Option<AttachId>,
+    /// Host path, when known.
+    pub path: Option<String>,
+}
+
+/// What the guest reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenGuest {
+    /// Devices the guest sees.
+    pub devices: Vec<Slot>,
+    /// Guest paths mounted (or linked).
+    pub mounts: Vec<String>,
+}
+
+/// What the VM reported; `None` for a side that could not be inspected.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The host's attachments.
+    pub host: Option<Vec<SeenAttachment>>,
+    /// The guest's devices and mounts.
+    pub guest: Option<SeenGuest>,
+}
+
+/// Recovery choices.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryPolicy {
+    /// Detach disks the VM holds that the journal never attached (default: only report them).
+    pub detach_unknown: bool,
+}
+
+/// What to do about an operation that finished its release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseEnd {
+    /// A release: `OpFinished`.
+    Finished,
+    /// An add whose caller went away: `OpAbandoned`.
+    Abandoned,
+}
+
+/// One recovery action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Journal the outcome of a step whose outcome record was lost.
+    Resolve {
+        /// The step.
+        step: Step,
+        /// Its target.
+        target: Target,
+        /// What the VM showed (or what is assumed when it could not tell).
+        resolution: Resolution,
+        /// Whether the VM was asked (`false`: assumed, the following teardown is idempotent).
+        inspected: bool,
+    },
+    /// The VM lost an attachment: mark it lost and report.
+    LoseAttachment {
+        /// The slot.
+        slot: Slot,
+    },
+    /// The guest lost a mount: mark it lost and report.
+    LoseMount {
+        /// The mount.
+        mount: MountId,
+    },
+    /// Report drift that needs no state change.
+    Report {
+        /// What disagreed.
+        drift: Drift,
+    },
+    /// Detach a disk the journal does not hold (ours from an old generation, or foreign when the
+    /// policy says so).
+    DetachStray {
+        /// The slot.
+        slot: Slot,
+        /// Its generation id, if ours.
+        attach: Option<AttachId>,
+        /// Host path, if known.
+        path: Option<String>,
+    },
+    /// Roll back an add whose caller never got a handle.
+    RollBackAdd {
+        /// The add.
+        op: OpId,
+    },
+    /// Finish the release an operation had started.
+    FinishRelease {
+        /// The releasing operation.
+        op: OpId,
+        /// The handle.
+        handle: HandleId,
+        /// How the operation ends.
+        end: ReleaseEnd,
+    },
+    /// Resume a release that failed before the crash (a new release operation).
+    ResumeRelease {
+        /// The handle.
+        handle: HandleId,
+    },
+    /// Close an operation with nothing left to do.
+    Close {
+        /// The operation.
+        op: OpId,
+    },
+    /// Unmount a mount whose last reference is gone.
+    Unmount {
+        /// The mount.
+        mount: MountId,
+    },
+    /// Unplug and detach an attachment whose last reference is gone.
+    Teardown {
+        /// The slot.
+        slot: Slot,
+    },
+}
+
+/// Plans recovery. Pure: reads `state` and `seen`, returns the actions in execution order.
+pub fn plan(state: &State, seen: &Observation, policy: &RecoveryPolicy) -> Vec<Action> {
+    let mut sim = state.clone();
+    let sim_op = sim.next_op;
+    // Planning simulates its own events on a copy; a recovery operation holds them.
+    let _ = sim.apply_next(
+        sim_op,
+        &Event::OpStarted {
+            kind: OpKind::Recovery,
+        },
+    );
+    let mut actions = Vec::new();
+
+    resolve_pending(&mut sim, sim_op, seen, &mut actions);
+    drift(&mut sim, sim_op, seen, policy, &mut actions);
+
+    for (id, op) in sim.ops.iter().rev() {
+        if *id == sim_op {
+            continue;
+        }
+        let action = match (&op.kind, op.handle, op.releasing) {
+            (_, _, Some(handle)) if sim.handles.contains_key(&handle) => Action::FinishRelease {
+                op: *id,
+                handle,
+                end: match op.kind {
+                    OpKind::Add { .. } => ReleaseEnd::Abandoned,
+                    _ => ReleaseEnd::Finished,
+                },
+            },
+            (OpKind::Add { .. }, None, _) => Action::RollBackAdd { op: *id },
+            (OpKind::Release { handle }, _, None) if sim.handles.contains_key(handle) => {
+                Action::FinishRelease {
+                    op: *id,
+                    handle: *handle,
+                    end: ReleaseEnd::Finished,
+                }
+            }
+            _ => Action::Close { op: *id },
+        };
+        actions.push(action);
+    }
+    let in_flight: Vec<HandleId> = sim.ops.values().filter_map(|o| o.releasing).collect();
+    for (id, h) in &sim.handles {
+        if h.releasing && !in_flight.contains(id) {
+            actions.push(Action::ResumeRelease { handle: *id });
+        }
+    }
+    for (id, m) in &sim.mounts {
+        if m.phase == MountPhase::NeedsUnmount {
+            actions.push(Action::Unmount { mount: *id });
+        }
+    }
+    for (slot, a) in &sim.attachments {
+        if matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach) {
+            actions.push(Action::Teardown { slot: *slot });
+        }
+    }
+    actions
+}
+
+fn resolve_pending(sim: &mut State, op: OpId, seen: &Observation, out: &mut Vec<Action>) {
+    let mut found = Vec::new();
+    for (slot, a) in &sim.attachments {
+        let Some(step) = a.pending else { continue };
+        let on_host = seen.host.as_ref().map(|h| holds(h, *slot, a.attach));
+        let in_guest = seen.guest.as_ref().map(|g| g.devices.contains(slot));
+        let (happened, inspected) = match step {
+            // Unknown: assume attached; the rollback that follows detaches idempotently.
+            Step::Attach => on_host.map_or((true, false), |p| (p, true)),
+            Step::Unplug => in_guest.map_or((false, false), |p| (!p, true)),
+            _ => on_host.map_or((false, false), |p| (!p, true)),
+        };
+        found.push((step, Target::Slot(*slot), happened, inspected));
+    }
+    for (id, m) in &sim.mounts {
+        let Some(step) = m.pending else { continue };
+        let mounted = seen.guest.as_ref().map(|g| g.mounts.contains(&m.path));
+        let (happened, inspected) = match step {
+            Step::Mount => mounted.map_or((true, false), |p| (p, true)),
+            _ => mounted.map_or((false, false), |p| (!p, true)),
+        };
+        found.push((step, Target::Mount(*id), happened, inspected));
+    }
+    for (step, target, happened, inspected) in found {
+        let resolution = if happened {
+            Resolution::Happened
+        } else {
+            Resolution::DidNotHappen
+        };
+        let ev = Event::StepResolved {
+            step,
+            target,
+            resolution,
+        };
+        let _ = sim.apply_next(op, &ev);
+        out.push(Action::Resolve {
+            step,
+            target,
+            resolution,
+            inspected,
+        });
+    }
+}
+
+fn holds(host: &[SeenAttachment], slot: Slot, attach: AttachId) -> bool {
+    host.iter()
+        .any(|s| s.slot == slot && s.attach.is_none_or(|a| a == attach))
+}
+
+fn drift(
+    sim: &mut State,
+    op: OpId,
+    seen: &Observation,
+    policy: &RecoveryPolicy,
+    out: &mut Vec<Action>,
+) {
+    if let Some(host) = &seen.host {
+        let lost: Vec<Slot> = sim
+            .attachments
+            .iter()
+            .filter(|(slot, a)| {
+                matches!(
+                    a.phase,
+                    AttachPhase::Attached | AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach
+                ) && !holds(host, **slot, a.attach)
+            })
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in lost {
+            let _ = sim.apply_next(op, &Event::AttachmentLost { slot });
+            out.push(Action::LoseAttachment { slot });
+        }
+        let reserved = sim
+            .config
+            .as_ref()
+            .map(|c| c.reserved.clone())
+            .unwrap_or_default();
+        for s in host {
+            let ours_live = sim
+                .attachments
+                .get(&s.slot)
+                .is_some_and(|a| s.attach.is_none_or(|id| id == a.attach));
+            if ours_live || reserved.contains(&s.slot) {
+                continue;
+            }
+            let ours_old = s.attach.is_some_and(|id| id < sim.next_attach);
+            if ours_old || policy.detach_unknown {
+                out.push(Action::DetachStray {
+                    slot: s.slot,
+                    attach: s.attach,
+                    path: s.path.clone(),
+                });
+            } else {
+                out.push(Action::Report {
+                    drift: Drift::UnknownAttachment {
+                        slot: s.slot,
+                        path: s.path.clone(),
+                        detached: false,
+                    },
+                });
+            }
+        }
+    }
+    if let Some(guest) = &seen.guest {
+        let lost: Vec<MountId> = sim
+            .mounts
+            .iter()
+            .filter(|(_, m)| {
+                matches!(m.phase, MountPhase::Mounted | MountPhase::NeedsUnmount)
+                    && !guest.mounts.contains(&m.path)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for mount in lost {
+            let _ = sim.apply_next(op, &Event::MountLost { mount });
+            out.push(Action::LoseMount { mount });
+        }
+        let prefix = sim
+            .config
+            .as_ref()
+            .and_then(|c| c.mount_format.split("%d").next().map(str::to_string))
+            .filter(|p| !p.is_empty());
+        if let Some(prefix) = prefix {
+            for path in &guest.mounts {
+                if path.starts_with(&prefix) && sim.mount_at_path(path).is_none() {
+                    out.push(Action::Report {
+                        drift: Drift::UnknownMount { path: path.clone() },
+                    });
+                }
+            }
+        }
+    }
+}
