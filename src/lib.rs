@@ -1,7 +1,22 @@
 //! lunledger: a crash-safe, journaled SCSI disk manager for VM shims.
+//!
+//! A [`Manager`] attaches disks at (controller, LUN) slots, mounts them in the guest, shares both
+//! among callers with reference counts, and tears them down on the last release. Every step is
+//! journaled before it runs, so after a crash [`Manager::open`] rebuilds the state and finishes or
+//! rolls back what was half done.
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod crash;
+mod error;
+mod manager;
+mod mount;
+mod request;
 
+pub use error::{Error, Result};
 pub use lunledger_journal as journal;
 pub use lunledger_recovery as recovery;
+pub use manager::{Manager, ManagerOptions, RecoveryReport};
+pub use mount::Mount;
+pub use request::{parse_evd_path, DiskRequest, MountConfig};
+pub use journal::{DiskKind, Durability, ManagerConfig, Slot};

@@ -1,0 +1,56 @@
+//! Injectable crash points: a test hook consulted at every step boundary. When it says "crash",
+//! the manager stops exactly there, as if the process died: no further record is journaled and no
+//! further backend call is made.
+
+use lunledger_journal::{OpId, Step, Target};
+use std::fmt;
+
+/// Where, relative to a step, the manager is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Boundary {
+    /// Before the step's intent is journaled.
+    BeforeIntent,
+    /// The intent is durable; the backend has not been called.
+    AfterIntent,
+    /// The backend call returned; its outcome is not journaled.
+    AfterCall,
+    /// The outcome is journaled.
+    AfterOutcome,
+}
+
+/// What the manager is doing at a crash point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Site {
+    /// A backend step.
+    Step(Step, Target),
+    /// Issuing a handle to the caller.
+    IssueHandle,
+}
+
+/// One crash point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CrashPoint {
+    /// The operation.
+    pub op: OpId,
+    /// What it is doing.
+    pub site: Site,
+    /// Where relative to it.
+    pub boundary: Boundary,
+}
+
+impl fmt::Display for CrashPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.site {
+            Site::Step(step, target) => {
+                write!(f, "op {} {step} {target:?} {:?}", self.op, self.boundary)
+            }
+            Site::IssueHandle => write!(f, "op {} issue-handle {:?}", self.op, self.boundary),
+        }
+    }
+}
+
+/// Decides whether to crash at a point. Tests implement it; production passes none.
+pub trait CrashHook: Send + Sync {
+    /// Returns `true` to crash at `point`.
+    fn crash_at(&self, point: &CrashPoint) -> bool;
+}

@@ -1,0 +1,86 @@
+//! The manager's typed errors. Each says what went wrong and where (step, slot, path).
+
+use crate::backend::BackendError;
+use lunledger_journal::{HandleId, Slot, Step};
+use std::path::PathBuf;
+
+/// Any error the manager returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Every slot is taken (or reserved, or held by a teardown that has not succeeded yet).
+    #[error("no available location: every SCSI slot is in use")]
+    NoAvailableLocation,
+    /// The handle was already released.
+    #[error("mount was already released")]
+    AlreadyReleased,
+    /// A release of this handle is running right now.
+    #[error("handle {0} is being released by another call")]
+    ReleaseInProgress(HandleId),
+    /// No live handle has this id.
+    #[error("no live handle {0}")]
+    UnknownHandle(HandleId),
+    /// The requested guest path is held by a different mount.
+    #[error("cannot mount over an existing mountpoint: {path}")]
+    GuestPathConflict {
+        /// The path asked for.
+        path: String,
+    },
+    /// A caller-supplied value is not acceptable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An `evd://<type>/<path>` host path is malformed.
+    #[error("invalid extensible virtual disk path: {0:?} (want evd://<type>/<path>)")]
+    InvalidEvdPath(String),
+    /// The configuration is not valid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The configuration contradicts what the journal holds.
+    #[error("configuration conflicts with the journal: {0}")]
+    ConfigConflict(String),
+    /// A backend step failed.
+    #[error("{step} at slot {slot}{}: {source}", path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default())]
+    Backend {
+        /// The step.
+        step: Step,
+        /// The slot.
+        slot: Slot,
+        /// The host or guest path involved.
+        path: Option<String>,
+        /// The backend's error.
+        source: BackendError,
+    },
+    /// Another caller's attach or mount that this add was sharing failed.
+    #[error("shared {step} at slot {slot} failed: {message}")]
+    SharedStepFailed {
+        /// The step.
+        step: Step,
+        /// The slot.
+        slot: Slot,
+        /// The error the other caller got.
+        message: String,
+    },
+    /// The journal failed.
+    #[error("journal: {0}")]
+    Journal(#[from] lunledger_journal::JournalError),
+    /// The journal directory could not be used.
+    #[error("journal directory {dir}: {what}")]
+    JournalDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong.
+        what: String,
+    },
+    /// The manager stopped after a journal failure (fail-stop: its live state may be ahead of the
+    /// journal). Reopen it to recover.
+    #[error("manager stopped after a journal failure: {0}; reopen to recover")]
+    Stopped(String),
+    /// A simulated crash (test hook) stopped the manager.
+    #[error("simulated crash at {0}")]
+    Crashed(String),
+    /// An event did not fit the state: a bug in lunledger, reported instead of panicking.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The manager's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,282 @@
+//! The add operation: take (or share) an attachment, take (or share) a mount, issue a handle.
+//!
+//! Each add runs in its own task, so it runs to completion even when its caller stops waiting:
+//! a cancelled caller can leak nothing. If nobody claims the handle, it is released again and the
+//! operation is journaled as abandoned.
+
+use super::{Inner, Manager};
+use crate::backend::{AttachRequest, MountRequest};
+use crate::crash::{Boundary, Site};
+use crate::error::{Error, Result};
+use crate::mount::Mount;
+use crate::request::DiskRequest;
+use lunledger_journal::{
+    DiskKind, DiskSpec, Event, MountId, MountSpec, OpId, OpKind, Slot, Step, Target,
+};
+use lunledger_recovery::{AttachPhase, MountPhase, ReleaseEnd};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A result handed from the add task to its caller; the caller acknowledges it on `claim`.
+struct Delivery {
+    result: Result<Mount>,
+    claim: oneshot::Sender<()>,
+}
+
+impl Manager {
+    pub(super) async fn add(&self, req: DiskRequest, kind: DiskKind) -> Result<Mount> {
+        let (disk, mount) = req.specs(kind)?;
+        self.inner.check_running()?;
+        let inner = self.inner.clone();
+        let (tx, rx) = oneshot::channel::<Delivery>();
+        let span = tracing::info_span!("add", path = %req.host_path, kind = kind.as_str());
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let (claim_tx, claim_rx) = oneshot::channel();
+                let (op, result) = match add_op(&inner, &req, disk, mount).await {
+                    Ok((op, m)) => (Some(op), Ok(m)),
+                    Err(e) => (None, Err(e)),
+                };
+                let delivered = tx
+                    .send(Delivery {
+                        result,
+                        claim: claim_tx,
+                    })
+                    .is_ok();
+                if let Some(op) = op {
+                    // The caller claims the handle synchronously on receipt; anything else means
+                    // it went away and nobody will ever release this handle.
+                    let claimed = delivered && claim_rx.await.is_ok();
+                    let end = if claimed {
+                        inner.record(op, Event::OpFinished).map(|_| ())
+                    } else {
+                        abandon(&inner, op).await
+                    };
+                    if let Err(e) = end {
+                        tracing::warn!(op, error = %e, "closing the add failed");
+                    }
+                }
+            },
+            span,
+        ));
+        let d = rx
+            .await
+            .map_err(|_| Error::Internal("the add task ended without a result".into()))?;
+        // Dropping the receiver instead would tell the task nobody claimed the handle.
+        let _ = d.claim.send(());
+        d.result
+    }
+}
+
+/// Releases the handle of an add whose caller went away, under the add's own operation.
+async fn abandon(inner: &Arc<Inner>, op: OpId) -> Result<()> {
+    let handle = inner
+        .state()
+        .ops
+        .get(&op)
+        .and_then(|o| o.handle)
+        .ok_or_else(|| Error::Internal(format!("abandoned add {op} has no handle")))?;
+    tracing::info!(op, handle, "add abandoned by its caller; releasing its handle");
+    inner.record(op, Event::ReleaseStarted { handle })?;
+    inner.finish_release(op, handle, ReleaseEnd::Abandoned).await
+}
+
+async fn add_op(
+    inner: &Arc<Inner>,
+    req: &DiskRequest,
+    disk: DiskSpec,
+    mount: Option<MountSpec>,
+) -> Result<(OpId, Mount)> {
+    let op = inner.start_op(OpKind::Add {
+        disk: disk.clone(),
+        mount: mount.clone(),
+        requested_path: req.guest_path.clone(),
+        owner: req.owner.clone(),
+        vm_id: req.vm_id.clone(),
+    })?;
+    match add_steps(inner, op, req, &disk, mount.as_ref()).await {
+        Ok(m) => Ok((op, m)),
+        Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => Err(e),
+        Err(e) => {
+            let end = Event::OpFailed {
+                error: e.to_string(),
+            };
+            if let Err(rb) = inner.roll_back_add(op, end).await {
+                tracing::warn!(op, error = %rb, "rolling back a failed add left a teardown due");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn add_steps(
+    inner: &Arc<Inner>,
+    op: OpId,
+    req: &DiskRequest,
+    disk: &DiskSpec,
+    mount: Option<&MountSpec>,
+) -> Result<Mount> {
+    if let Some(vm) = &req.vm_id {
+        inner
+            .host
+            .grant_vm_access(vm, &req.host_path)
+            .await
+            .map_err(|e| Error::InvalidInput(format!("granting {vm} access to {}: {e}", req.host_path)))?;
+        inner.record(
+            op,
+            Event::AccessGranted {
+                vm_id: vm.clone(),
+                path: req.host_path.clone(),
+            },
+        )?;
+    }
+    let ((slot, new), _) = inner.record_with(op, |st| match st.find_attachment(disk) {
+        Some(slot) => Ok((Event::AttachRefTaken { slot }, (slot, false))),
+        None => {
+            let slot = st.free_slot().ok_or(Error::NoAvailableLocation)?;
+            let ev = Event::AttachReserved {
+                slot,
+                attach: st.next_attach,
+                disk: disk.clone(),
+            };
+            Ok((ev, (slot, true)))
+        }
+    })?;
+    if new {
+        let attach = inner.state().attachments.get(&slot).map(|a| a.attach).unwrap_or(0);
+        let areq = AttachRequest {
+            slot,
+            attach,
+            disk: disk.clone(),
+        };
+        let res = inner
+            .run_step(op, Step::Attach, Target::Slot(slot), inner.host.attach(&areq))
+            .await?;
+        res.map_err(|source| Error::Backend {
+            step: Step::Attach,
+            slot,
+            path: Some(disk.path.clone()),
+            source,
+        })?;
+    } else {
+        wait_attached(inner, slot).await?;
+    }
+
+    let mount_id = match mount {
+        Some(spec) => Some(take_mount(inner, op, slot, spec, req.guest_path.as_deref()).await?),
+        None => None,
+    };
+
+    inner.crash_point(op, Site::IssueHandle, Boundary::BeforeIntent)?;
+    let (handle, seq) = inner.record_with(op, |st| {
+        let handle = st.next_handle;
+        let ev = Event::HandleIssued {
+            handle,
+            slot,
+            mount: mount_id,
+            owner: req.owner.clone(),
+        };
+        Ok((ev, handle))
+    })?;
+    // The caller may act on the handle at once; it must survive a crash from then on.
+    inner.durable(seq).await?;
+    inner.crash_point(op, Site::IssueHandle, Boundary::AfterOutcome)?;
+    let st = inner.state();
+    let h = st
+        .handles
+        .get(&handle)
+        .ok_or_else(|| Error::Internal(format!("handle {handle} vanished")))?;
+    Ok(Mount::new(inner.clone(), handle, h))
+}
+
+/// Waits for the attach another operation is running on a shared attachment.
+async fn wait_attached(inner: &Inner, slot: Slot) -> Result<()> {
+    inner
+        .wait_until(|st| match st.attachments.get(&slot) {
+            Some(a) if a.phase == AttachPhase::Attached => Some(Ok(())),
+            Some(a) if matches!(a.phase, AttachPhase::Reserved | AttachPhase::Attaching) => None,
+            Some(a) => Some(Err(Error::SharedStepFailed {
+                step: Step::Attach,
+                slot,
+                message: a.last_error.clone().unwrap_or_else(|| format!("{:?}", a.phase)),
+            })),
+            None => Some(Err(Error::Internal(format!("attachment at {slot} vanished")))),
+        })
+        .await?
+}
+
+/// Takes a reference on a matching mount, or reserves and performs a new one.
+async fn take_mount(
+    inner: &Arc<Inner>,
+    op: OpId,
+    slot: Slot,
+    spec: &MountSpec,
+    requested: Option<&str>,
+) -> Result<MountId> {
+    let ((id, new), _) = inner.record_with(op, |st| {
+        if let Some(id) = st.find_mount(slot, spec) {
+            // hcsshim: a requested path is ignored when a matching mount exists.
+            return Ok((Event::MountRefTaken { mount: id }, (id, false)));
+        }
+        let (index, path) = match requested {
+            Some(p) if st.mount_at_path(p).is_some() => {
+                return Err(Error::GuestPathConflict { path: p.to_string() })
+            }
+            Some(p) => (None, p.to_string()),
+            None => {
+                let (i, p) = st.next_mount_path().ok_or_else(|| {
+                    Error::InvalidConfig("the mount format yields no free path".into())
+                })?;
+                (Some(i), p)
+            }
+        };
+        let id = st.next_mount;
+        let ev = Event::MountReserved {
+            mount: id,
+            slot,
+            index,
+            path,
+            spec: spec.clone(),
+        };
+        Ok((ev, (id, true)))
+    })?;
+    if new {
+        let mreq = {
+            let st = inner.state();
+            let m = st
+                .mounts
+                .get(&id)
+                .ok_or_else(|| Error::Internal(format!("mount {id} vanished")))?;
+            MountRequest {
+                slot,
+                attach: m.attach,
+                mount: id,
+                path: m.path.clone(),
+                spec: m.spec.clone(),
+            }
+        };
+        let res = inner
+            .run_step(op, Step::Mount, Target::Mount(id), inner.guest.mount(&mreq))
+            .await?;
+        res.map_err(|source| Error::Backend {
+            step: Step::Mount,
+            slot,
+            path: Some(mreq.path.clone()),
+            source,
+        })?;
+    } else {
+        inner
+            .wait_until(|st| match st.mounts.get(&id) {
+                Some(m) if m.phase == MountPhase::Mounted => Some(Ok(())),
+                Some(m) if matches!(m.phase, MountPhase::Reserved | MountPhase::Mounting) => None,
+                Some(m) => Some(Err(Error::SharedStepFailed {
+                    step: Step::Mount,
+                    slot,
+                    message: m.last_error.clone().unwrap_or_else(|| format!("{:?}", m.phase)),
+                })),
+                None => Some(Err(Error::Internal(format!("mount {id} vanished")))),
+            })
+            .await??;
+    }
+    Ok(id)
+}

@@ -1,0 +1,285 @@
+//! The async `Manager`: hcsshim's SCSI semantics, every step journaled before it runs.
+//!
+//! The live state is the fold of the journal: every change is an event applied with the same
+//! `State::apply` replay uses (validated first), then appended. Intents are made durable before
+//! the backend call; outcomes ride on the next flush. A journal failure stops the manager
+//! (fail-stop): its state may be ahead of the journal, and only a reopen (which recovers) is safe.
+
+mod add;
+mod open;
+mod recover;
+mod release;
+mod step;
+
+pub use open::ManagerOptions;
+pub use recover::RecoveryReport;
+
+use crate::backend::{GuestBackend, HostBackend};
+use crate::crash::{Boundary, CrashHook, CrashPoint, Site};
+use crate::error::{Error, Result};
+use crate::mount::Mount;
+use crate::request::DiskRequest;
+use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind};
+use lunledger_recovery::State;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// The SCSI disk manager. Cheap to clone; clones share one manager.
+#[derive(Clone)]
+pub struct Manager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) journal: Journal,
+    state: Mutex<State>,
+    pub(crate) host: Arc<dyn HostBackend>,
+    pub(crate) guest: Arc<dyn GuestBackend>,
+    /// Woken on every applied event: callers sharing another caller's attach or mount wait here.
+    changed: Notify,
+    /// Why the manager stopped, once it has.
+    stopped: Mutex<Option<String>>,
+    crash: Option<Arc<dyn CrashHook>>,
+    /// Handles with a release running, so two releases of one handle never interleave.
+    releasing: Mutex<HashSet<HandleId>>,
+    pub(crate) opts: ManagerOptions,
+    last_recovery: Mutex<Option<RecoveryReport>>,
+    last_checkpoint: Mutex<u64>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (our critical sections
+/// leave the data consistent at every point where they could panic: nowhere).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn check_running(&self) -> Result<()> {
+        match lock(&self.stopped).as_ref() {
+            Some(why) if why.starts_with("crash") => Err(Error::Crashed(why.clone())),
+            Some(why) => Err(Error::Stopped(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&self, why: String) {
+        let mut s = lock(&self.stopped);
+        if s.is_none() {
+            tracing::error!(reason = %why, "manager stopped");
+            *s = Some(why);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Decides an event from the current state and journals it, atomically: `decide` sees the
+    /// state under the same lock that applies and appends the event, so two operations never
+    /// pick the same slot, index or path. Returns the decision's value and the record's sequence.
+    pub(crate) fn record_with<T>(
+        &self,
+        op: OpId,
+        decide: impl FnOnce(&State) -> Result<(Event, T)>,
+    ) -> Result<(T, u64)> {
+        self.check_running()?;
+        let mut st = self.state();
+        let (event, value) = decide(&st)?;
+        let seq = self.commit(&mut st, op, event)?;
+        drop(st);
+        self.changed.notify_waiters();
+        Ok((value, seq))
+    }
+
+    /// Starts an operation: its id is the fold's next operation id.
+    pub(crate) fn start_op(&self, kind: OpKind) -> Result<OpId> {
+        self.check_running()?;
+        let mut st = self.state();
+        let op = st.next_op;
+        self.commit(&mut st, op, Event::OpStarted { kind })?;
+        Ok(op)
+    }
+
+    /// Applies then appends one event; the caller holds the state lock, so the journal's order is
+    /// the fold's order.
+    fn commit(&self, st: &mut State, op: OpId, event: Event) -> Result<u64> {
+        let seq = st
+            .apply_next(op, &event)
+            .map_err(|e| Error::Internal(format!("{} by op {op}: {e}", event.name())))?;
+        let why = match self.journal.append(op, event) {
+            Ok(s) if s == seq => return Ok(seq),
+            Ok(s) => format!("journal assigned sequence {s}, state expected {seq}"),
+            Err(e) => format!("append failed: {e}"),
+        };
+        self.stop(why.clone());
+        Err(Error::Stopped(why))
+    }
+
+    /// Journals an event (rides on the next flush).
+    pub(crate) fn record(&self, op: OpId, event: Event) -> Result<u64> {
+        self.record_with(op, |_| Ok((event, ()))).map(|(_, s)| s)
+    }
+
+    /// Journals an event and waits until it is durable.
+    pub(crate) async fn record_durable(&self, op: OpId, event: Event) -> Result<u64> {
+        let seq = self.record(op, event)?;
+        self.durable(seq).await?;
+        Ok(seq)
+    }
+
+    /// Waits until everything up to `seq` is durable.
+    pub(crate) async fn durable(&self, seq: u64) -> Result<()> {
+        if let Err(e) = self.journal.wait_durable(seq).await {
+            self.stop(format!("flush failed: {e}"));
+            return Err(e.into());
+        }
+        self.check_running()
+    }
+
+    /// Consults the crash hook; a crash stops the manager and the journal right here.
+    pub(crate) fn crash_point(&self, op: OpId, site: Site, boundary: Boundary) -> Result<()> {
+        self.check_running()?;
+        if let Some(hook) = &self.crash {
+            let point = CrashPoint { op, site, boundary };
+            if hook.crash_at(&point) {
+                let why = format!("crash at {point}");
+                self.journal.halt();
+                self.stop(why.clone());
+                return Err(Error::Crashed(why));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `ready` says the state is settled, re-checking after every applied event.
+    pub(crate) async fn wait_until<T>(&self, mut ready: impl FnMut(&State) -> Option<T>) -> Result<T> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.check_running()?;
+            if let Some(v) = ready(&self.state()) {
+                return Ok(v);
+            }
+            notified.await;
+        }
+    }
+
+    /// Writes a checkpoint when enough records have passed since the last one.
+    pub(crate) async fn maybe_checkpoint(self: &Arc<Self>) -> Result<()> {
+        let every = self.opts.checkpoint_every;
+        if every == 0 {
+            return Ok(());
+        }
+        let (at, blob) = {
+            let st = self.state();
+            let last = *lock(&self.last_checkpoint);
+            if st.last_seq < last + every {
+                return Ok(());
+            }
+            let blob = rmp_serde::to_vec(&*st)
+                .map_err(|e| Error::Internal(format!("encoding a checkpoint: {e}")))?;
+            (st.last_seq, blob)
+        };
+        *lock(&self.last_checkpoint) = at;
+        // The checkpoint's state must be durable in the journal before the checkpoint claims it.
+        self.durable(at).await?;
+        let journal = self.journal.clone();
+        tokio::task::spawn_blocking(move || journal.write_checkpoint(at, blob))
+            .await
+            .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+        tracing::debug!(at_seq = at, "checkpoint written");
+        Ok(())
+    }
+}
+
+impl Manager {
+    /// Attaches (and, with a mount config, mounts) a virtual disk file.
+    pub async fn add_virtual_disk(&self, req: DiskRequest) -> Result<Mount> {
+        self.add(req, DiskKind::VirtualDisk).await
+    }
+
+    /// Attaches (and mounts) a host block device passed through.
+    pub async fn add_physical_disk(&self, req: DiskRequest) -> Result<Mount> {
+        self.add(req, DiskKind::PassThru).await
+    }
+
+    /// Attaches (and mounts) an extensible virtual disk; `req.host_path` is `evd://<type>/<path>`.
+    pub async fn add_extensible_virtual_disk(&self, req: DiskRequest) -> Result<Mount> {
+        self.add(req, DiskKind::ExtensibleVirtualDisk).await
+    }
+
+    /// A copy of the live state (the fold of the journal).
+    pub fn state(&self) -> State {
+        self.inner.state().clone()
+    }
+
+    /// Every live handle, as `Mount`s that can be released.
+    pub fn handles(&self) -> Vec<Mount> {
+        let st = self.inner.state();
+        st.handles
+            .iter()
+            .map(|(id, h)| Mount::new(self.inner.clone(), *id, h))
+            .collect()
+    }
+
+    /// The live handles labelled with `owner` (a restarted shim takes them back with this).
+    pub fn handles_by_owner(&self, owner: &str) -> Vec<Mount> {
+        let st = self.inner.state();
+        st.handles_by_owner(owner)
+            .map(|(id, h)| Mount::new(self.inner.clone(), id, h))
+            .collect()
+    }
+
+    /// The live handle `id`, if any.
+    pub fn handle(&self, id: HandleId) -> Option<Mount> {
+        let st = self.inner.state();
+        st.handles
+            .get(&id)
+            .map(|h| Mount::new(self.inner.clone(), id, h))
+    }
+
+    /// Releases every handle `owner` holds (a container that vanished). Returns how many were
+    /// released; the first error stops nothing: every handle is tried, then the first error is
+    /// returned.
+    pub async fn release_owner(&self, owner: &str) -> Result<usize> {
+        let mut released = 0;
+        let mut first_err = None;
+        for m in self.handles_by_owner(owner).into_iter().rev() {
+            match m.release().await {
+                Ok(()) => released += 1,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(released),
+        }
+    }
+
+    /// What the recovery run by `open` did.
+    pub fn last_recovery(&self) -> Option<RecoveryReport> {
+        lock(&self.inner.last_recovery).clone()
+    }
+
+    /// The journal (read access for audits and tests).
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    /// Retries every teardown that failed earlier (unmounts, unplugs, detaches no handle waits
+    /// for). Returns how many are still due afterwards.
+    pub async fn retry_teardowns(&self) -> Result<usize> {
+        recover::retry_teardowns(&self.inner).await
+    }
+
+    /// Flushes the journal and returns once everything recorded so far is durable.
+    pub async fn sync(&self) -> Result<()> {
+        let seq = self.inner.state().last_seq;
+        self.inner.durable(seq).await
+    }
+}

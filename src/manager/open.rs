@@ -1,0 +1,228 @@
+//! Opening a manager: validate the configuration, open the journal, rebuild the state from the
+//! newest checkpoint plus the records after it, reconcile the configuration with the journal, and
+//! recover.
+
+use super::recover::{recover, RecoveryReport};
+use super::{Inner, Manager};
+use crate::backend::{GuestBackend, HostBackend};
+use crate::crash::CrashHook;
+use crate::error::{Error, Result};
+use lunledger_journal::{Durability, Event, Journal, JournalOptions, ManagerConfig, OpKind};
+use lunledger_recovery::{RecoveryPolicy, State};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Everything `Manager::open_with` takes besides the journal directory and the backends.
+#[derive(Clone)]
+pub struct ManagerOptions {
+    /// Controllers, LUNs, mount format, reserved slots.
+    pub config: ManagerConfig,
+    /// How durable an intent is before its backend call.
+    pub durability: Durability,
+    /// sled page cache size in bytes.
+    pub cache_capacity: u64,
+    /// Write a checkpoint every this many records (0: never).
+    pub checkpoint_every: u64,
+    /// Recovery choices.
+    pub recovery: RecoveryPolicy,
+    /// Attempts per teardown during recovery.
+    pub teardown_attempts: u32,
+    /// First backoff between teardown attempts (doubles each time).
+    pub teardown_backoff: Duration,
+    /// How long recovery waits for a backend's `inspect`.
+    pub inspect_timeout: Duration,
+    /// Crash-point hook (tests only).
+    pub crash_hook: Option<Arc<dyn CrashHook>>,
+}
+
+impl ManagerOptions {
+    /// Defaults around `config`: Flush durability, 8 MiB cache, a checkpoint every 10 000 records,
+    /// 3 teardown attempts from 20 ms, 10 s inspect timeout.
+    pub fn new(config: ManagerConfig) -> Self {
+        ManagerOptions {
+            config,
+            durability: Durability::Flush,
+            cache_capacity: 8 << 20,
+            checkpoint_every: 10_000,
+            recovery: RecoveryPolicy::default(),
+            teardown_attempts: 3,
+            teardown_backoff: Duration::from_millis(20),
+            inspect_timeout: Duration::from_secs(10),
+            crash_hook: None,
+        }
+    }
+}
+
+/// Checks a configuration: controllers and LUNs non-zero, a format with exactly one `%d` and no
+/// other `%`, reserved slots in range and distinct.
+pub fn validate_config(c: &ManagerConfig) -> Result<()> {
+    if c.controllers == 0 || c.luns_per_controller == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "{} controllers x {} LUNs leaves no slot",
+            c.controllers, c.luns_per_controller
+        )));
+    }
+    if c.mount_format.matches("%d").count() != 1 || c.mount_format.matches('%').count() != 1 {
+        return Err(Error::InvalidConfig(format!(
+            "mount format {:?} must hold exactly one %d and no other %",
+            c.mount_format
+        )));
+    }
+    if !c.mount_format.starts_with('/') {
+        return Err(Error::InvalidConfig(format!(
+            "mount format {:?} must be an absolute path",
+            c.mount_format
+        )));
+    }
+    let mut seen = HashSet::new();
+    for s in &c.reserved {
+        if !c.contains(*s) {
+            return Err(Error::InvalidConfig(format!(
+                "reserved slot {s} is outside {} controllers x {} LUNs",
+                c.controllers, c.luns_per_controller
+            )));
+        }
+        if !seen.insert(*s) {
+            return Err(Error::InvalidConfig(format!("reserved slot {s} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Why `new` cannot replace the configuration of `state`, if it cannot.
+fn config_conflict(state: &State, new: &ManagerConfig) -> Option<String> {
+    state.attachments.keys().find_map(|slot| {
+        if !new.contains(*slot) {
+            Some(format!("slot {slot} is in use but outside the new configuration"))
+        } else if new.reserved.contains(slot) {
+            Some(format!("slot {slot} is in use but reserved by the new configuration"))
+        } else {
+            None
+        }
+    })
+}
+
+/// Rebuilds the state: the newest checkpoint, then every record after it.
+pub fn load_state(journal: &Journal) -> Result<(State, Option<u64>, u64)> {
+    let mut state = State::new();
+    let mut from = journal.first_seq()?.unwrap_or(1);
+    let mut checkpoint = None;
+    match journal.latest_checkpoint()? {
+        Some(c) => match rmp_serde::from_slice::<State>(&c.blob) {
+            Ok(s) if s.last_seq == c.at_seq => {
+                state = s;
+                from = c.at_seq + 1;
+                checkpoint = Some(c.at_seq);
+            }
+            Ok(_) | Err(_) => {
+                tracing::warn!(at_seq = c.at_seq, "checkpoint unusable; replaying everything retained");
+            }
+        },
+        None => {}
+    }
+    if checkpoint.is_none() && from > 1 {
+        return Err(Error::Internal(format!(
+            "records before {from} were pruned and no usable checkpoint covers them"
+        )));
+    }
+    let mut replayed = 0;
+    for rec in journal.read_from(from) {
+        let rec = rec?;
+        state
+            .apply(&rec)
+            .map_err(|e| Error::Internal(format!("replaying the journal: {e}")))?;
+        replayed += 1;
+    }
+    Ok((state, checkpoint, replayed))
+}
+
+impl Manager {
+    /// Opens (or creates) the journal at `dir` with default options and recovers.
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        config: ManagerConfig,
+        host: Arc<dyn HostBackend>,
+        guest: Arc<dyn GuestBackend>,
+    ) -> Result<Manager> {
+        Self::open_with(dir, ManagerOptions::new(config), host, guest).await
+    }
+
+    /// Opens (or creates) the journal at `dir` and recovers: rebuilds the state, rolls back adds
+    /// whose caller never got a handle, finishes releases, settles lost outcomes with the
+    /// backends' `inspect`, retries teardowns, and reports drift. See [`Manager::last_recovery`].
+    pub async fn open_with(
+        dir: impl AsRef<Path>,
+        opts: ManagerOptions,
+        host: Arc<dyn HostBackend>,
+        guest: Arc<dyn GuestBackend>,
+    ) -> Result<Manager> {
+        let started = Instant::now();
+        validate_config(&opts.config)?;
+        let dir = dir.as_ref().to_path_buf();
+        let jopts = JournalOptions {
+            durability: opts.durability,
+            cache_capacity: opts.cache_capacity,
+            ..JournalOptions::default()
+        };
+        let (journal, state, checkpoint, replayed) = tokio::task::spawn_blocking(move || {
+            let journal = Journal::open(&dir, jopts)?;
+            let (state, checkpoint, replayed) = load_state(&journal)?;
+            Ok::<_, Error>((journal, state, checkpoint, replayed))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+        let tail_quarantined = journal
+            .open_report()
+            .tail_quarantined
+            .as_ref()
+            .map(|t| format!("{t:?}"));
+        if let Some(t) = &tail_quarantined {
+            tracing::warn!(damage = %t, "journal tail was damaged; recovered the valid prefix");
+        }
+        if let Some(old) = &state.config {
+            if *old != opts.config {
+                if let Some(why) = config_conflict(&state, &opts.config) {
+                    return Err(Error::ConfigConflict(why));
+                }
+            }
+        }
+        let last_checkpoint = checkpoint.unwrap_or(0);
+        let inner = Arc::new(Inner {
+            journal,
+            state: Mutex::new(state),
+            host,
+            guest,
+            changed: Notify::new(),
+            stopped: Mutex::new(None),
+            crash: opts.crash_hook.clone(),
+            releasing: Mutex::new(HashSet::new()),
+            opts: opts.clone(),
+            last_recovery: Mutex::new(None),
+            last_checkpoint: Mutex::new(last_checkpoint),
+        });
+        if inner.state().config.as_ref() != Some(&opts.config) {
+            let op = inner.start_op(OpKind::Configure)?;
+            inner.record(
+                op,
+                Event::ConfigSet {
+                    config: opts.config.clone(),
+                },
+            )?;
+            let seq = inner.record(op, Event::OpFinished)?;
+            inner.durable(seq).await?;
+        }
+        let report = RecoveryReport {
+            checkpoint_seq: checkpoint,
+            records_replayed: replayed,
+            tail_quarantined,
+            duration: started.elapsed(),
+            ..Default::default()
+        };
+        recover(&inner, report).await?;
+        inner.maybe_checkpoint().await?;
+        Ok(Manager { inner })
+    }
+}

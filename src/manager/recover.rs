@@ -1,0 +1,345 @@
+//! Executing recovery: observe the VM, plan with the pure planner, run each action through the
+//! same journaled steps as live operations, and report. Recovery is itself an operation in the
+//! journal, so a crash during recovery is recovered by the next open, and recovering twice does
+//! nothing the second time.
+
+use super::{lock, Inner};
+use crate::backend::{DetachRequest, GuestView, HostView};
+use crate::error::{Error, Result};
+use lunledger_journal::{Drift, Event, OpId, OpKind, Resolution, Step, Target};
+use lunledger_recovery::{
+    plan, Action, AttachPhase, MountPhase, Observation, ReleaseEnd, SeenAttachment, SeenGuest,
+};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a recovery did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecoveryReport {
+    /// Sequence number of the checkpoint the state was rebuilt from, if any.
+    pub checkpoint_seq: Option<u64>,
+    /// Records replayed after the checkpoint.
+    pub records_replayed: u64,
+    /// A damaged journal tail that was set aside on open, described.
+    pub tail_quarantined: Option<String>,
+    /// Whether the host and guest could be inspected.
+    pub inspected: (bool, bool),
+    /// The plan executed.
+    pub plan: Vec<Action>,
+    /// Steps whose lost outcome was settled: (step, target, resolution, asked the VM).
+    pub resolved: Vec<(Step, Target, Resolution, bool)>,
+    /// Adds rolled back (their callers never got a handle).
+    pub rolled_back: Vec<OpId>,
+    /// Releases finished.
+    pub releases_finished: Vec<OpId>,
+    /// Operations closed with nothing left to do.
+    pub closed: Vec<OpId>,
+    /// Teardown steps that succeeded during recovery.
+    pub teardowns_done: usize,
+    /// Teardowns still due after all retries (slot or mount, and the last error).
+    pub teardowns_pending: Vec<String>,
+    /// Drift between journal and VM.
+    pub drift: Vec<Drift>,
+    /// Handles alive after recovery.
+    pub live_handles: usize,
+    /// Errors met (recovery goes on past them).
+    pub errors: Vec<String>,
+    /// Wall time of the whole recovery, including rebuilding the state.
+    pub duration: Duration,
+}
+
+impl RecoveryReport {
+    /// Whether recovery had nothing to do.
+    pub fn is_clean(&self) -> bool {
+        self.plan.is_empty() && self.tail_quarantined.is_none()
+    }
+}
+
+fn observe(host: Option<HostView>, guest: Option<GuestView>) -> Observation {
+    Observation {
+        host: host.map(|h| {
+            h.attachments
+                .into_iter()
+                .map(|a| SeenAttachment {
+                    slot: a.slot,
+                    attach: a.attach,
+                    path: a.path,
+                })
+                .collect()
+        }),
+        guest: guest.map(|g| SeenGuest {
+            devices: g.devices,
+            mounts: g.mounts.into_iter().map(|m| m.path).collect(),
+        }),
+    }
+}
+
+/// Runs recovery on a freshly opened manager.
+pub(crate) async fn recover(inner: &Arc<Inner>, mut report: RecoveryReport) -> Result<RecoveryReport> {
+    let started = Instant::now();
+    let timeout = inner.opts.inspect_timeout;
+    let host = match tokio::time::timeout(timeout, inner.host.inspect()).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            report.errors.push(format!("host inspect: {e}"));
+            None
+        }
+        Err(_) => {
+            report.errors.push("host inspect timed out".into());
+            None
+        }
+    };
+    let guest = match tokio::time::timeout(timeout, inner.guest.inspect()).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            report.errors.push(format!("guest inspect: {e}"));
+            None
+        }
+        Err(_) => {
+            report.errors.push("guest inspect timed out".into());
+            None
+        }
+    };
+    report.inspected = (host.is_some(), guest.is_some());
+    let seen = observe(host, guest);
+    let actions = plan(&inner.state(), &seen, &inner.opts.recovery);
+    report.plan = actions.clone();
+    if !actions.is_empty() {
+        let op = inner.start_op(OpKind::Recovery)?;
+        for action in actions {
+            match execute(inner, op, action, &mut report).await {
+                Ok(()) => {}
+                Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => return Err(e),
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        sweep(inner, op, &mut report).await?;
+        inner.record(op, Event::OpFinished)?;
+        let seq = inner.state().last_seq;
+        inner.durable(seq).await?;
+    }
+    let st = inner.state();
+    report.live_handles = st.handles.len();
+    report.drift = st.drift.clone();
+    report.teardowns_pending = pending_teardowns(&st);
+    drop(st);
+    report.duration += started.elapsed();
+    tracing::info!(
+        rolled_back = report.rolled_back.len(),
+        releases_finished = report.releases_finished.len(),
+        resolved = report.resolved.len(),
+        drift = report.drift.len(),
+        pending = report.teardowns_pending.len(),
+        live_handles = report.live_handles,
+        ms = report.duration.as_millis() as u64,
+        "recovery finished"
+    );
+    *lock(&inner.last_recovery) = Some(report.clone());
+    Ok(report)
+}
+
+fn pending_teardowns(st: &lunledger_recovery::State) -> Vec<String> {
+    let mut v = Vec::new();
+    for (id, m) in &st.mounts {
+        if m.phase == MountPhase::NeedsUnmount {
+            v.push(format!("unmount of mount {id} at {} ({})", m.path, m.last_error.as_deref().unwrap_or("not tried")));
+        }
+    }
+    for (slot, a) in &st.attachments {
+        if matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach) {
+            let what = if a.phase == AttachPhase::NeedsUnplug { "unplug" } else { "detach" };
+            v.push(format!("{what} at {slot} ({})", a.last_error.as_deref().unwrap_or("not tried")));
+        }
+    }
+    v
+}
+
+async fn execute(inner: &Arc<Inner>, op: OpId, action: Action, report: &mut RecoveryReport) -> Result<()> {
+    match action {
+        Action::Resolve {
+            step,
+            target,
+            resolution,
+            inspected,
+        } => {
+            inner.record(op, Event::StepResolved { step, target, resolution })?;
+            report.resolved.push((step, target, resolution, inspected));
+        }
+        Action::LoseAttachment { slot } => {
+            inner.record(op, Event::DriftFound { drift: Drift::MissingAttachment { slot } })?;
+            inner.record(op, Event::AttachmentLost { slot })?;
+        }
+        Action::LoseMount { mount } => {
+            let path = inner.state().mounts.get(&mount).map(|m| m.path.clone()).unwrap_or_default();
+            inner.record(op, Event::DriftFound { drift: Drift::MissingMount { mount, path } })?;
+            inner.record(op, Event::MountLost { mount })?;
+        }
+        Action::Report { drift } => {
+            inner.record(op, Event::DriftFound { drift })?;
+        }
+        Action::DetachStray { slot, attach, path } => {
+            let drift = |detached| Event::DriftFound {
+                drift: Drift::UnknownAttachment { slot, path: path.clone(), detached },
+            };
+            inner.record_durable(op, drift(false)).await?;
+            // Attach id 0 is never issued: it asks the backend for whatever is at the slot.
+            let req = DetachRequest { slot, attach: attach.unwrap_or(0) };
+            match inner.host.detach(&req).await {
+                Ok(()) => {
+                    inner.record(op, drift(true))?;
+                }
+                Err(e) => report.errors.push(format!("detaching stray disk at {slot}: {e}")),
+            }
+        }
+        Action::RollBackAdd { op: add } => {
+            let end = Event::OpRolledBack {
+                reason: "the caller never received a handle (the shim stopped)".into(),
+            };
+            report.rolled_back.push(add);
+            with_retries(inner, || inner.roll_back_add(add, end.clone())).await?;
+        }
+        Action::FinishRelease { op: rel, handle, end } => {
+            report.releases_finished.push(rel);
+            with_retries(inner, || async {
+                if !inner.state().ops.contains_key(&rel) {
+                    // A failed attempt ended the operation; resume under a new one.
+                    return resume_release(inner, handle).await;
+                }
+                inner.finish_release(rel, handle, end).await
+            })
+            .await?;
+        }
+        Action::ResumeRelease { handle } => {
+            with_retries(inner, || resume_release(inner, handle)).await?;
+        }
+        Action::Close { op: other } => {
+            inner.record(other, Event::OpFinished)?;
+            report.closed.push(other);
+        }
+        Action::Unmount { mount } => {
+            with_retries(inner, || inner.teardown_mount(op, mount)).await?;
+            report.teardowns_done += 1;
+        }
+        Action::Teardown { slot } => {
+            with_retries(inner, || inner.teardown_attachment(op, slot)).await?;
+            report.teardowns_done += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Retries, with backoff, every teardown still due after the plan ran (a rollback whose teardown
+/// failed has ended its operation, but its teardown stays due and is retried here).
+async fn sweep(inner: &Arc<Inner>, op: OpId, report: &mut RecoveryReport) -> Result<()> {
+    let (mounts, slots) = due(&inner.state());
+    for m in mounts {
+        match with_retries(inner, || inner.teardown_mount(op, m)).await {
+            Ok(()) => report.teardowns_done += 1,
+            Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => return Err(e),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    for s in slots {
+        match with_retries(inner, || inner.teardown_attachment(op, s)).await {
+            Ok(()) => report.teardowns_done += 1,
+            Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => return Err(e),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Mounts and attachments whose teardown is due.
+fn due(st: &lunledger_recovery::State) -> (Vec<lunledger_journal::MountId>, Vec<lunledger_journal::Slot>) {
+    let mounts = st
+        .mounts
+        .iter()
+        .filter(|(_, m)| m.phase == MountPhase::NeedsUnmount)
+        .map(|(id, _)| *id)
+        .collect();
+    let slots = st
+        .attachments
+        .iter()
+        .filter(|(_, a)| matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach))
+        .map(|(s, _)| *s)
+        .collect();
+    (mounts, slots)
+}
+
+/// Starts a new release operation for a handle whose release had failed.
+async fn resume_release(inner: &Arc<Inner>, handle: lunledger_journal::HandleId) -> Result<()> {
+    if !inner.state().handles.contains_key(&handle) {
+        return Ok(());
+    }
+    let op = inner.start_op(OpKind::Release { handle })?;
+    inner.record(op, Event::ReleaseStarted { handle })?;
+    inner.finish_release(op, handle, ReleaseEnd::Finished).await
+}
+
+/// Runs `f` up to the configured number of attempts with exponential backoff; journal failures
+/// and crashes are not retried.
+async fn with_retries<F, Fut>(inner: &Inner, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let attempts = inner.opts.teardown_attempts.max(1);
+    let mut delay = inner.opts.teardown_backoff;
+    let mut last = Ok(());
+    for i in 0..attempts {
+        last = f().await;
+        match &last {
+            Ok(()) => return Ok(()),
+            Err(Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)) => return last,
+            Err(e) if i + 1 < attempts => {
+                tracing::warn!(attempt = i + 1, error = %e, "recovery step failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(_) => {}
+        }
+    }
+    last
+}
+
+/// Retries every teardown that is due, under one operation. Returns how many remain due.
+pub(crate) async fn retry_teardowns(inner: &Arc<Inner>) -> Result<usize> {
+    let ((mounts, slots), handles) = {
+        let st = inner.state();
+        let in_flight: Vec<_> = st.ops.values().filter_map(|o| o.releasing).collect();
+        let handles: Vec<_> = st
+            .handles
+            .iter()
+            .filter(|(id, h)| h.releasing && !in_flight.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        (due(&st), handles)
+    };
+    if mounts.is_empty() && slots.is_empty() && handles.is_empty() {
+        return Ok(0);
+    }
+    let op = inner.start_op(OpKind::RetryTeardown)?;
+    let mut first_err = None;
+    for m in mounts {
+        if let Err(e) = inner.teardown_mount(op, m).await {
+            first_err.get_or_insert(e);
+        }
+    }
+    for s in slots {
+        if let Err(e) = inner.teardown_attachment(op, s).await {
+            first_err.get_or_insert(e);
+        }
+    }
+    inner.record(op, Event::OpFinished)?;
+    for h in handles {
+        if let Err(e) = resume_release(inner, h).await {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) = first_err {
+        return Err(e);
+    }
+    let st = inner.state();
+    Ok(pending_teardowns(&st).len())
+}

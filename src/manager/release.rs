@@ -1,0 +1,124 @@
+//! Releases and rollbacks. Both drop every reference first (so a failed unmount never leaks the
+//! attachment reference, as it does in hcsshim), then run the teardowns that became due: unmount
+//! before unplug before detach. A failed teardown stays due with its slot and path reserved, and a
+//! retry of the release resumes it.
+
+use super::{lock, Inner};
+use crate::error::{Error, Result};
+use lunledger_journal::{Event, HandleId, OpId, OpKind};
+use lunledger_recovery::ReleaseEnd;
+use std::sync::Arc;
+
+impl Inner {
+    /// Releases handle `id` (a retry resumes a release that failed part way).
+    pub(crate) async fn release(self: &Arc<Self>, id: HandleId) -> Result<()> {
+        self.check_running()?;
+        if !lock(&self.releasing).insert(id) {
+            return Err(Error::ReleaseInProgress(id));
+        }
+        // Run in a task of its own so the release completes even if the caller stops waiting.
+        let inner = self.clone();
+        let res = tokio::spawn(async move {
+            let r = inner.release_op(id).await;
+            lock(&inner.releasing).remove(&id);
+            r
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("release task: {e}")))?;
+        res
+    }
+
+    async fn release_op(self: &Arc<Self>, id: HandleId) -> Result<()> {
+        if !self.state().handles.contains_key(&id) {
+            return Err(Error::AlreadyReleased);
+        }
+        let op = self.start_op(OpKind::Release { handle: id })?;
+        self.record(op, Event::ReleaseStarted { handle: id })?;
+        self.finish_release(op, id, ReleaseEnd::Finished).await
+    }
+
+    /// Drops the handle's remaining references, runs the teardowns due, marks the handle
+    /// released and ends `op`. On a teardown failure, `op` ends failed and the handle stays,
+    /// holding nothing, until a retry finishes its teardown.
+    pub(crate) async fn finish_release(
+        &self,
+        op: OpId,
+        id: HandleId,
+        end: ReleaseEnd,
+    ) -> Result<()> {
+        let h = self
+            .state()
+            .handles
+            .get(&id)
+            .cloned()
+            .ok_or(Error::AlreadyReleased)?;
+        if let (true, Some(mount)) = (h.holds_mount, h.mount) {
+            self.record(op, Event::MountRefDropped { mount })?;
+        }
+        if h.holds_attach {
+            self.record(op, Event::AttachRefDropped { slot: h.slot })?;
+        }
+        if let Err(e) = self.teardown_for(op, h.mount, h.slot, h.attach).await {
+            if !matches!(e, Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)) {
+                self.record(op, Event::OpFailed { error: e.to_string() })?;
+            }
+            return Err(e);
+        }
+        self.record(op, Event::HandleReleased { handle: id })?;
+        let end = match end {
+            ReleaseEnd::Finished => Event::OpFinished,
+            ReleaseEnd::Abandoned => Event::OpAbandoned,
+        };
+        self.record(op, end)?;
+        Ok(())
+    }
+
+    /// Rolls back an add: drops what it holds, tears down what became due, ends it with `end`.
+    /// The add ends even when a teardown fails: the teardown stays due on its own.
+    pub(crate) async fn roll_back_add(&self, op: OpId, end: Event) -> Result<()> {
+        let Some(o) = self.state().ops.get(&op).cloned() else {
+            return Ok(());
+        };
+        let attach = o
+            .holds_attach
+            .and_then(|slot| self.state().attachments.get(&slot).map(|a| (slot, a.attach)));
+        if let Some(mount) = o.holds_mount {
+            self.record(op, Event::MountRefDropped { mount })?;
+        }
+        if let Some(slot) = o.holds_attach {
+            self.record(op, Event::AttachRefDropped { slot })?;
+        }
+        let teardown = match (attach, o.holds_mount) {
+            (Some((slot, a)), m) => self.teardown_for(op, m, slot, a).await,
+            (None, Some(m)) => self.teardown_mount(op, m).await,
+            (None, None) => Ok(()),
+        };
+        if let Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) = teardown {
+            return Err(e);
+        }
+        self.record(op, end)?;
+        teardown
+    }
+
+    /// Runs the teardowns due on a mount and on an attachment generation.
+    async fn teardown_for(
+        &self,
+        op: OpId,
+        mount: Option<lunledger_journal::MountId>,
+        slot: lunledger_journal::Slot,
+        attach: lunledger_journal::AttachId,
+    ) -> Result<()> {
+        if let Some(m) = mount {
+            self.teardown_mount(op, m).await?;
+        }
+        let same = self
+            .state()
+            .attachments
+            .get(&slot)
+            .is_some_and(|a| a.attach == attach);
+        if same {
+            self.teardown_attachment(op, slot).await?;
+        }
+        Ok(())
+    }
+}

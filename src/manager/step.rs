@@ -1,0 +1,125 @@
+//! One backend step by the write-ahead rule, and the teardowns built from steps. Live adds and
+//! releases, rollbacks and recovery all run their steps through here.
+
+use super::Inner;
+use crate::backend::{BackendError, DetachRequest, MountRequest};
+use crate::crash::{Boundary, Site};
+use crate::error::{Error, Result};
+use lunledger_journal::{Event, MountId, OpId, Slot, Step, Target};
+use lunledger_recovery::{AttachPhase, MountPhase};
+use std::future::Future;
+
+impl Inner {
+    /// Runs a backend call as `step` on `target`: crash point, durable intent, crash point, the
+    /// call, crash point, outcome (not waited for: it rides on the next flush), crash point.
+    /// Returns the backend's own result; `Err` only for journal failures and crashes.
+    pub(crate) async fn run_step<Fut>(
+        &self,
+        op: OpId,
+        step: Step,
+        target: Target,
+        call: Fut,
+    ) -> Result<Result<(), BackendError>>
+    where
+        Fut: Future<Output = Result<(), BackendError>>,
+    {
+        let site = Site::Step(step, target);
+        self.crash_point(op, site, Boundary::BeforeIntent)?;
+        self.record_durable(op, Event::StepIntent { step, target })
+            .await?;
+        self.crash_point(op, site, Boundary::AfterIntent)?;
+        let _span = tracing::debug_span!("step", op, step = step.name(), ?target).entered();
+        let res = call.await;
+        self.crash_point(op, site, Boundary::AfterCall)?;
+        let outcome = match &res {
+            Ok(()) => Event::StepDone { step, target },
+            Err(e) => Event::StepFailed {
+                step,
+                target,
+                error: e.to_string(),
+            },
+        };
+        self.record(op, outcome)?;
+        self.crash_point(op, site, Boundary::AfterOutcome)?;
+        if let Err(e) = &res {
+            tracing::warn!(op, step = step.name(), ?target, error = %e, "step failed");
+        }
+        Ok(res)
+    }
+
+    /// Unmounts `mount` if its unmount is due.
+    pub(crate) async fn teardown_mount(&self, op: OpId, mount: MountId) -> Result<()> {
+        let req = {
+            let st = self.state();
+            let Some(m) = st.mounts.get(&mount) else {
+                return Ok(());
+            };
+            if m.phase != MountPhase::NeedsUnmount {
+                return Ok(());
+            }
+            MountRequest {
+                slot: m.slot,
+                attach: m.attach,
+                mount,
+                path: m.path.clone(),
+                spec: m.spec.clone(),
+            }
+        };
+        let res = self
+            .run_step(op, Step::Unmount, Target::Mount(mount), self.guest.unmount(&req))
+            .await?;
+        res.map_err(|source| Error::Backend {
+            step: Step::Unmount,
+            slot: req.slot,
+            path: Some(req.path.clone()),
+            source,
+        })
+    }
+
+    /// Tears down the attachment at `slot` if its teardown is due: first any unmount still due on
+    /// it (a guest must never lose a mounted device), then unplug, then detach. A failure leaves
+    /// the rest due and the slot reserved.
+    pub(crate) async fn teardown_attachment(&self, op: OpId, slot: Slot) -> Result<()> {
+        loop {
+            let (phase, attach, path, due_mounts) = {
+                let st = self.state();
+                let Some(a) = st.attachments.get(&slot) else {
+                    return Ok(());
+                };
+                let due: Vec<MountId> = st
+                    .mounts
+                    .iter()
+                    .filter(|(_, m)| {
+                        m.slot == slot && m.attach == a.attach && m.phase == MountPhase::NeedsUnmount
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                (a.phase, a.attach, a.disk.path.clone(), due)
+            };
+            if !matches!(phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach) {
+                return Ok(());
+            }
+            for m in due_mounts {
+                self.teardown_mount(op, m).await?;
+            }
+            let (step, res) = if phase == AttachPhase::NeedsUnplug {
+                let r = self
+                    .run_step(op, Step::Unplug, Target::Slot(slot), self.guest.unplug(slot))
+                    .await?;
+                (Step::Unplug, r)
+            } else {
+                let req = DetachRequest { slot, attach };
+                let r = self
+                    .run_step(op, Step::Detach, Target::Slot(slot), self.host.detach(&req))
+                    .await?;
+                (Step::Detach, r)
+            };
+            res.map_err(|source| Error::Backend {
+                step,
+                slot,
+                path: Some(path),
+                source,
+            })?;
+        }
+    }
+}
