@@ -1,0 +1,118 @@
+//! The journal's typed errors.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Everything that can go wrong in the journal. Every variant says what and, where it is known,
+/// where (the directory, or the sequence number of the record involved).
+#[derive(Debug, Error)]
+pub enum JournalError {
+    /// Another `Journal` (in this or another process) holds the directory's lock.
+    #[error("journal directory {dir} is in use by another process or handle")]
+    InUse {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+    /// A record was written by a newer build with a schema this build does not know.
+    #[error("record schema {found} is newer than the supported schema {supported}")]
+    NewerSchema {
+        /// Schema version found in the record.
+        found: u16,
+        /// Newest schema version this build reads.
+        supported: u16,
+    },
+    /// Stored data is damaged: a checksum mismatch, a broken hash chain, a gap, a key that does not
+    /// match its record, or a checkpoint that does not match its record.
+    #[error("journal corrupt{}: {what}", fmt_seq(*seq))]
+    Corrupt {
+        /// Sequence number of the damaged record, when known.
+        seq: Option<u64>,
+        /// What is wrong.
+        what: String,
+    },
+    /// A record's bytes passed their checksum but could not be decoded.
+    #[error("cannot decode record{}: {what}", fmt_seq(*seq))]
+    Decode {
+        /// Sequence number of the record, when known (never known to the pure [`crate::decode_record`]).
+        seq: Option<u64>,
+        /// The decoder's message.
+        what: String,
+    },
+    /// An I/O error outside sled (the lock file, the data file sync, the directory).
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An error reported by sled.
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// The journal was halted (the crash-simulation test hook, or a failed write): nothing more is
+    /// appended or made durable by this handle.
+    #[error("journal halted")]
+    Halted,
+    /// The journal's writer has stopped (the journal is shutting down).
+    #[error("journal closed")]
+    Closed,
+    /// No manager configuration has been stored in this journal.
+    #[error("no manager configuration stored in the journal")]
+    ConfigMissing,
+    /// A wait for a sequence number that was never assigned (it would never complete).
+    #[error("sequence number {seq} was never assigned (last assigned is {last})")]
+    NotAssigned {
+        /// The sequence number asked for.
+        seq: u64,
+        /// The last assigned sequence number.
+        last: u64,
+    },
+    /// A checkpoint was asked for at a sequence number that holds no stored record.
+    #[error("no stored record at seq {seq} to checkpoint")]
+    NoSuchRecord {
+        /// The sequence number asked for.
+        seq: u64,
+    },
+    /// A failure inside sled or the writer that surfaced as a panic; caught and reported instead.
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+fn fmt_seq(seq: Option<u64>) -> String {
+    match seq {
+        Some(s) => format!(" at seq {s}"),
+        None => String::new(),
+    }
+}
+
+impl JournalError {
+    /// Attaches a sequence number to a `Corrupt` or `Decode` error that has none.
+    pub fn at_seq(self, at: u64) -> JournalError {
+        match self {
+            JournalError::Corrupt { seq: None, what } => JournalError::Corrupt {
+                seq: Some(at),
+                what,
+            },
+            JournalError::Decode { seq: None, what } => JournalError::Decode {
+                seq: Some(at),
+                what,
+            },
+            other => other,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(seq: impl Into<Option<u64>>, what: impl Into<String>) -> JournalError {
+        JournalError::Corrupt {
+            seq: seq.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! What happens on open: the records from the newest checkpoint to the end are decoded and
+//! chain-checked; a damaged tail is moved to the `quarantine` tree (nothing is deleted) so that
+//! appends continue from the last good record; damage followed by intact records is only
+//! reported (reads and `verify` surface it as typed errors).
+
+use crate::checkpoint::{anchor, latest_checkpoint_in};
+use crate::codec::{chain_hash, decode_record, key_seq, seq_key};
+use crate::error::JournalError;
+use crate::record::ChainHash;
+use crate::store::META_QUARANTINE_EPOCH;
+use crate::verify::Problem;
+
+/// A damaged tail found on open and moved to the quarantine tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailDamage {
+    /// Sequence number (key) of the first damaged record.
+    pub first_bad_seq: u64,
+    /// How many records were moved to quarantine.
+    pub records: u64,
+    /// What was wrong with the first damaged record.
+    pub what: String,
+}
+
+/// What [`crate::Journal::open`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// A damaged tail moved to quarantine, if any.
+    pub tail_quarantined: Option<TailDamage>,
+    /// Damage followed by intact records: left in place and reported here (reads and `verify`
+    /// report it as errors too).
+    pub middle_damage: Option<Problem>,
+    /// Records decoded and chain-checked by the open scan.
+    pub records_scanned: u64,
+    /// The last good sequence number after open (appends continue after it).
+    pub last_seq: u64,
+    /// The sequence number the scan started from (after the newest checkpoint), if any record
+    /// was scanned.
+    pub scanned_from: Option<u64>,
+}
+
+pub(crate) struct Scan {
+    pub last_seq: u64,
+    pub prev_hash: ChainHash,
+    pub report: OpenReport,
+}
+
+struct Entry {
+    seq: u64,
+    bytes: sled::IVec,
+}
+
+/// Checks one entry against its predecessor; returns what is wrong, if anything.
+/// `Err` only for errors that must fail the open (a newer schema).
+fn check(
+    e: &Entry,
+    prev: Option<(u64, ChainHash)>,
+    expect_first: Option<ChainHash>,
+) -> Result<Option<String>, JournalError> {
+    let rec = match decode_record(&e.bytes) {
+        Ok(r) => r,
+        Err(err @ JournalError::NewerSchema { .. }) => return Err(err),
+        Err(err) => return Ok(Some(err.to_string())),
+    };
+    if rec.seq != e.seq {
+        return Ok(Some(format!(
+            "stored under seq {} but holds seq {}",
+            e.seq, rec.seq
+        )));
+    }
+    match prev {
+        Some((ps, ph)) => {
+            if e.seq != ps + 1 {
+                return Ok(Some(format!("gap: seq {} follows {}", e.seq, ps)));
+            }
+            if rec.prev_hash != ph {
+                return Ok(Some("hash chain broken: prev_hash does not match".into()));
+            }
+        }
+        None => {
+            if let Some(h) = expect_first {
+                if rec.prev_hash != h {
+                    return Ok(Some("hash chain broken at the anchor".into()));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) fn scan_on_open(
+    db: &sled::Db,
+    records: &sled::Tree,
+    checkpoints: &sled::Tree,
+    meta: &sled::Tree,
+    quarantine: &sled::Tree,
+) -> Result<Scan, JournalError> {
+    let cp = latest_checkpoint_in(checkpoints)?;
+    let anchor = anchor(meta)?;
+    let mut report = OpenReport::default();
+
+    // Where to start and what the first scanned record must link to.
+    let (start, mut prev, expect_first) = match &cp {
+        Some(cp) => match records.get(seq_key(cp.at_seq))? {
+            Some(v) => {
+                if chain_hash(&v) != cp.hash_at_seq {
+                    return Err(JournalError::corrupt(
+                        cp.at_seq,
+                        "record does not match the hash stored by its checkpoint",
+                    ));
+                }
+                (cp.at_seq + 1, Some((cp.at_seq, cp.hash_at_seq)), None)
+            }
+            None => (cp.at_seq + 1, None, Some(cp.hash_at_seq)),
+        },
+        None => {
+            let first = match records.first()? {
+                Some((k, _)) => key_seq(&k).unwrap_or(0),
+                None => 0,
+            };
+            let expect = if first <= 1 {
+                Some([0u8; 32])
+            } else {
+                anchor.filter(|a| a.0 == first).map(|a| a.1)
+            };
+            (first, None, expect)
+        }
+    };
+
+    let mut entries = Vec::new();
+    for item in records.range(seq_key(start)..) {
+        let (k, v) = item?;
+        let seq =
+            key_seq(&k).ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
+        entries.push(Entry { seq, bytes: v });
+    }
+    if let Some(e) = entries.first() {
+        report.scanned_from = Some(e.seq);
+    }
+
+    let mut bad: Option<(usize, String)> = None;
+    for (i, e) in entries.iter().enumerate() {
+        let ef = if prev.is_none() { expect_first } else { None };
+        if let Some(what) = check(e, prev, ef)? {
+            bad = Some((i, what));
+            break;
+        }
+        report.records_scanned += 1;
+        prev = Some((e.seq, chain_hash(&e.bytes)));
+    }
+
+    if let Some((i, what)) = bad {
+        // Is there an intact link after the damage? Then it is middle damage, not a tail.
+        let intact_after = entries[i + 1..].iter().enumerate().any(|(j, e)| {
+            let pred = &entries[i + j];
+            matches!(
+                check(e, Some((pred.seq, chain_hash(&pred.bytes))), None),
+                Ok(None)
+            )
+        });
+        let first_bad = entries[i].seq;
+        if intact_after {
+            report.middle_damage = Some(Problem {
+                seq: first_bad,
+                what,
+            });
+            if let Some(last) = entries.last() {
+                prev = Some((last.seq, chain_hash(&last.bytes)));
+            }
+        } else {
+            let epoch = next_epoch(meta)?;
+            for e in &entries[i..] {
+                let mut qk = Vec::with_capacity(16);
+                qk.extend_from_slice(&epoch.to_be_bytes());
+                qk.extend_from_slice(&seq_key(e.seq));
+                quarantine.insert(qk, e.bytes.clone())?;
+            }
+            db.flush()?;
+            for e in &entries[i..] {
+                records.remove(seq_key(e.seq))?;
+            }
+            db.flush()?;
+            tracing::warn!(first_bad_seq = first_bad, records = entries.len() - i, %what, "journal tail damaged; moved to quarantine");
+            report.tail_quarantined = Some(TailDamage {
+                first_bad_seq: first_bad,
+                records: (entries.len() - i) as u64,
+                what,
+            });
+        }
+    }
+
+    let (last_seq, prev_hash) = match prev {
+        Some(p) => p,
+        None => {
+            // Nothing good scanned: continue after the checkpoint or anchor, or from scratch.
+            match (&cp, &anchor) {
+                (Some(cp), _) => (cp.at_seq, cp.hash_at_seq),
+                (None, Some(a)) if a.0 > 0 => (a.0 - 1, a.1),
+                _ => (0, [0u8; 32]),
+            }
+        }
+    };
+    // Never reuse a sequence number that is still stored (possible with middle damage before
+    // the scan start) — the scan covers up to the last key, so `last_seq` is the last good key.
+    report.last_seq = last_seq;
+    Ok(Scan {
+        last_seq,
+        prev_hash,
+        report,
+    })
+}
+
+fn next_epoch(meta: &sled::Tree) -> Result<u64, JournalError> {
+    let cur = match meta.get(META_QUARANTINE_EPOCH)? {
+        Some(v) => {
+            let arr: [u8; 8] = v.as_ref().try_into().unwrap_or([0; 8]);
+            u64::from_be_bytes(arr)
+        }
+        None => 0,
+    };
+    let next = cur + 1;
+    meta.insert(META_QUARANTINE_EPOCH, &next.to_be_bytes())?;
+    Ok(next)
+}

@@ -1,0 +1,43 @@
+//! Counters of the journal's work, for tests and benchmarks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the journal's counters since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Records appended (durable or not).
+    pub appended: u64,
+    /// Calls that waited for durability (`wait_durable*`, `append_durable`).
+    pub durable_waits: u64,
+    /// sled `flush()` calls made by the journal.
+    pub flushes: u64,
+    /// fdatasync calls on sled's data file (only in `Durability::Sync`).
+    pub fdatasyncs: u64,
+    /// The most records the writer handed to sled in one batch.
+    pub largest_batch: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub appended: AtomicU64,
+    pub durable_waits: AtomicU64,
+    pub flushes: AtomicU64,
+    pub fdatasyncs: AtomicU64,
+    pub largest_batch: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> JournalStats {
+        JournalStats {
+            appended: self.appended.load(Ordering::Relaxed),
+            durable_waits: self.durable_waits.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            fdatasyncs: self.fdatasyncs.load(Ordering::Relaxed),
+            largest_batch: self.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The journal handle: opening the sled store, configuration, reads, and the public API that
+//! the writer, checkpoint, verify and tail modules implement.
+
+use crate::codec::{chain_hash, decode_record, key_seq, seq_key};
+use crate::error::JournalError;
+use crate::event::Event;
+use crate::iter::{RecordIter, Tail};
+use crate::lock::DirLock;
+use crate::model::{Durability, ManagerConfig, OpId};
+use crate::options::JournalOptions;
+use crate::record::{ChainHash, Record};
+use crate::recover::{scan_on_open, OpenReport};
+use crate::stats::{Counters, JournalStats};
+use crate::writer::{DurableState, Queue, Status};
+use std::fs::File;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Name of sled's directory inside the journal directory.
+pub const SLED_DIR: &str = "sled";
+/// Name of sled's data file inside [`SLED_DIR`] (the file `Durability::Sync` fdatasyncs).
+pub const SLED_DATA_FILE: &str = "db";
+
+pub(crate) const TREE_RECORDS: &str = "records";
+pub(crate) const TREE_CHECKPOINTS: &str = "checkpoints";
+pub(crate) const TREE_META: &str = "meta";
+pub(crate) const TREE_QUARANTINE: &str = "quarantine";
+pub(crate) const META_CONFIG: &[u8] = b"config";
+pub(crate) const META_ANCHOR: &[u8] = b"anchor";
+pub(crate) const META_QUARANTINE_EPOCH: &[u8] = b"quarantine_epoch";
+
+/// State shared by handles, iterators and the writer thread. Field order is drop order: sled
+/// first, the directory lock last.
+pub(crate) struct Shared {
+    pub db: sled::Db,
+    pub records: sled::Tree,
+    pub checkpoints: sled::Tree,
+    pub meta: sled::Tree,
+    pub quarantine: sled::Tree,
+    pub data_file: File,
+    pub data_path: PathBuf,
+    pub durability: Durability,
+    pub flush_every: Option<Duration>,
+    pub queue: Mutex<Queue>,
+    pub wake: Condvar,
+    pub durable: Mutex<DurableState>,
+    pub durable_cv: Condvar,
+    pub durable_tx: watch::Sender<DurableState>,
+    pub written_tx: watch::Sender<u64>,
+    pub halted: AtomicBool,
+    pub counters: Counters,
+    pub dir: PathBuf,
+    pub _lock: DirLock,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data are plain
+/// counters and queues that stay consistent under every update).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Makes everything handed to sled so far durable under the configured mode.
+    pub fn flush_durable(&self) -> Result<(), JournalError> {
+        self.db.flush()?;
+        Counters::add(&self.counters.flushes, 1);
+        if self.durability == Durability::Sync {
+            self.data_file
+                .sync_data()
+                .map_err(|e| JournalError::io(&self.data_path, e))?;
+            Counters::add(&self.counters.fdatasyncs, 1);
+        }
+        Ok(())
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    report: OpenReport,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        {
+            let mut q = lock(&self.shared.queue);
+            q.shutdown = true;
+        }
+        self.shared.wake.notify_all();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+        if !self.shared.halted.load(Ordering::SeqCst) {
+            let _ = self.shared.db.flush();
+        }
+    }
+}
+
+/// A durable, hash-chained, group-committed event journal stored in sled. Cheap to clone; all
+/// clones share one writer thread. The journal closes (flushing and stopping the writer) when the
+/// last clone, iterator and tail are dropped.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.inner.shared.dir)
+            .field("last_seq", &self.last_seq())
+            .field("durable_seq", &self.durable_seq())
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Opens (creating when missing) the journal in `dir`. Blocking. Takes the directory lock
+    /// ([`JournalError::InUse`] when held elsewhere), opens sled, scans from the newest checkpoint
+    /// to the end, quarantines a damaged tail (see [`Journal::open_report`]) and starts the
+    /// writer thread.
+    pub fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal, JournalError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
+        let dir_lock = DirLock::acquire(&dir)?;
+        let sled_path = dir.join(SLED_DIR);
+        let config = sled::Config::new()
+            .path(&sled_path)
+            .cache_capacity(opts.cache_capacity)
+            .flush_every_ms(opts.flush_every_ms);
+        let db = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|p| {
+            JournalError::Internal(format!("sled panicked on open: {}", panic_msg(&p)))
+        })??;
+        let records = db.open_tree(TREE_RECORDS)?;
+        let checkpoints = db.open_tree(TREE_CHECKPOINTS)?;
+        let meta = db.open_tree(TREE_META)?;
+        let quarantine = db.open_tree(TREE_QUARANTINE)?;
+        let data_path = sled_path.join(SLED_DATA_FILE);
+        let data_file = File::open(&data_path).map_err(|e| JournalError::io(&data_path, e))?;
+
+        let scan = catch_unwind(AssertUnwindSafe(|| {
+            scan_on_open(&db, &records, &checkpoints, &meta, &quarantine)
+        }))
+        .map_err(|p| {
+            JournalError::Internal(format!("panic while scanning: {}", panic_msg(&p)))
+        })??;
+
+        let initial = DurableState {
+            seq: scan.last_seq,
+            status: Status::Running,
+        };
+        let (durable_tx, _) = watch::channel(initial.clone());
+        let (written_tx, _) = watch::channel(scan.last_seq);
+        let shared = Arc::new(Shared {
+            db,
+            records,
+            checkpoints,
+            meta,
+            quarantine,
+            data_file,
+            data_path,
+            durability: opts.durability,
+            flush_every: opts.flush_every_ms.map(Duration::from_millis),
+            queue: Mutex::new(Queue::new(scan.last_seq + 1)),
+            wake: Condvar::new(),
+            durable: Mutex::new(initial),
+            durable_cv: Condvar::new(),
+            durable_tx,
+            written_tx,
+            halted: AtomicBool::new(false),
+            counters: Counters::default(),
+            dir,
+            _lock: dir_lock,
+        });
+        let writer = crate::writer::spawn(shared.clone(), scan.prev_hash, scan.last_seq)?;
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                shared,
+                writer: Mutex::new(Some(writer)),
+                report: scan.report,
+            }),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// What the open found and did (for example a damaged tail moved to quarantine).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.report
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// The manager configuration stored in the journal, if any.
+    pub fn stored_config(&self) -> Result<Option<ManagerConfig>, JournalError> {
+        match self.inner.shared.meta.get(META_CONFIG)? {
+            None => Ok(None),
+            Some(v) => rmp_serde::from_slice(&v)
+                .map(Some)
+                .map_err(|e| JournalError::Decode {
+                    seq: None,
+                    what: format!("stored configuration: {e}"),
+                }),
+        }
+    }
+
+    /// Stores the manager configuration, durable (under the journal's mode) before returning.
+    pub fn store_config(&self, cfg: &ManagerConfig) -> Result<(), JournalError> {
+        let s = self.shared();
+        if s.halted.load(Ordering::SeqCst) {
+            return Err(JournalError::Halted);
+        }
+        let bytes = rmp_serde::to_vec(cfg).map_err(|e| JournalError::Internal(e.to_string()))?;
+        s.meta.insert(META_CONFIG, bytes)?;
+        s.flush_durable()
+    }
+
+    /// Appends one record without waiting: assigns and returns its sequence number (gap-free, in
+    /// call order) and queues it for the writer. Takes only a short internal lock, so it is safe
+    /// from async code and while holding other locks. The record becomes durable with the next
+    /// flush (any durable wait, or the idle flush after `flush_every_ms`).
+    pub fn append(&self, op: OpId, event: Event) -> Result<u64, JournalError> {
+        crate::writer::enqueue(self.shared(), vec![(op, event)], false)
+    }
+
+    /// Appends records (consecutive sequence numbers) and waits until they are durable. Returns
+    /// the last one's sequence number (the current last sequence number when `records` is empty).
+    pub async fn append_durable(&self, records: Vec<(OpId, Event)>) -> Result<u64, JournalError> {
+        let last = if records.is_empty() {
+            self.last_seq()
+        } else {
+            crate::writer::enqueue(self.shared(), records, true)?
+        };
+        self.wait_durable(last).await?;
+        Ok(last)
+    }
+
+    /// Waits (asynchronously, without blocking the executor) until every record up to `seq` is
+    /// durable under the journal's mode. One flush serves every concurrent waiter.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        crate::writer::wait_durable(self.shared(), seq).await
+    }
+
+    /// Blocking form of [`Journal::wait_durable`]; do not call it on an async executor thread.
+    pub fn wait_durable_blocking(&self, seq: u64) -> Result<(), JournalError> {
+        crate::writer::wait_durable_blocking(self.shared(), seq)
+    }
+
+    /// The last assigned sequence number (0 for an empty journal).
+    pub fn last_seq(&self) -> u64 {
+        lock(&self.shared().queue).next_seq.saturating_sub(1)
+    }
+
+    /// The highest sequence number up to which every record is durable.
+    pub fn durable_seq(&self) -> u64 {
+        lock(&self.shared().durable).seq
+    }
+
+    /// The oldest retained record's sequence number, if any record is stored.
+    pub fn first_seq(&self) -> Result<Option<u64>, JournalError> {
+        match self.shared().records.first()? {
+            None => Ok(None),
+            Some((k, _)) => key_seq(&k)
+                .map(Some)
+                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes")),
+        }
+    }
+
+    /// Stored records from `seq` on, in sequence order. The iterator checks each record's check,
+    /// key, sequence continuity and hash link to the record before it; a problem is yielded as a
+    /// typed error and ends the iteration.
+    pub fn read_from(&self, seq: u64) -> RecordIter {
+        RecordIter::new(self.clone(), self.shared().records.range(seq_key(seq)..))
+    }
+
+    /// Stored records with `from <= seq <= to_inclusive`, in sequence order (checked as
+    /// [`Journal::read_from`]).
+    pub fn read_range(&self, from: u64, to_inclusive: u64) -> RecordIter {
+        if from > to_inclusive {
+            return RecordIter::empty(self.clone());
+        }
+        RecordIter::new(
+            self.clone(),
+            self.shared()
+                .records
+                .range(seq_key(from)..=seq_key(to_inclusive)),
+        )
+    }
+
+    /// The newest `n` stored records, oldest first.
+    pub fn newest(&self, n: usize) -> Result<Vec<Record>, JournalError> {
+        let mut out = Vec::with_capacity(n.min(1024));
+        for item in self.shared().records.iter().rev().take(n) {
+            let (k, v) = item?;
+            let seq = key_seq(&k)
+                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
+            let rec = decode_record(&v).map_err(|e| e.at_seq(seq))?;
+            if rec.seq != seq {
+                return Err(JournalError::corrupt(
+                    seq,
+                    format!("stored under seq {seq} but holds seq {}", rec.seq),
+                ));
+            }
+            out.push(rec);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Follows the journal from `from` (inclusive): [`Tail::next`] returns each stored record in
+    /// order and waits for new ones.
+    pub fn tail(&self, from: u64) -> Tail {
+        Tail::new(self.clone(), from)
+    }
+
+    /// TEST HOOK simulating a crash: from now on every append and wait fails with
+    /// [`JournalError::Halted`]; records not yet handed to sled are dropped, and nothing more is
+    /// flushed by this handle.
+    pub fn halt(&self) {
+        crate::writer::halt(self.shared());
+    }
+
+    /// Counters of the journal's work since open.
+    pub fn stats(&self) -> JournalStats {
+        self.shared().counters.snapshot()
+    }
+
+    /// Records moved to the quarantine tree by earlier opens, as (sequence number, stored bytes),
+    /// oldest quarantine first.
+    pub fn quarantined(&self) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
+        let mut out = Vec::new();
+        for item in self.shared().quarantine.iter() {
+            let (k, v) = item?;
+            let seq = if k.len() == 16 {
+                key_seq(&k[8..]).unwrap_or(0)
+            } else {
+                0
+            };
+            out.push((seq, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The blake3 chain hash of the stored record at `seq`, if stored.
+    pub fn stored_hash(&self, seq: u64) -> Result<Option<ChainHash>, JournalError> {
+        Ok(self
+            .shared()
+            .records
+            .get(seq_key(seq))?
+            .map(|v| chain_hash(&v)))
+    }
+}
+
+pub(crate) fn panic_msg(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}

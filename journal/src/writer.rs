@@ -1,0 +1,302 @@
+//! The writer thread and group commit.
+//!
+//! `append` assigns the next sequence number under the queue lock and pushes the record; the
+//! single writer thread drains the whole queue, encodes each record chained to the one before,
+//! inserts it into sled in sequence order and, when any waiter needs durability, flushes once for
+//! the whole batch (sled `flush()`, plus fdatasync of sled's data file in `Durability::Sync`).
+//! It then publishes the new durable sequence number to every waiter at once.
+
+use crate::codec::{chain_hash, encode_record, seq_key};
+use crate::error::JournalError;
+use crate::event::Event;
+use crate::model::OpId;
+use crate::record::{ChainHash, Record, SCHEMA_VERSION};
+use crate::stats::Counters;
+use crate::store::{lock, panic_msg, Shared};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub(crate) struct Pending {
+    seq: u64,
+    ts_micros: u64,
+    op: OpId,
+    event: Event,
+}
+
+pub(crate) struct Queue {
+    pub next_seq: u64,
+    pending: Vec<Pending>,
+    want_durable: u64,
+    pub shutdown: bool,
+}
+
+impl Queue {
+    pub fn new(next_seq: u64) -> Queue {
+        Queue {
+            next_seq,
+            pending: Vec::new(),
+            want_durable: 0,
+            shutdown: false,
+        }
+    }
+}
+
+/// Whether the writer still runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    Running,
+    Halted,
+    Closed,
+    Failed(String),
+}
+
+/// The durable sequence number and the writer's status, published to waiters.
+#[derive(Clone, Debug)]
+pub(crate) struct DurableState {
+    pub seq: u64,
+    pub status: Status,
+}
+
+impl DurableState {
+    fn error(&self) -> Option<JournalError> {
+        match &self.status {
+            Status::Running => None,
+            Status::Halted => Some(JournalError::Halted),
+            Status::Closed => Some(JournalError::Closed),
+            Status::Failed(m) => Some(JournalError::Internal(format!("writer failed: {m}"))),
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Queues records with consecutive sequence numbers; returns the last one's.
+pub(crate) fn enqueue(
+    s: &Shared,
+    records: Vec<(OpId, Event)>,
+    durable: bool,
+) -> Result<u64, JournalError> {
+    let n = records.len() as u64;
+    let last = {
+        let mut q = lock(&s.queue);
+        if s.halted.load(Ordering::SeqCst) {
+            return Err(JournalError::Halted);
+        }
+        if q.shutdown {
+            return Err(JournalError::Closed);
+        }
+        let ts = now_micros();
+        for (op, event) in records {
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            q.pending.push(Pending {
+                seq,
+                ts_micros: ts,
+                op,
+                event,
+            });
+        }
+        let last = q.next_seq - 1;
+        if durable {
+            q.want_durable = q.want_durable.max(last);
+        }
+        last
+    };
+    Counters::add(&s.counters.appended, n);
+    s.wake.notify_one();
+    Ok(last)
+}
+
+/// Registers a need for durability up to `seq`; returns `Ok(true)` when already durable.
+fn register_wait(s: &Shared, seq: u64) -> Result<bool, JournalError> {
+    Counters::add(&s.counters.durable_waits, 1);
+    {
+        let st = lock(&s.durable);
+        if st.seq >= seq {
+            return Ok(true);
+        }
+        if let Some(e) = st.error() {
+            return Err(e);
+        }
+    }
+    let mut q = lock(&s.queue);
+    let last = q.next_seq.saturating_sub(1);
+    if seq > last {
+        return Err(JournalError::NotAssigned { seq, last });
+    }
+    q.want_durable = q.want_durable.max(seq);
+    drop(q);
+    s.wake.notify_one();
+    Ok(false)
+}
+
+pub(crate) async fn wait_durable(s: &Shared, seq: u64) -> Result<(), JournalError> {
+    if register_wait(s, seq)? {
+        return Ok(());
+    }
+    let mut rx = s.durable_tx.subscribe();
+    loop {
+        {
+            let st = rx.borrow_and_update();
+            if st.seq >= seq {
+                return Ok(());
+            }
+            if let Some(e) = st.error() {
+                return Err(e);
+            }
+        }
+        rx.changed().await.map_err(|_| JournalError::Closed)?;
+    }
+}
+
+pub(crate) fn wait_durable_blocking(s: &Shared, seq: u64) -> Result<(), JournalError> {
+    if register_wait(s, seq)? {
+        return Ok(());
+    }
+    let mut st = lock(&s.durable);
+    loop {
+        if st.seq >= seq {
+            return Ok(());
+        }
+        if let Some(e) = st.error() {
+            return Err(e);
+        }
+        st = s.durable_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+fn publish(s: &Shared, update: impl FnOnce(&mut DurableState)) {
+    let snapshot = {
+        let mut st = lock(&s.durable);
+        update(&mut st);
+        st.clone()
+    };
+    s.durable_cv.notify_all();
+    s.durable_tx.send_replace(snapshot);
+}
+
+pub(crate) fn halt(s: &Shared) {
+    {
+        let mut q = lock(&s.queue);
+        s.halted.store(true, Ordering::SeqCst);
+        q.pending.clear();
+    }
+    s.wake.notify_all();
+    publish(s, |st| {
+        if st.status == Status::Running {
+            st.status = Status::Halted;
+        }
+    });
+    s.written_tx.send_modify(|_| {});
+}
+
+fn fail(s: &Shared, msg: String) {
+    {
+        let mut q = lock(&s.queue);
+        s.halted.store(true, Ordering::SeqCst);
+        q.pending.clear();
+    }
+    tracing::error!(error = %msg, "journal writer failed; journal halted");
+    publish(s, |st| st.status = Status::Failed(msg));
+    s.written_tx.send_modify(|_| {});
+}
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    prev_hash: ChainHash,
+    last_written: u64,
+) -> Result<JoinHandle<()>, JournalError> {
+    std::thread::Builder::new()
+        .name("lunledger-journal-writer".into())
+        .spawn(move || {
+            let s = &*shared;
+            match catch_unwind(AssertUnwindSafe(|| run(s, prev_hash, last_written))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fail(s, e.to_string()),
+                Err(p) => fail(s, format!("panic: {}", panic_msg(&p))),
+            }
+        })
+        .map_err(|e| JournalError::Internal(format!("cannot start writer thread: {e}")))
+}
+
+fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), JournalError> {
+    let mut durable = written;
+    loop {
+        let mut idle_flush = false;
+        let (batch, want, shutdown) = {
+            let mut q = lock(&s.queue);
+            loop {
+                if s.halted.load(Ordering::SeqCst) {
+                    publish(s, |st| {
+                        if st.status == Status::Running {
+                            st.status = Status::Halted;
+                        }
+                    });
+                    return Ok(());
+                }
+                if q.shutdown || !q.pending.is_empty() || q.want_durable > durable {
+                    break;
+                }
+                match s.flush_every {
+                    Some(d) if written > durable => {
+                        let (g, t) = s.wake.wait_timeout(q, d).unwrap_or_else(|p| p.into_inner());
+                        q = g;
+                        if t.timed_out() && q.pending.is_empty() {
+                            idle_flush = true;
+                            break;
+                        }
+                    }
+                    _ => q = s.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+                }
+            }
+            (std::mem::take(&mut q.pending), q.want_durable, q.shutdown)
+        };
+
+        let n = batch.len() as u64;
+        for p in batch {
+            if s.halted.load(Ordering::SeqCst) {
+                break;
+            }
+            let rec = Record {
+                schema: SCHEMA_VERSION,
+                seq: p.seq,
+                ts_micros: p.ts_micros,
+                op: p.op,
+                event: p.event,
+                prev_hash,
+            };
+            let bytes = encode_record(&rec);
+            prev_hash = chain_hash(&bytes);
+            s.records.insert(seq_key(p.seq), bytes)?;
+            written = p.seq;
+        }
+        if n > 0 {
+            s.counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+            s.written_tx.send_replace(written);
+        }
+        if s.halted.load(Ordering::SeqCst) {
+            continue;
+        }
+        if written > durable && (want > durable || shutdown || idle_flush) {
+            s.flush_durable()?;
+            durable = written;
+            publish(s, |st| st.seq = durable);
+        }
+        if shutdown {
+            publish(s, |st| {
+                if st.status == Status::Running {
+                    st.status = Status::Closed;
+                }
+            });
+            return Ok(());
+        }
+    }
+}
