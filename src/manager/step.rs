@@ -28,8 +28,8 @@ impl Inner {
         self.record_durable(op, Event::StepIntent { step, target })
             .await?;
         self.crash_point(op, site, Boundary::AfterIntent)?;
-        let _span = tracing::debug_span!("step", op, step = step.name(), ?target).entered();
-        let res = call.await;
+        let span = tracing::debug_span!("step", op, step = step.name(), ?target);
+        let res = tracing::Instrument::instrument(call, span).await;
         self.crash_point(op, site, Boundary::AfterCall)?;
         let outcome = match &res {
             Ok(()) => Event::StepDone { step, target },
