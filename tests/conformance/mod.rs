@@ -14,6 +14,7 @@ use lunledger::backend::{
 };
 use lunledger::journal::{AttachId, DiskSpec, MountId, MountSpec, Slot};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What a backend's test file provides to run the suite.
 pub trait Fixture {
@@ -156,6 +157,31 @@ async fn guest_view(f: &dyn Fixture) -> GuestView {
     }
 }
 
+/// How long a guest may take to see a hot-plugged disk (a real guest needs 10 to 50 ms).
+const GUEST_SETTLE: Duration = Duration::from_secs(10);
+
+/// Waits until the guest sees (or, with `present` false, no longer sees) the device at `slot`;
+/// panics after [`GUEST_SETTLE`].
+async fn wait_for_device(f: &dyn Fixture, case: &str, slot: Slot, present: bool) {
+    let start = Instant::now();
+    loop {
+        let devices = guest_view(f).await.devices;
+        if devices.contains(&slot) == present {
+            return;
+        }
+        assert!(
+            start.elapsed() < GUEST_SETTLE,
+            "{case}: guest {} {slot} after {GUEST_SETTLE:?}: {devices:?}",
+            if present {
+                "does not see"
+            } else {
+                "still sees"
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn host_at(f: &dyn Fixture, slot: Slot) -> Vec<HostAttachment> {
     host_view(f)
         .await
@@ -213,11 +239,14 @@ fn ok<E: std::fmt::Display>(what: &str, r: Result<(), E>) {
     }
 }
 
+/// Attaches, then (with a guest) waits until the guest sees the device, as a manager's mount
+/// step would.
 async fn attach(f: &dyn Fixture, req: &AttachRequest) {
-    ok(
-        &format!("attach {} at {}", req.attach, req.slot),
-        f.host().attach(req).await,
-    );
+    let what = format!("attach {} at {}", req.attach, req.slot);
+    ok(&what, f.host().attach(req).await);
+    if f.has_guest() {
+        wait_for_device(f, &what, req.slot, true).await;
+    }
 }
 
 async fn detach(f: &dyn Fixture, slot: Slot, attach: AttachId) {
@@ -405,13 +434,8 @@ pub async fn attach_at_several_slots(f: &dyn Fixture) {
         assert_eq!(held[0].path.as_deref(), Some(r.disk.path.as_str()));
     }
     if f.has_guest() {
-        let devices = guest_view(f).await.devices;
         for r in &reqs {
-            assert!(
-                devices.contains(&r.slot),
-                "{case}: guest does not see {}: {devices:?}",
-                r.slot
-            );
+            wait_for_device(f, case, r.slot, true).await;
         }
     }
     for r in reqs.iter().rev() {
@@ -459,10 +483,7 @@ pub async fn mount_then_guest_inspect_shows_it(f: &dyn Fixture) {
     let before = views(f).await;
     let att = attach_req(f, s, 130, "c9", false);
     attach(f, &att).await;
-    assert!(
-        guest_view(f).await.devices.contains(&s),
-        "{case}: guest does not see {s} after attach"
-    );
+    wait_for_device(f, case, s, true).await;
     let m = mount_req(f, &att, 1, "c9", false);
     mount(f, &m).await;
     let seen = guest_mount_at(f, &m.path).await;
