@@ -1,7 +1,29 @@
 //! A simulated VM: one in-process VM whose host side implements [`HostBackend`] and whose guest
-//! side implements [`GuestBackend`], with the strict semantics of a real VM (see
-//! [`state`]), configurable latency, fault injection ([`faults`]), a call observer, and an
-//! optional state file ([`persist`]) so the VM outlives the process driving it.
+//! side implements [`GuestBackend`], with configurable latency, fault injection ([`faults`]), a
+//! call observer, and an optional state file ([`persist`]) so the VM outlives the process
+//! driving it.
+//!
+//! # Semantics
+//!
+//! Strict, so that manager bugs fail loudly (the rules live in [`state`]):
+//!
+//! - attach: an empty slot takes the disk; the same attach id with the same disk again is `Ok`;
+//!   any other attach at an occupied slot is `Failed`;
+//! - detach: an empty slot, or one holding another attachment, is `Ok` with no effect; a device
+//!   the guest still sees (not unplugged) is `Failed("detach before unplug ...")`;
+//! - mount: the device must be attached with the request's attach id and not unplugged; a path
+//!   holding a different mount is `Failed`; the same mount again is `Ok`;
+//! - unmount: a path not mounted is `Ok`; a path holding another device's mount is `Failed`;
+//! - unplug: an absent or unplugged device is `Ok`; a device with a live mount is
+//!   `Failed("device busy ...")`. An unplugged device stays attached on the host (a re-attach
+//!   with the same id is `Ok` but does not make the guest see it again, as with a real VM).
+//!
+//! With [`SimVm::set_strict`]`(false)` an early unplug or detach succeeds and leaves the mounts
+//! on the device as zombies ([`SimMount::zombie`]): still listed by the guest, unmountable, but
+//! blocking their paths, as a real guest does after a surprise removal.
+//!
+//! Every call is counted ([`SimVm::calls`]), shown to the observer, delayed by the latency, then
+//! subjected to the [`FaultPlan`]; a failed or hung call changes nothing.
 //!
 //! ```
 //! # use lunledger::backend::sim::SimVm;
@@ -139,7 +161,10 @@ impl SimVm {
     }
 
     /// A VM kept in the file at `path`: loaded from it when it exists (else empty, and the file
-    /// is created), and rewritten atomically after every call that changes the state.
+    /// is created), and rewritten atomically after every call that changes the state, before
+    /// the call returns. One process at a time drives a file: a second [`SimVm`] opened on the
+    /// same path (in this process or another) does not see the first one's later changes, and
+    /// the last writer wins. Clone the `SimVm` to share it within a process.
     pub fn persistent(path: impl AsRef<Path>) -> Result<SimVm, SimError> {
         let path = path.as_ref().to_path_buf();
         let state = match persist::load(&path)? {
