@@ -468,4 +468,95 @@ mod tests {
             }]
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Attach(u32, u64, u8),
+            Detach(u32, u64),
+            Mount(u32, u64, u8, bool),
+            Unmount(u32, u64, u8),
+            Unplug(u32),
+        }
+
+        fn slot(i: u32) -> Slot {
+            Slot::new(i / 2, i % 2)
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..4u32, 1..4u64, 0..2u8).prop_map(|(s, a, d)| Op::Attach(s, a, d)),
+                (0..4u32, 1..4u64).prop_map(|(s, a)| Op::Detach(s, a)),
+                (0..4u32, 1..4u64, 0..3u8, any::<bool>())
+                    .prop_map(|(s, a, p, b)| Op::Mount(s, a, p, b)),
+                (0..4u32, 1..4u64, 0..3u8).prop_map(|(s, a, p)| Op::Unmount(s, a, p)),
+                (0..4u32).prop_map(Op::Unplug),
+            ]
+        }
+
+        fn apply(s: &mut SimState, op: &Op, strict: bool) -> Result<(), BackendError> {
+            match *op {
+                Op::Attach(i, a, d) => s.apply_attach(&att(slot(i), a, &format!("d{d}"))),
+                Op::Detach(i, a) => s.apply_detach(
+                    &DetachRequest {
+                        slot: slot(i),
+                        attach: a,
+                    },
+                    strict,
+                ),
+                Op::Mount(i, a, p, b) => {
+                    let mut m = mnt(slot(i), a, &format!("/m{p}"));
+                    m.spec.block_dev = b;
+                    s.apply_mount(&m)
+                }
+                Op::Unmount(i, a, p) => s.apply_unmount(&mnt(slot(i), a, &format!("/m{p}"))),
+                Op::Unplug(i) => s.apply_unplug(slot(i), strict),
+            }
+        }
+
+        fn check_invariants(s: &SimState, strict: bool) {
+            let slots: Vec<_> = s.attachments.iter().map(|a| a.slot).collect();
+            let mut sorted = slots.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(slots, sorted, "one attachment per slot, sorted");
+            for (path, m) in &s.mounts {
+                if m.zombie {
+                    assert!(!strict, "zombie {path} in strict mode");
+                    continue;
+                }
+                let a = s.attachment(m.slot);
+                assert!(
+                    a.is_some_and(|a| a.guest_visible && a.attach == Some(m.attach)),
+                    "live mount {path} on a device the guest does not see"
+                );
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_sequence_keeps_invariants(
+                ops in proptest::collection::vec(op(), 0..60),
+                strict in any::<bool>(),
+            ) {
+                let mut s = SimState::default();
+                for op in &ops {
+                    let before = s.clone();
+                    match apply(&mut s, op, strict) {
+                        Err(_) => prop_assert_eq!(&s, &before, "failed {:?} changed state", op),
+                        Ok(()) => {
+                            // Every successful call is idempotent: again changes nothing.
+                            let once = s.clone();
+                            prop_assert!(apply(&mut s, op, strict).is_ok(), "{:?} again", op);
+                            prop_assert_eq!(&s, &once, "{:?} again changed state", op);
+                        }
+                    }
+                    check_invariants(&s, strict);
+                }
+            }
+        }
+    }
 }
