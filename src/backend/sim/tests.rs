@@ -261,3 +261,35 @@ async fn failed_save_leaves_state_unchanged() {
     vm.unplug(S0).await.unwrap();
     assert!(vm.edit_state(|s| s.mounts.clear()).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_on_a_persistent_vm_are_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.json");
+    let vm = SimVm::persistent(&path).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32u32 {
+        let vm = vm.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = Slot::new(i / 8, i % 8);
+            let a = u64::from(i) + 1;
+            vm.attach(&att(s, a)).await.unwrap();
+            vm.mount(&mnt(s, a, &format!("/m{i}"))).await.unwrap();
+            if i % 2 == 0 {
+                vm.unmount(&mnt(s, a, &format!("/m{i}"))).await.unwrap();
+                vm.unplug(s).await.unwrap();
+                vm.detach(&DetachRequest { slot: s, attach: a })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = vm.snapshot();
+    assert_eq!(s.attachments.len(), 16);
+    assert_eq!(s.mounts.len(), 16);
+    assert_eq!(vm.calls(SimOp::Attach), 32);
+    assert_eq!(SimVm::persistent(&path).unwrap().snapshot(), s);
+}
