@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use lunledger_journal::{AttachId, DiskSpec, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 
+pub mod sim;
+
 /// An error from a backend call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
