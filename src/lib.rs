@@ -14,9 +14,9 @@ mod mount;
 mod request;
 
 pub use error::{Error, Result};
+pub use journal::{DiskKind, Durability, ManagerConfig, Slot};
 pub use lunledger_journal as journal;
 pub use lunledger_recovery as recovery;
 pub use manager::{Manager, ManagerOptions, RecoveryReport};
 pub use mount::Mount;
 pub use request::{parse_evd_path, DiskRequest, MountConfig};
-pub use journal::{DiskKind, Durability, ManagerConfig, Slot};

@@ -6,12 +6,14 @@ use crate::manager::Inner;
 use lunledger_journal::{HandleId, Slot};
 use lunledger_recovery::Handle;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// A reference on an attachment (and its mount, if any) held by one caller.
 #[derive(Clone)]
 pub struct Mount {
-    inner: Arc<Inner>,
+    // Weak: the manager owns the journal; a handle must not keep a closed manager's journal
+    // locked.
+    inner: Weak<Inner>,
     id: HandleId,
     slot: Slot,
     guest_path: String,
@@ -32,7 +34,7 @@ impl fmt::Debug for Mount {
 impl Mount {
     pub(crate) fn new(inner: Arc<Inner>, id: HandleId, h: &Handle) -> Self {
         Mount {
-            inner,
+            inner: Arc::downgrade(&inner),
             id,
             slot: h.slot,
             guest_path: h.path.clone(),
@@ -75,6 +77,9 @@ impl Mount {
     /// returns [`crate::Error::AlreadyReleased`]. The release completes even if the caller
     /// stops waiting.
     pub async fn release(&self) -> Result<()> {
-        self.inner.release(self.id).await
+        match self.inner.upgrade() {
+            Some(inner) => inner.release(self.id).await,
+            None => Err(crate::Error::Stopped("the manager was closed".into())),
+        }
     }
 }

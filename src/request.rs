@@ -139,21 +139,43 @@ mod tests {
 
     #[test]
     fn evd_paths_parse_like_hcsshim() {
-        assert_eq!(parse_evd_path("evd://space/abc/def").ok(), Some(("space", "abc/def")));
+        assert_eq!(
+            parse_evd_path("evd://space/abc/def").ok(),
+            Some(("space", "abc/def"))
+        );
         assert_eq!(parse_evd_path("type/").ok(), Some(("type", "")));
-        assert!(matches!(parse_evd_path("evd:///x"), Err(Error::InvalidEvdPath(_))));
-        assert!(matches!(parse_evd_path("evd://nopath"), Err(Error::InvalidEvdPath(_))));
+        assert!(matches!(
+            parse_evd_path("evd:///x"),
+            Err(Error::InvalidEvdPath(_))
+        ));
+        assert!(matches!(
+            parse_evd_path("evd://nopath"),
+            Err(Error::InvalidEvdPath(_))
+        ));
         assert!(matches!(parse_evd_path(""), Err(Error::InvalidEvdPath(_))));
     }
 
     #[test]
     fn guest_path_needs_a_mount_and_an_absolute_path() {
         let r = DiskRequest::new("/d").guest_path("/mnt");
-        assert!(matches!(r.specs(DiskKind::VirtualDisk), Err(Error::InvalidInput(_))));
-        let r = DiskRequest::new("/d").mount(MountConfig::default()).guest_path("rel");
-        assert!(matches!(r.specs(DiskKind::VirtualDisk), Err(Error::InvalidInput(_))));
-        let r = DiskRequest::new("/d").mount(MountConfig::default()).guest_path("/a/../b");
-        assert!(matches!(r.specs(DiskKind::VirtualDisk), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            r.specs(DiskKind::VirtualDisk),
+            Err(Error::InvalidInput(_))
+        ));
+        let r = DiskRequest::new("/d")
+            .mount(MountConfig::default())
+            .guest_path("rel");
+        assert!(matches!(
+            r.specs(DiskKind::VirtualDisk),
+            Err(Error::InvalidInput(_))
+        ));
+        let r = DiskRequest::new("/d")
+            .mount(MountConfig::default())
+            .guest_path("/a/../b");
+        assert!(matches!(
+            r.specs(DiskKind::VirtualDisk),
+            Err(Error::InvalidInput(_))
+        ));
     }
 
     #[test]
@@ -164,10 +186,17 @@ mod tests {
             ..Default::default()
         };
         let r = DiskRequest::new("/d").mount(m);
-        let (_, v) = r.specs(DiskKind::VirtualDisk).unwrap_or_else(|e| panic!("{e}"));
-        let (_, p) = r.specs(DiskKind::PassThru).unwrap_or_else(|e| panic!("{e}"));
+        let (_, v) = r
+            .specs(DiskKind::VirtualDisk)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, p) = r
+            .specs(DiskKind::PassThru)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(v.as_ref().is_some_and(|m| m.format_with_refs));
         assert!(p.as_ref().is_some_and(|m| !m.format_with_refs));
-        assert_eq!(v.map(|m| m.options), Some(vec!["rw".to_string(), "noatime".to_string()]));
+        assert_eq!(
+            v.map(|m| m.options),
+            Some(vec!["rw".to_string(), "noatime".to_string()])
+        );
     }
 }

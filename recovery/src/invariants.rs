@@ -33,7 +33,8 @@ impl State {
                     None => v.push(format!("handle {id} holds a mount it does not name")),
                 }
             }
-            if !h.releasing && !(h.holds_attach && h.holds_mount == h.mount.is_some()) {
+            let intact = h.holds_attach && h.holds_mount == h.mount.is_some();
+            if !h.releasing && !intact {
                 v.push(format!(
                     "handle {id} lost a reference without being released"
                 ));

@@ -76,9 +76,15 @@ async fn abandon(inner: &Arc<Inner>, op: OpId) -> Result<()> {
         .get(&op)
         .and_then(|o| o.handle)
         .ok_or_else(|| Error::Internal(format!("abandoned add {op} has no handle")))?;
-    tracing::info!(op, handle, "add abandoned by its caller; releasing its handle");
+    tracing::info!(
+        op,
+        handle,
+        "add abandoned by its caller; releasing its handle"
+    );
     inner.record(op, Event::ReleaseStarted { handle })?;
-    inner.finish_release(op, handle, ReleaseEnd::Abandoned).await
+    inner
+        .finish_release(op, handle, ReleaseEnd::Abandoned)
+        .await
 }
 
 async fn add_op(
@@ -121,7 +127,9 @@ async fn add_steps(
             .host
             .grant_vm_access(vm, &req.host_path)
             .await
-            .map_err(|e| Error::InvalidInput(format!("granting {vm} access to {}: {e}", req.host_path)))?;
+            .map_err(|e| {
+                Error::InvalidInput(format!("granting {vm} access to {}: {e}", req.host_path))
+            })?;
         inner.record(
             op,
             Event::AccessGranted {
@@ -143,14 +151,24 @@ async fn add_steps(
         }
     })?;
     if new {
-        let attach = inner.state().attachments.get(&slot).map(|a| a.attach).unwrap_or(0);
+        let attach = inner
+            .state()
+            .attachments
+            .get(&slot)
+            .map(|a| a.attach)
+            .unwrap_or(0);
         let areq = AttachRequest {
             slot,
             attach,
             disk: disk.clone(),
         };
         let res = inner
-            .run_step(op, Step::Attach, Target::Slot(slot), inner.host.attach(&areq))
+            .run_step(
+                op,
+                Step::Attach,
+                Target::Slot(slot),
+                inner.host.attach(&areq),
+            )
             .await?;
         res.map_err(|source| Error::Backend {
             step: Step::Attach,
@@ -198,9 +216,14 @@ async fn wait_attached(inner: &Inner, slot: Slot) -> Result<()> {
             Some(a) => Some(Err(Error::SharedStepFailed {
                 step: Step::Attach,
                 slot,
-                message: a.last_error.clone().unwrap_or_else(|| format!("{:?}", a.phase)),
+                message: a
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| format!("{:?}", a.phase)),
             })),
-            None => Some(Err(Error::Internal(format!("attachment at {slot} vanished")))),
+            None => Some(Err(Error::Internal(format!(
+                "attachment at {slot} vanished"
+            )))),
         })
         .await?
 }
@@ -220,7 +243,9 @@ async fn take_mount(
         }
         let (index, path) = match requested {
             Some(p) if st.mount_at_path(p).is_some() => {
-                return Err(Error::GuestPathConflict { path: p.to_string() })
+                return Err(Error::GuestPathConflict {
+                    path: p.to_string(),
+                })
             }
             Some(p) => (None, p.to_string()),
             None => {
@@ -272,7 +297,10 @@ async fn take_mount(
                 Some(m) => Some(Err(Error::SharedStepFailed {
                     step: Step::Mount,
                     slot,
-                    message: m.last_error.clone().unwrap_or_else(|| format!("{:?}", m.phase)),
+                    message: m
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", m.phase)),
                 })),
                 None => Some(Err(Error::Internal(format!("mount {id} vanished")))),
             })

@@ -19,7 +19,7 @@ use crate::crash::{Boundary, CrashHook, CrashPoint, Site};
 use crate::error::{Error, Result};
 use crate::mount::Mount;
 use crate::request::DiskRequest;
-use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind};
+use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Target};
 use lunledger_recovery::State;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +43,9 @@ pub(crate) struct Inner {
     crash: Option<Arc<dyn CrashHook>>,
     /// Handles with a release running, so two releases of one handle never interleave.
     releasing: Mutex<HashSet<HandleId>>,
+    /// Teardowns being run: one runner per mount or slot at a time (two releases can each see
+    /// the same teardown due).
+    busy: Mutex<HashSet<Target>>,
     pub(crate) opts: ManagerOptions,
     last_recovery: Mutex<Option<RecoveryReport>>,
     last_checkpoint: Mutex<u64>,
@@ -154,7 +157,10 @@ impl Inner {
     }
 
     /// Waits until `ready` says the state is settled, re-checking after every applied event.
-    pub(crate) async fn wait_until<T>(&self, mut ready: impl FnMut(&State) -> Option<T>) -> Result<T> {
+    pub(crate) async fn wait_until<T>(
+        &self,
+        mut ready: impl FnMut(&State) -> Option<T>,
+    ) -> Result<T> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -165,6 +171,28 @@ impl Inner {
             }
             notified.await;
         }
+    }
+
+    /// Claims the teardown of `target` while `due` says it is due, waiting while another task runs
+    /// it. `None`: nothing is due (any more).
+    pub(crate) async fn claim(
+        &self,
+        target: Target,
+        due: impl Fn(&State) -> bool,
+    ) -> Result<Option<Claim<'_>>> {
+        self.wait_until(|st| {
+            if !due(st) {
+                Some(None)
+            } else if lock(&self.busy).insert(target) {
+                Some(Some(Claim {
+                    inner: self,
+                    target,
+                }))
+            } else {
+                None
+            }
+        })
+        .await
     }
 
     /// Writes a checkpoint when enough records have passed since the last one.
@@ -195,7 +223,42 @@ impl Inner {
     }
 }
 
+/// The exclusive right to run one teardown; released (and waiters woken) on drop.
+pub(crate) struct Claim<'a> {
+    inner: &'a Inner,
+    target: Target,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.busy).remove(&self.target);
+        self.inner.changed.notify_waiters();
+    }
+}
+
 impl Manager {
+    /// Closes the manager: waits (up to 10 s) for operations still running, makes the journal
+    /// durable, and releases it, so the directory can be opened again. Handles of a closed
+    /// manager return an error from `release`.
+    pub async fn close(self) -> Result<()> {
+        let synced = self.sync().await;
+        for _ in 0..10_000 {
+            if Arc::strong_count(&self.inner) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        if Arc::strong_count(&self.inner) != 1 {
+            return Err(Error::Internal(
+                "operations still running after 10 s".into(),
+            ));
+        }
+        match synced {
+            Ok(()) | Err(Error::Crashed(_)) | Err(Error::Stopped(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Attaches (and, with a mount config, mounts) a virtual disk file.
     pub async fn add_virtual_disk(&self, req: DiskRequest) -> Result<Mount> {
         self.add(req, DiskKind::VirtualDisk).await

@@ -86,7 +86,9 @@ pub fn validate_config(c: &ManagerConfig) -> Result<()> {
             )));
         }
         if !seen.insert(*s) {
-            return Err(Error::InvalidConfig(format!("reserved slot {s} is listed twice")));
+            return Err(Error::InvalidConfig(format!(
+                "reserved slot {s} is listed twice"
+            )));
         }
     }
     Ok(())
@@ -96,9 +98,13 @@ pub fn validate_config(c: &ManagerConfig) -> Result<()> {
 fn config_conflict(state: &State, new: &ManagerConfig) -> Option<String> {
     state.attachments.keys().find_map(|slot| {
         if !new.contains(*slot) {
-            Some(format!("slot {slot} is in use but outside the new configuration"))
+            Some(format!(
+                "slot {slot} is in use but outside the new configuration"
+            ))
         } else if new.reserved.contains(slot) {
-            Some(format!("slot {slot} is in use but reserved by the new configuration"))
+            Some(format!(
+                "slot {slot} is in use but reserved by the new configuration"
+            ))
         } else {
             None
         }
@@ -110,18 +116,18 @@ pub fn load_state(journal: &Journal) -> Result<(State, Option<u64>, u64)> {
     let mut state = State::new();
     let mut from = journal.first_seq()?.unwrap_or(1);
     let mut checkpoint = None;
-    match journal.latest_checkpoint()? {
-        Some(c) => match rmp_serde::from_slice::<State>(&c.blob) {
+    if let Some(c) = journal.latest_checkpoint()? {
+        match rmp_serde::from_slice::<State>(&c.blob) {
             Ok(s) if s.last_seq == c.at_seq => {
                 state = s;
                 from = c.at_seq + 1;
                 checkpoint = Some(c.at_seq);
             }
-            Ok(_) | Err(_) => {
-                tracing::warn!(at_seq = c.at_seq, "checkpoint unusable; replaying everything retained");
-            }
-        },
-        None => {}
+            _ => tracing::warn!(
+                at_seq = c.at_seq,
+                "checkpoint unusable; replaying all retained records"
+            ),
+        }
     }
     if checkpoint.is_none() && from > 1 {
         return Err(Error::Internal(format!(
@@ -199,6 +205,7 @@ impl Manager {
             stopped: Mutex::new(None),
             crash: opts.crash_hook.clone(),
             releasing: Mutex::new(HashSet::new()),
+            busy: Mutex::new(HashSet::new()),
             opts: opts.clone(),
             last_recovery: Mutex::new(None),
             last_checkpoint: Mutex::new(last_checkpoint),

@@ -76,7 +76,10 @@ fn observe(host: Option<HostView>, guest: Option<GuestView>) -> Observation {
 }
 
 /// Runs recovery on a freshly opened manager.
-pub(crate) async fn recover(inner: &Arc<Inner>, mut report: RecoveryReport) -> Result<RecoveryReport> {
+pub(crate) async fn recover(
+    inner: &Arc<Inner>,
+    mut report: RecoveryReport,
+) -> Result<RecoveryReport> {
     let started = Instant::now();
     let timeout = inner.opts.inspect_timeout;
     let host = match tokio::time::timeout(timeout, inner.host.inspect()).await {
@@ -110,7 +113,9 @@ pub(crate) async fn recover(inner: &Arc<Inner>, mut report: RecoveryReport) -> R
         for action in actions {
             match execute(inner, op, action, &mut report).await {
                 Ok(()) => {}
-                Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => return Err(e),
+                Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => {
+                    return Err(e)
+                }
                 Err(e) => report.errors.push(e.to_string()),
             }
         }
@@ -143,19 +148,35 @@ fn pending_teardowns(st: &lunledger_recovery::State) -> Vec<String> {
     let mut v = Vec::new();
     for (id, m) in &st.mounts {
         if m.phase == MountPhase::NeedsUnmount {
-            v.push(format!("unmount of mount {id} at {} ({})", m.path, m.last_error.as_deref().unwrap_or("not tried")));
+            v.push(format!(
+                "unmount of mount {id} at {} ({})",
+                m.path,
+                m.last_error.as_deref().unwrap_or("not tried")
+            ));
         }
     }
     for (slot, a) in &st.attachments {
         if matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach) {
-            let what = if a.phase == AttachPhase::NeedsUnplug { "unplug" } else { "detach" };
-            v.push(format!("{what} at {slot} ({})", a.last_error.as_deref().unwrap_or("not tried")));
+            let what = if a.phase == AttachPhase::NeedsUnplug {
+                "unplug"
+            } else {
+                "detach"
+            };
+            v.push(format!(
+                "{what} at {slot} ({})",
+                a.last_error.as_deref().unwrap_or("not tried")
+            ));
         }
     }
     v
 }
 
-async fn execute(inner: &Arc<Inner>, op: OpId, action: Action, report: &mut RecoveryReport) -> Result<()> {
+async fn execute(
+    inner: &Arc<Inner>,
+    op: OpId,
+    action: Action,
+    report: &mut RecoveryReport,
+) -> Result<()> {
     match action {
         Action::Resolve {
             step,
@@ -163,16 +184,38 @@ async fn execute(inner: &Arc<Inner>, op: OpId, action: Action, report: &mut Reco
             resolution,
             inspected,
         } => {
-            inner.record(op, Event::StepResolved { step, target, resolution })?;
+            inner.record(
+                op,
+                Event::StepResolved {
+                    step,
+                    target,
+                    resolution,
+                },
+            )?;
             report.resolved.push((step, target, resolution, inspected));
         }
         Action::LoseAttachment { slot } => {
-            inner.record(op, Event::DriftFound { drift: Drift::MissingAttachment { slot } })?;
+            inner.record(
+                op,
+                Event::DriftFound {
+                    drift: Drift::MissingAttachment { slot },
+                },
+            )?;
             inner.record(op, Event::AttachmentLost { slot })?;
         }
         Action::LoseMount { mount } => {
-            let path = inner.state().mounts.get(&mount).map(|m| m.path.clone()).unwrap_or_default();
-            inner.record(op, Event::DriftFound { drift: Drift::MissingMount { mount, path } })?;
+            let path = inner
+                .state()
+                .mounts
+                .get(&mount)
+                .map(|m| m.path.clone())
+                .unwrap_or_default();
+            inner.record(
+                op,
+                Event::DriftFound {
+                    drift: Drift::MissingMount { mount, path },
+                },
+            )?;
             inner.record(op, Event::MountLost { mount })?;
         }
         Action::Report { drift } => {
@@ -180,16 +223,25 @@ async fn execute(inner: &Arc<Inner>, op: OpId, action: Action, report: &mut Reco
         }
         Action::DetachStray { slot, attach, path } => {
             let drift = |detached| Event::DriftFound {
-                drift: Drift::UnknownAttachment { slot, path: path.clone(), detached },
+                drift: Drift::UnknownAttachment {
+                    slot,
+                    path: path.clone(),
+                    detached,
+                },
             };
             inner.record_durable(op, drift(false)).await?;
             // Attach id 0 is never issued: it asks the backend for whatever is at the slot.
-            let req = DetachRequest { slot, attach: attach.unwrap_or(0) };
+            let req = DetachRequest {
+                slot,
+                attach: attach.unwrap_or(0),
+            };
             match inner.host.detach(&req).await {
                 Ok(()) => {
                     inner.record(op, drift(true))?;
                 }
-                Err(e) => report.errors.push(format!("detaching stray disk at {slot}: {e}")),
+                Err(e) => report
+                    .errors
+                    .push(format!("detaching stray disk at {slot}: {e}")),
             }
         }
         Action::RollBackAdd { op: add } => {
@@ -199,7 +251,11 @@ async fn execute(inner: &Arc<Inner>, op: OpId, action: Action, report: &mut Reco
             report.rolled_back.push(add);
             with_retries(inner, || inner.roll_back_add(add, end.clone())).await?;
         }
-        Action::FinishRelease { op: rel, handle, end } => {
+        Action::FinishRelease {
+            op: rel,
+            handle,
+            end,
+        } => {
             report.releases_finished.push(rel);
             with_retries(inner, || async {
                 if !inner.state().ops.contains_key(&rel) {
@@ -251,7 +307,12 @@ async fn sweep(inner: &Arc<Inner>, op: OpId, report: &mut RecoveryReport) -> Res
 }
 
 /// Mounts and attachments whose teardown is due.
-fn due(st: &lunledger_recovery::State) -> (Vec<lunledger_journal::MountId>, Vec<lunledger_journal::Slot>) {
+fn due(
+    st: &lunledger_recovery::State,
+) -> (
+    Vec<lunledger_journal::MountId>,
+    Vec<lunledger_journal::Slot>,
+) {
     let mounts = st
         .mounts
         .iter()

@@ -60,7 +60,12 @@ impl Inner {
         }
         if let Err(e) = self.teardown_for(op, h.mount, h.slot, h.attach).await {
             if !matches!(e, Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)) {
-                self.record(op, Event::OpFailed { error: e.to_string() })?;
+                self.record(
+                    op,
+                    Event::OpFailed {
+                        error: e.to_string(),
+                    },
+                )?;
             }
             return Err(e);
         }
@@ -79,9 +84,12 @@ impl Inner {
         let Some(o) = self.state().ops.get(&op).cloned() else {
             return Ok(());
         };
-        let attach = o
-            .holds_attach
-            .and_then(|slot| self.state().attachments.get(&slot).map(|a| (slot, a.attach)));
+        let attach = o.holds_attach.and_then(|slot| {
+            self.state()
+                .attachments
+                .get(&slot)
+                .map(|a| (slot, a.attach))
+        });
         if let Some(mount) = o.holds_mount {
             self.record(op, Event::MountRefDropped { mount })?;
         }

@@ -49,14 +49,19 @@ impl Inner {
 
     /// Unmounts `mount` if its unmount is due.
     pub(crate) async fn teardown_mount(&self, op: OpId, mount: MountId) -> Result<()> {
+        let due = |st: &lunledger_recovery::State| {
+            st.mounts
+                .get(&mount)
+                .is_some_and(|m| m.phase == MountPhase::NeedsUnmount)
+        };
+        let Some(_claim) = self.claim(Target::Mount(mount), due).await? else {
+            return Ok(());
+        };
         let req = {
             let st = self.state();
             let Some(m) = st.mounts.get(&mount) else {
                 return Ok(());
             };
-            if m.phase != MountPhase::NeedsUnmount {
-                return Ok(());
-            }
             MountRequest {
                 slot: m.slot,
                 attach: m.attach,
@@ -66,7 +71,12 @@ impl Inner {
             }
         };
         let res = self
-            .run_step(op, Step::Unmount, Target::Mount(mount), self.guest.unmount(&req))
+            .run_step(
+                op,
+                Step::Unmount,
+                Target::Mount(mount),
+                self.guest.unmount(&req),
+            )
             .await?;
         res.map_err(|source| Error::Backend {
             step: Step::Unmount,
@@ -80,6 +90,14 @@ impl Inner {
     /// it (a guest must never lose a mounted device), then unplug, then detach. A failure leaves
     /// the rest due and the slot reserved.
     pub(crate) async fn teardown_attachment(&self, op: OpId, slot: Slot) -> Result<()> {
+        let due = |st: &lunledger_recovery::State| {
+            st.attachments.get(&slot).is_some_and(|a| {
+                matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach)
+            })
+        };
+        let Some(_claim) = self.claim(Target::Slot(slot), due).await? else {
+            return Ok(());
+        };
         loop {
             let (phase, attach, path, due_mounts) = {
                 let st = self.state();
@@ -90,7 +108,9 @@ impl Inner {
                     .mounts
                     .iter()
                     .filter(|(_, m)| {
-                        m.slot == slot && m.attach == a.attach && m.phase == MountPhase::NeedsUnmount
+                        m.slot == slot
+                            && m.attach == a.attach
+                            && m.phase == MountPhase::NeedsUnmount
                     })
                     .map(|(id, _)| *id)
                     .collect();
@@ -104,7 +124,12 @@ impl Inner {
             }
             let (step, res) = if phase == AttachPhase::NeedsUnplug {
                 let r = self
-                    .run_step(op, Step::Unplug, Target::Slot(slot), self.guest.unplug(slot))
+                    .run_step(
+                        op,
+                        Step::Unplug,
+                        Target::Slot(slot),
+                        self.guest.unplug(slot),
+                    )
                     .await?;
                 (Step::Unplug, r)
             } else {

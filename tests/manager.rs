@@ -1,0 +1,526 @@
+//! The manager's behaviour on the simulated VM: hcsshim's own tests, its skipped parallel test,
+//! and one test per hcsshim bug we must not have.
+
+mod common;
+
+use common::*;
+use lunledger::backend::sim::{FaultPlan, SimCall, SimOp, SimVm};
+use lunledger::journal::{Event, ManagerConfig, Slot, Step};
+use lunledger::{DiskRequest, Error, ManagerOptions, MountConfig};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn ro_mount(path: &str) -> DiskRequest {
+    DiskRequest::new(path)
+        .read_only(true)
+        .mount(MountConfig::default())
+}
+
+#[tokio::test]
+async fn add_add_remove_remove() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let m1 = m.add_virtual_disk(ro_mount("path")).await.unwrap();
+    let m2 = m.add_virtual_disk(ro_mount("path")).await.unwrap();
+    assert_eq!(m1.guest_path(), m2.guest_path());
+    assert!(!m1.guest_path().is_empty());
+    assert_eq!(vm.snapshot().attachments.len(), 1);
+    m1.release().await.unwrap();
+    assert_eq!(vm.snapshot().attachments.len(), 1, "still referenced by m2");
+    m2.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+    assert!(m.state().is_empty());
+}
+
+#[tokio::test]
+async fn explicit_guest_path_is_reused() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let m1 = m
+        .add_virtual_disk(ro_mount("path").guest_path("/mnt1"))
+        .await
+        .unwrap();
+    assert_eq!(m1.guest_path(), "/mnt1");
+    let m2 = m.add_virtual_disk(ro_mount("path")).await.unwrap();
+    assert_eq!(m2.guest_path(), "/mnt1");
+    let m3 = m
+        .add_virtual_disk(ro_mount("path").guest_path("/mnt2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        m3.guest_path(),
+        "/mnt1",
+        "a matching mount wins over a requested path"
+    );
+    assert_eq!(vm.snapshot().mounts.len(), 1);
+    m3.release().await.unwrap();
+    m2.release().await.unwrap();
+    assert_eq!(vm.snapshot().mounts.len(), 1);
+    m1.release().await.unwrap();
+    assert!(vm.snapshot().mounts.is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn conflicting_guest_path_is_a_typed_error_and_leaks_nothing() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let m1 = m
+        .add_virtual_disk(ro_mount("path").guest_path("/mnt1"))
+        .await
+        .unwrap();
+    let e = m
+        .add_virtual_disk(ro_mount("path2").guest_path("/mnt1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::GuestPathConflict { ref path } if path == "/mnt1"),
+        "{e}"
+    );
+    assert_eq!(
+        vm.snapshot().attachments.len(),
+        1,
+        "path2's attach was rolled back"
+    );
+    m1.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn slots_are_controller_major_and_reserved_slots_skipped() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let cfg = ManagerConfig {
+        controllers: 2,
+        luns_per_controller: 2,
+        mount_format: "/m/%d".into(),
+        reserved: vec![Slot::new(0, 0)],
+    };
+    let m = open_opts(dir.path(), &vm, ManagerOptions::new(cfg)).await;
+    let a = m.add_virtual_disk(DiskRequest::new("a")).await.unwrap();
+    let b = m.add_virtual_disk(DiskRequest::new("b")).await.unwrap();
+    let c = m.add_virtual_disk(DiskRequest::new("c")).await.unwrap();
+    assert_eq!(
+        (a.slot(), b.slot(), c.slot()),
+        (Slot::new(0, 1), Slot::new(1, 0), Slot::new(1, 1))
+    );
+    let e = m.add_virtual_disk(DiskRequest::new("d")).await.unwrap_err();
+    assert!(matches!(e, Error::NoAvailableLocation), "{e}");
+    b.release().await.unwrap();
+    let d = m.add_virtual_disk(DiskRequest::new("d")).await.unwrap();
+    assert_eq!(d.slot(), Slot::new(1, 0), "the first free slot is reused");
+    assert_eq!(a.guest_path(), "", "attach only has no guest path");
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn invalid_configurations_are_typed_errors() {
+    let vm = SimVm::new();
+    let bad = [
+        ManagerConfig {
+            mount_format: "/m".into(),
+            ..config()
+        },
+        ManagerConfig {
+            mount_format: "/m/%d/%d".into(),
+            ..config()
+        },
+        ManagerConfig {
+            reserved: vec![Slot::new(4, 0)],
+            ..config()
+        },
+        ManagerConfig {
+            reserved: vec![Slot::new(0, 64)],
+            ..config()
+        },
+        ManagerConfig {
+            controllers: 0,
+            ..config()
+        },
+    ];
+    for cfg in bad {
+        let dir = tempdir();
+        let r = lunledger::Manager::open(
+            dir.path(),
+            cfg.clone(),
+            vm.host_backend(),
+            vm.guest_backend(),
+        )
+        .await;
+        assert!(
+            matches!(r, Err(Error::InvalidConfig(_))),
+            "{cfg:?} was accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_configuration_that_contradicts_live_state_is_refused() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    {
+        let m = open(dir.path(), &vm).await;
+        let mut held = Vec::new();
+        for i in 0..70 {
+            held.push(
+                m.add_virtual_disk(DiskRequest::new(format!("d{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Dropping handles releases nothing: the journal keeps them for the next open.
+        drop(held);
+        m.close().await.unwrap();
+    }
+    let small = ManagerConfig {
+        controllers: 1,
+        ..config()
+    };
+    let r =
+        lunledger::Manager::open(dir.path(), small, vm.host_backend(), vm.guest_backend()).await;
+    assert!(matches!(r, Err(Error::ConfigConflict(_))), "{:?}", r.err());
+    let m = open(dir.path(), &vm).await;
+    assert_eq!(
+        m.handles().len(),
+        70,
+        "nothing was lost by the refused open"
+    );
+}
+
+#[tokio::test]
+async fn malformed_evd_paths_are_rejected_before_anything_is_journaled() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let before = m.state().last_seq;
+    for bad in ["evd:///x", "evd://nopath", ""] {
+        let e = m
+            .add_extensible_virtual_disk(DiskRequest::new(bad))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidEvdPath(_) | Error::InvalidInput(_)),
+            "{bad}: {e}"
+        );
+    }
+    assert_eq!(m.state().last_seq, before);
+    let ok = m
+        .add_extensible_virtual_disk(DiskRequest::new("evd://space/abc/def"))
+        .await
+        .unwrap();
+    let st = m.state();
+    let a = &st.attachments[&ok.slot()];
+    assert_eq!(
+        (a.disk.path.as_str(), a.disk.evd_type.as_deref()),
+        ("abc/def", Some("space"))
+    );
+}
+
+#[tokio::test]
+async fn second_release_is_already_released() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
+    h.release().await.unwrap();
+    assert!(matches!(h.release().await, Err(Error::AlreadyReleased)));
+}
+
+#[tokio::test]
+async fn failed_unmount_keeps_no_leak_and_release_can_be_retried() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
+    vm.set_faults(FaultPlan::new().fail_nth(SimOp::Unmount, 1, "busy"));
+    let e = h.release().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Backend {
+                step: Step::Unmount,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // hcsshim would now have a refcount-0 mount and a leaked attachment reference; a new add of
+    // the same disk must not be handed the half-torn-down mount.
+    let h2 = m.add_virtual_disk(ro_mount("p")).await.unwrap();
+    assert_ne!(h2.guest_path(), h.guest_path(), "a zombie mount was reused");
+    h.release().await.unwrap();
+    h2.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert!(m.state().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn failed_unplug_or_detach_keeps_the_slot_reserved_until_teardown_succeeds() {
+    for op in [SimOp::Unplug, SimOp::Detach] {
+        let dir = tempdir();
+        let vm = SimVm::new();
+        let m = open(dir.path(), &vm).await;
+        let h = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap();
+        let slot = h.slot();
+        vm.set_faults(FaultPlan::new().fail_nth(op, 1, "stuck"));
+        assert!(h.release().await.is_err());
+        let h2 = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap();
+        assert_ne!(
+            h2.slot(),
+            slot,
+            "{op:?}: a half-detached attachment was reused"
+        );
+        assert_vm_matches(&m, &vm);
+        h.release().await.unwrap();
+        h2.release().await.unwrap();
+        assert!(vm.snapshot().is_empty() && m.state().is_empty(), "{op:?}");
+        assert_replay_equals_live(&m).await;
+    }
+}
+
+#[tokio::test]
+async fn retry_teardowns_finishes_orphaned_teardowns() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
+    vm.set_faults(FaultPlan::new().fail_nth(SimOp::Detach, 1, "stuck"));
+    assert!(h.release().await.is_err());
+    assert_eq!(m.retry_teardowns().await.unwrap(), 0);
+    assert!(vm.snapshot().is_empty() && m.state().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn failed_attach_and_failed_mount_roll_back_and_share_the_error() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    vm.set_latency(Duration::from_millis(20));
+    vm.set_faults(FaultPlan::new().fail_nth(SimOp::Attach, 1, "no such file"));
+    let (a, b) = tokio::join!(
+        m.add_virtual_disk(ro_mount("p")),
+        m.add_virtual_disk(ro_mount("p"))
+    );
+    assert!(
+        a.is_err() && b.is_err(),
+        "both callers share the failed attach"
+    );
+    assert!(vm.snapshot().is_empty() && m.state().is_empty());
+    vm.set_faults(FaultPlan::new().fail_nth(SimOp::Mount, 1, "bad fs"));
+    let (a, b) = tokio::join!(
+        m.add_virtual_disk(ro_mount("p")),
+        m.add_virtual_disk(ro_mount("p"))
+    );
+    assert!(
+        a.is_err() && b.is_err(),
+        "both callers share the failed mount"
+    );
+    assert!(vm.snapshot().is_empty(), "{:?}", vm.snapshot());
+    assert!(m.state().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_caller_leaks_nothing_and_is_journaled_as_abandoned() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    vm.set_latency(Duration::from_millis(30));
+    let first = m.add_virtual_disk(ro_mount("p"));
+    let r = tokio::time::timeout(Duration::from_millis(10), first).await;
+    assert!(r.is_err(), "the add was expected to be cancelled");
+    // A waiter on the same disk, cancelled too.
+    let r = tokio::time::timeout(Duration::from_millis(5), m.add_virtual_disk(ro_mount("p"))).await;
+    assert!(r.is_err());
+    let mut empty = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if m.state().is_empty() {
+            empty = true;
+            break;
+        }
+    }
+    assert!(empty, "abandoned adds leaked: {:?}", m.state());
+    assert!(vm.snapshot().is_empty());
+    m.sync().await.unwrap();
+    let abandoned = m
+        .journal()
+        .read_from(1)
+        .filter_map(Result::ok)
+        .filter(|r| r.event == Event::OpAbandoned)
+        .count();
+    assert_eq!(abandoned, 2);
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn caller_options_are_never_reordered_and_compare_sorted() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let opts = vec!["rw".to_string(), "noatime".to_string()];
+    let cfg = MountConfig {
+        options: opts.clone(),
+        ..Default::default()
+    };
+    let a = m
+        .add_virtual_disk(DiskRequest::new("p").mount(cfg.clone()))
+        .await
+        .unwrap();
+    assert_eq!(cfg.options, opts);
+    let rev = MountConfig {
+        options: vec!["noatime".into(), "rw".into()],
+        ..Default::default()
+    };
+    let b = m
+        .add_virtual_disk(DiskRequest::new("p").mount(rev))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.guest_path(),
+        b.guest_path(),
+        "same options in another order share the mount"
+    );
+    let st = m.state();
+    assert_eq!(
+        st.mounts.values().next().map(|m| m.spec.options.clone()),
+        Some(opts)
+    );
+}
+
+#[tokio::test]
+async fn a_generated_path_never_collides_with_a_requested_one() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let a = m
+        .add_virtual_disk(ro_mount("a").guest_path("/var/run/scsi/0"))
+        .await
+        .unwrap();
+    let b = m.add_virtual_disk(ro_mount("b")).await.unwrap();
+    assert_eq!(a.guest_path(), "/var/run/scsi/0");
+    assert_eq!(b.guest_path(), "/var/run/scsi/1");
+    assert_replay_equals_live(&m).await;
+}
+
+#[tokio::test]
+async fn every_intent_is_durable_before_the_backend_sees_the_call() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let journal = m.journal().clone();
+    let problems = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(Mutex::new(0usize));
+    let (p2, c2) = (problems.clone(), calls.clone());
+    vm.set_observer(Arc::new(move |call: &SimCall| {
+        let step = match call {
+            SimCall::Attach(_) => Step::Attach,
+            SimCall::Mount(_) => Step::Mount,
+            SimCall::Unmount(_) => Step::Unmount,
+            SimCall::Unplug(_) => Step::Unplug,
+            SimCall::Detach(_) => Step::Detach,
+            _ => return,
+        };
+        *c2.lock().unwrap() += 1;
+        let newest = journal.newest(1).unwrap_or_default();
+        let ok = newest.last().is_some_and(|r| {
+            matches!(r.event, Event::StepIntent { step: s, .. } if s == step)
+                && journal.durable_seq() >= r.seq
+        });
+        if !ok {
+            p2.lock().unwrap().push(format!(
+                "{step}: newest durable record is {:?}",
+                newest.last().map(|r| &r.event)
+            ));
+        }
+    }));
+    let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
+    h.release().await.unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        5,
+        "attach, mount, unmount, unplug, detach"
+    );
+    let p = problems.lock().unwrap();
+    assert!(p.is_empty(), "{p:?}");
+}
+
+#[tokio::test]
+async fn handles_by_owner_and_release_owner() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    for i in 0..3 {
+        m.add_virtual_disk(ro_mount(&format!("c1-{i}")).owner("c1"))
+            .await
+            .unwrap();
+    }
+    m.add_virtual_disk(ro_mount("shared").owner("c1"))
+        .await
+        .unwrap();
+    let keep = m
+        .add_virtual_disk(ro_mount("shared").owner("c2"))
+        .await
+        .unwrap();
+    assert_eq!(m.handles_by_owner("c1").len(), 4);
+    assert_eq!(m.release_owner("c1").await.unwrap(), 4);
+    assert!(m.handles_by_owner("c1").is_empty());
+    assert_eq!(m.handles().len(), 1);
+    assert_vm_matches(&m, &vm);
+    keep.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+}
+
+/// hcsshim's skipped parallel test: 16 tasks x 1000 randomised add/release cycles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_add_release_cycles_end_empty() {
+    let cycles: u64 = std::env::var("LUNLEDGER_PARALLEL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for _ in 0..cycles {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Some disks are shared by all tasks, some private; some attach only.
+                let disk = if x % 3 == 0 {
+                    format!("shared-{}", x % 4)
+                } else {
+                    format!("t{t}-{}", x % 5)
+                };
+                let mut req = DiskRequest::new(disk).read_only(x % 2 == 0);
+                if x % 4 != 1 {
+                    req = req.mount(MountConfig::default());
+                }
+                let h = m.add_virtual_disk(req).await.expect("add");
+                if x % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                h.release().await.expect("release");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(m.state().is_empty(), "{:?}", m.state());
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+    let stats = m.journal().stats();
+    println!("{} cycles: {stats:?}", 16 * cycles);
+}
