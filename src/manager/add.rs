@@ -54,6 +54,8 @@ impl Manager {
                     };
                     if let Err(e) = end {
                         tracing::warn!(op, error = %e, "closing the add failed");
+                    } else if let Err(e) = inner.maybe_checkpoint().await {
+                        tracing::warn!(error = %e, "checkpoint failed");
                     }
                 }
             },

@@ -11,7 +11,7 @@ mod recover;
 mod release;
 mod step;
 
-pub use open::ManagerOptions;
+pub use open::{load_state, validate_config, ManagerOptions};
 pub use recover::RecoveryReport;
 
 use crate::backend::{GuestBackend, HostBackend};
@@ -215,9 +215,16 @@ impl Inner {
         // The checkpoint's state must be durable in the journal before the checkpoint claims it.
         self.durable(at).await?;
         let journal = self.journal.clone();
-        tokio::task::spawn_blocking(move || journal.write_checkpoint(at, blob))
-            .await
-            .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+        let retention = self.opts.retention.clone();
+        tokio::task::spawn_blocking(move || {
+            journal.write_checkpoint(at, blob)?;
+            if let Some(r) = retention {
+                journal.prune(&r)?;
+            }
+            Ok::<_, lunledger_journal::JournalError>(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
         tracing::debug!(at_seq = at, "checkpoint written");
         Ok(())
     }

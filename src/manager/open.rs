@@ -7,7 +7,9 @@ use super::{Inner, Manager};
 use crate::backend::{GuestBackend, HostBackend};
 use crate::crash::CrashHook;
 use crate::error::{Error, Result};
-use lunledger_journal::{Durability, Event, Journal, JournalOptions, ManagerConfig, OpKind};
+use lunledger_journal::{
+    Durability, Event, Journal, JournalOptions, ManagerConfig, OpKind, Retention,
+};
 use lunledger_recovery::{RecoveryPolicy, State};
 use std::collections::HashSet;
 use std::path::Path;
@@ -34,6 +36,8 @@ pub struct ManagerOptions {
     pub teardown_backoff: Duration,
     /// How long recovery waits for a backend's `inspect`.
     pub inspect_timeout: Duration,
+    /// After each checkpoint, prune records older than this keeps (`None`: keep everything).
+    pub retention: Option<Retention>,
     /// Crash-point hook (tests only).
     pub crash_hook: Option<Arc<dyn CrashHook>>,
 }
@@ -51,6 +55,7 @@ impl ManagerOptions {
             teardown_attempts: 3,
             teardown_backoff: Duration::from_millis(20),
             inspect_timeout: Duration::from_secs(10),
+            retention: None,
             crash_hook: None,
         }
     }

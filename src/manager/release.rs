@@ -21,6 +21,11 @@ impl Inner {
         let res = tokio::spawn(async move {
             let r = inner.release_op(id).await;
             lock(&inner.releasing).remove(&id);
+            if r.is_ok() {
+                if let Err(e) = inner.maybe_checkpoint().await {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            }
             r
         })
         .await
