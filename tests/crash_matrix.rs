@@ -1,0 +1,239 @@
+//! The crash matrix: every scenario is stopped at every crash point it reaches (before an intent
+//! is durable, after it, after the backend call, after the outcome, around issuing a handle),
+//! then reopened and recovered; then, for every crash point of that recovery, the recovery itself
+//! is crashed and recovered again. After each recovery:
+//! - replaying the journal equals the live state, and its invariants hold;
+//! - the simulated VM holds exactly what live handles need;
+//! - every handle returned before the crash is still live and releasable;
+//! - recovering again changes nothing;
+//! - after releasing everything, every slot is free and the VM is empty.
+
+mod common;
+
+use common::*;
+use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
+use lunledger::crash::{CrashHook, CrashPoint};
+use lunledger::journal::HandleId;
+use lunledger::{DiskRequest, Error, Manager, ManagerOptions, MountConfig};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Crashes at the `target`-th point reached (never, for `None`) and records the points seen.
+struct Hook {
+    target: Option<usize>,
+    seen: AtomicUsize,
+    points: Mutex<Vec<CrashPoint>>,
+}
+
+impl Hook {
+    fn new(target: Option<usize>) -> Arc<Hook> {
+        Arc::new(Hook {
+            target,
+            seen: AtomicUsize::new(0),
+            points: Mutex::new(Vec::new()),
+        })
+    }
+    fn count(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+impl CrashHook for Hook {
+    fn crash_at(&self, p: &CrashPoint) -> bool {
+        let i = self.seen.fetch_add(1, Ordering::SeqCst);
+        self.points.lock().unwrap().push(*p);
+        Some(i) == self.target
+    }
+}
+
+type Script = for<'a> fn(
+    &'a Manager,
+    &'a SimVm,
+    &'a mut Vec<HandleId>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>>;
+
+fn mounted(path: &str) -> DiskRequest {
+    DiskRequest::new(path).read_only(true).mount(MountConfig::default())
+}
+
+async fn add(m: &Manager, req: DiskRequest, held: &mut Vec<HandleId>) -> Result<(), Error> {
+    let h = m.add_virtual_disk(req).await?;
+    held.push(h.handle_id());
+    Ok(())
+}
+
+async fn release(m: &Manager, held: &mut Vec<HandleId>, i: usize) -> Result<(), Error> {
+    let id = held[i];
+    let h = m.handle(id).ok_or(Error::UnknownHandle(id))?;
+    h.release().await?;
+    held.remove(i);
+    Ok(())
+}
+
+fn scenarios() -> Vec<(&'static str, Script)> {
+    vec![
+        ("attach only", |m, _, h| Box::pin(add(m, DiskRequest::new("a"), h))),
+        ("attach+mount", |m, _, h| Box::pin(add(m, mounted("a"), h))),
+        ("shared attach", |m, _, h| {
+            Box::pin(async move {
+                add(m, DiskRequest::new("a"), h).await?;
+                add(m, DiskRequest::new("a"), h).await
+            })
+        }),
+        ("shared mount", |m, _, h| {
+            Box::pin(async move {
+                add(m, mounted("a"), h).await?;
+                add(m, mounted("a"), h).await
+            })
+        }),
+        ("release of the last reference", |m, _, h| {
+            Box::pin(async move {
+                add(m, mounted("a"), h).await?;
+                release(m, h, 0).await
+            })
+        }),
+        ("release of a non-last reference", |m, _, h| {
+            Box::pin(async move {
+                add(m, mounted("a"), h).await?;
+                add(m, mounted("a"), h).await?;
+                release(m, h, 0).await
+            })
+        }),
+        ("block-device mount", |m, _, h| {
+            let cfg = MountConfig { block_dev: true, ..Default::default() };
+            Box::pin(async move {
+                add(m, DiskRequest::new("a").mount(cfg), h).await?;
+                release(m, h, 0).await
+            })
+        }),
+        ("failed mount rolls back the attach", |m, vm, h| {
+            Box::pin(async move {
+                vm.set_faults(FaultPlan::new().fail_nth(SimOp::Mount, 1, "bad superblock"));
+                match add(m, mounted("a"), h).await {
+                    Err(Error::Backend { .. }) => Ok(()),
+                    Err(e) => Err(e),
+                    Ok(()) => panic!("the mount fault did not fire"),
+                }
+            })
+        }),
+        ("failed unplug, then retried release", |m, vm, h| {
+            Box::pin(async move {
+                add(m, mounted("a"), h).await?;
+                vm.set_faults(FaultPlan::new().fail_nth(SimOp::Unplug, 1, "device busy"));
+                let id = h[0];
+                let handle = m.handle(id).ok_or(Error::UnknownHandle(id))?;
+                match handle.release().await {
+                    Err(Error::Backend { .. }) => {}
+                    Err(e) => return Err(e),
+                    Ok(()) => panic!("the unplug fault did not fire"),
+                }
+                release(m, h, 0).await
+            })
+        }),
+    ]
+}
+
+fn options(hook: Option<Arc<Hook>>) -> ManagerOptions {
+    let mut o = ManagerOptions::new(config());
+    o.crash_hook = hook.map(|h| h as Arc<dyn CrashHook>);
+    o.teardown_backoff = std::time::Duration::from_millis(1);
+    o
+}
+
+async fn open_with(dir: &Path, vm: &SimVm, hook: Option<Arc<Hook>>) -> Result<Manager, Error> {
+    Manager::open_with(dir, options(hook), vm.host_backend(), vm.guest_backend()).await
+}
+
+/// Runs `script` with a crash at point `k`; returns the handles the caller got before the crash.
+async fn run_until_crash(dir: &Path, vm: &SimVm, script: Script, k: Option<usize>) -> (Vec<HandleId>, usize) {
+    let hook = Hook::new(k);
+    let m = open_with(dir, vm, Some(hook.clone())).await.unwrap();
+    let mut held = Vec::new();
+    let r = script(&m, vm, &mut held).await;
+    match (&r, k) {
+        (Ok(()), None) => {}
+        (Err(Error::Crashed(_)), Some(_)) => {}
+        (other, _) => panic!("crash point {k:?}: script ended with {other:?}"),
+    }
+    let _ = m.close().await;
+    vm.clear_faults();
+    (held, hook.count())
+}
+
+/// Everything that must hold after a recovery.
+async fn check_recovered(m: &Manager, vm: &SimVm, held: &[HandleId], what: &str) {
+    assert_replay_equals_live(m).await;
+    assert_vm_matches(m, vm);
+    for id in held {
+        assert!(m.handle(*id).is_some(), "{what}: handle {id} returned before the crash was lost");
+    }
+    let st = m.state();
+    assert!(st.ops.is_empty(), "{what}: operations still in flight: {:?}", st.ops);
+}
+
+async fn release_all_and_check_empty(m: &Manager, vm: &SimVm, what: &str) {
+    for h in m.handles() {
+        h.release().await.unwrap_or_else(|e| panic!("{what}: release {}: {e}", h.handle_id()));
+    }
+    assert!(m.state().is_empty(), "{what}: state not empty: {:?}", m.state());
+    assert!(vm.snapshot().is_empty(), "{what}: VM not empty: {:?}", vm.snapshot());
+    assert_replay_equals_live(m).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
+    let mut scenario_points = 0;
+    let mut recovery_points = 0;
+    for (name, script) in scenarios() {
+        let dir = tempdir();
+        let vm = SimVm::new();
+        let (_, n) = run_until_crash(dir.path(), &vm, script, None).await;
+        assert!(n > 0, "{name}: no crash point reached");
+        for k in 0..n {
+            let what = format!("{name}, crash at point {k}");
+            // Count the recovery's own crash points once.
+            let dir = tempdir();
+            let vm = SimVm::new();
+            let (held, _) = run_until_crash(dir.path(), &vm, script, Some(k)).await;
+            let rhook = Hook::new(None);
+            let m = open_with(dir.path(), &vm, Some(rhook.clone())).await.unwrap();
+            check_recovered(&m, &vm, &held, &what).await;
+            let before = m.state();
+            m.close().await.unwrap();
+            // Recovering twice equals recovering once.
+            let m = open_with(dir.path(), &vm, None).await.unwrap();
+            let again = m.last_recovery().map(|r| r.plan.len()).unwrap_or(0);
+            assert_eq!(again, 0, "{what}: a second recovery had work to do");
+            assert_eq!(m.state(), before, "{what}: a second recovery changed the state");
+            release_all_and_check_empty(&m, &vm, &what).await;
+            m.close().await.unwrap();
+            scenario_points += 1;
+
+            for j in 0..rhook.count() {
+                let what = format!("{what}, recovery crashed at point {j}");
+                let dir = tempdir();
+                let vm = SimVm::new();
+                let (held, _) = run_until_crash(dir.path(), &vm, script, Some(k)).await;
+                match open_with(dir.path(), &vm, Some(Hook::new(Some(j)))).await {
+                    Err(Error::Crashed(_)) => {}
+                    Ok(m) => {
+                        let _ = m.close().await;
+                        panic!("{what}: recovery did not reach its crash point");
+                    }
+                    Err(e) => panic!("{what}: {e}"),
+                }
+                let m = open_with(dir.path(), &vm, None).await.unwrap();
+                check_recovered(&m, &vm, &held, &what).await;
+                release_all_and_check_empty(&m, &vm, &what).await;
+                m.close().await.unwrap();
+                recovery_points += 1;
+            }
+        }
+        println!("{name}: {n} crash points");
+    }
+    println!(
+        "crash matrix: {scenario_points} scenario crash points and {recovery_points} recovery crash points exercised"
+    );
+    assert!(scenario_points >= 9 * 4);
+}
