@@ -51,8 +51,10 @@ impl RecordIter {
             }
             if rec.prev_hash != ph {
                 return Err(JournalError::corrupt(
-                    seq,
-                    format!("hash chain broken: record {ps} does not match record {seq}'s link"),
+                    ps,
+                    format!(
+                        "hash chain broken: record {ps}'s stored bytes do not match the hash held by record {seq}"
+                    ),
                 ));
             }
         }

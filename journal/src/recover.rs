@@ -44,6 +44,8 @@ pub(crate) struct Scan {
     pub report: OpenReport,
 }
 
+const CHAIN_BROKEN: &str = "hash chain broken";
+
 struct Entry {
     seq: u64,
     bytes: sled::IVec,
@@ -73,7 +75,10 @@ fn check(
                 return Ok(Some(format!("gap: seq {} follows {}", e.seq, ps)));
             }
             if rec.prev_hash != ph {
-                return Ok(Some("hash chain broken: prev_hash does not match".into()));
+                return Ok(Some(format!(
+                    "{CHAIN_BROKEN}: record {ps}'s stored bytes do not match the hash held by record {}",
+                    e.seq
+                )));
             }
         }
         None => {
@@ -149,6 +154,7 @@ pub(crate) fn scan_on_open(
     }
 
     if let Some((i, what)) = bad {
+        let chain_break = what.starts_with(CHAIN_BROKEN);
         // Is there an intact link after the damage? Then it is middle damage, not a tail.
         let intact_after = entries[i + 1..].iter().enumerate().any(|(j, e)| {
             let pred = &entries[i + j];
@@ -159,10 +165,12 @@ pub(crate) fn scan_on_open(
         });
         let first_bad = entries[i].seq;
         if intact_after {
-            report.middle_damage = Some(Problem {
-                seq: first_bad,
-                what,
-            });
+            // A broken link blames the predecessor's stored bytes, as `verify` does.
+            let seq = match (chain_break, i.checked_sub(1)) {
+                (true, Some(p)) => entries[p].seq,
+                _ => first_bad,
+            };
+            report.middle_damage = Some(Problem { seq, what });
             if let Some(last) = entries.last() {
                 prev = Some((last.seq, chain_hash(&last.bytes)));
             }

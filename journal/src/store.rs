@@ -55,7 +55,22 @@ pub(crate) struct Shared {
     pub halted: AtomicBool,
     pub counters: Counters,
     pub dir: PathBuf,
-    pub _lock: DirLock,
+    pub _lock: LockAfterSled,
+}
+
+/// The directory lock, released only once sled has let go of its data file (declared last in
+/// [`Shared`], so it drops after the sled handles).
+pub(crate) struct LockAfterSled {
+    _lock: DirLock,
+    data_path: PathBuf,
+}
+
+impl Drop for LockAfterSled {
+    fn drop(&mut self) {
+        if !crate::lock::wait_flock_free(&self.data_path, Duration::from_secs(5)) {
+            tracing::warn!(path = %self.data_path.display(), "sled still holds its data file");
+        }
+    }
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data are plain
@@ -163,7 +178,7 @@ impl Journal {
             meta,
             quarantine,
             data_file,
-            data_path,
+            data_path: data_path.clone(),
             durability: opts.durability,
             flush_every: opts.flush_every_ms.map(Duration::from_millis),
             queue: Mutex::new(Queue::new(scan.last_seq + 1)),
@@ -175,7 +190,10 @@ impl Journal {
             halted: AtomicBool::new(false),
             counters: Counters::default(),
             dir,
-            _lock: dir_lock,
+            _lock: LockAfterSled {
+                _lock: dir_lock,
+                data_path: data_path.clone(),
+            },
         });
         let writer = crate::writer::spawn(shared.clone(), scan.prev_hash, scan.last_seq)?;
         Ok(Journal {
