@@ -148,9 +148,7 @@ impl Journal {
             .path(&sled_path)
             .cache_capacity(opts.cache_capacity)
             .flush_every_ms(opts.flush_every_ms);
-        let db = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|p| {
-            JournalError::Internal(format!("sled panicked on open: {}", panic_msg(&p)))
-        })??;
+        let db = open_sled(&config)?;
         let records = db.open_tree(TREE_RECORDS)?;
         let checkpoints = db.open_tree(TREE_CHECKPOINTS)?;
         let meta = db.open_tree(TREE_META)?;
@@ -376,6 +374,27 @@ impl Journal {
             .records
             .get(seq_key(seq))?
             .map(|v| chain_hash(&v)))
+    }
+}
+
+/// Opens sled. While we hold the directory lock, sled's own lock on its data file can only be
+/// held by a sled instance that is still shutting down (ours, or a raw handle just dropped), so a
+/// lock failure is retried for a short while.
+fn open_sled(config: &sled::Config) -> Result<sled::Db, JournalError> {
+    let start = std::time::Instant::now();
+    loop {
+        let res = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|p| {
+            JournalError::Internal(format!("sled panicked on open: {}", panic_msg(&p)))
+        })?;
+        match res {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other.map_err(JournalError::from),
+        }
     }
 }
 
