@@ -71,7 +71,7 @@ fn check(
     }
     match prev {
         Some((ps, ph)) => {
-            if e.seq != ps + 1 {
+            if e.seq != ps.saturating_add(1) {
                 return Ok(Some(format!("gap: seq {} follows {}", e.seq, ps)));
             }
             if rec.prev_hash != ph {
@@ -113,9 +113,13 @@ pub(crate) fn scan_on_open(
                         "record does not match the hash stored by its checkpoint",
                     ));
                 }
-                (cp.at_seq + 1, Some((cp.at_seq, cp.hash_at_seq)), None)
+                (
+                    cp.at_seq.saturating_add(1),
+                    Some((cp.at_seq, cp.hash_at_seq)),
+                    None,
+                )
             }
-            None => (cp.at_seq + 1, None, Some(cp.hash_at_seq)),
+            None => (cp.at_seq.saturating_add(1), None, Some(cp.hash_at_seq)),
         },
         None => {
             let first = match records.first()? {
@@ -225,7 +229,7 @@ fn next_epoch(meta: &sled::Tree) -> Result<u64, JournalError> {
         }
         None => 0,
     };
-    let next = cur + 1;
+    let next = cur.saturating_add(1);
     meta.insert(META_QUARANTINE_EPOCH, &next.to_be_bytes())?;
     Ok(next)
 }

@@ -179,7 +179,7 @@ impl Journal {
             data_path: data_path.clone(),
             durability: opts.durability,
             flush_every: opts.flush_every_ms.map(Duration::from_millis),
-            queue: Mutex::new(Queue::new(scan.last_seq + 1)),
+            queue: Mutex::new(Queue::new(scan.last_seq.saturating_add(1))),
             wake: Condvar::new(),
             durable: Mutex::new(initial),
             durable_cv: Condvar::new(),
@@ -228,6 +228,11 @@ impl Journal {
                     what: format!("stored configuration: {e}"),
                 }),
         }
+    }
+
+    /// The stored manager configuration, or [`JournalError::ConfigMissing`] when none is stored.
+    pub fn require_config(&self) -> Result<ManagerConfig, JournalError> {
+        self.stored_config()?.ok_or(JournalError::ConfigMissing)
     }
 
     /// Stores the manager configuration, durable (under the journal's mode) before returning.

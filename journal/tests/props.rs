@@ -111,3 +111,38 @@ proptest! {
         prop_assert_eq!(named, k, "n={} report={:?} verify={:?}", n, report, v);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The pure decoder never panics, on raw junk or on junk with a valid check (which reaches
+    /// the MessagePack decoder).
+    #[test]
+    fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), framed in any::<bool>()) {
+        let input = if framed {
+            let mut b = bytes.clone();
+            let check = blake3::hash(&bytes);
+            b.extend_from_slice(&check.as_bytes()[..8]);
+            b
+        } else {
+            bytes
+        };
+        let res = std::panic::catch_unwind(|| decode_record(&input));
+        prop_assert!(res.is_ok());
+    }
+
+    /// Mutating a valid payload (then re-framing it) gives a record or a typed error, never a panic.
+    #[test]
+    fn mutated_valid_payloads_never_panic(idx in 0usize..33, at in any::<prop::sample::Index>(), val in any::<u8>()) {
+        let evs = every_event();
+        let r = Record { schema: 1, seq: 5, ts_micros: 9, op: 2, event: evs[idx % evs.len()].clone(), prev_hash: [3; 32] };
+        let framed = encode_record(&r);
+        let mut payload = framed[..framed.len() - 8].to_vec();
+        let i = at.index(payload.len());
+        payload[i] = val;
+        let check = blake3::hash(&payload);
+        payload.extend_from_slice(&check.as_bytes()[..8]);
+        let res = std::panic::catch_unwind(|| decode_record(&payload));
+        prop_assert!(res.is_ok());
+    }
+}
