@@ -43,16 +43,18 @@ impl RecordIter {
             ));
         }
         if let Some((ps, ph)) = self.prev {
-            if seq != ps + 1 {
+            if seq != ps.saturating_add(1) {
                 return Err(JournalError::corrupt(
-                    ps + 1,
-                    format!("records {}..{} missing", ps + 1, seq),
+                    ps.saturating_add(1),
+                    format!("records {}..{} missing", ps.saturating_add(1), seq),
                 ));
             }
             if rec.prev_hash != ph {
                 return Err(JournalError::corrupt(
-                    seq,
-                    format!("hash chain broken: record {ps} does not match record {seq}'s link"),
+                    ps,
+                    format!(
+                        "hash chain broken: record {ps}'s stored bytes do not match the hash held by record {seq}"
+                    ),
                 ));
             }
         }
@@ -110,7 +112,7 @@ impl Tail {
                 let seq = key_seq(&k)
                     .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
                 let rec = decode_record(&v).map_err(|e| e.at_seq(seq))?;
-                self.next = seq + 1;
+                self.next = seq.saturating_add(1);
                 return Ok(rec);
             }
             if s.halted.load(Ordering::SeqCst) {

@@ -51,6 +51,30 @@ impl DirLock {
     }
 }
 
+/// Waits (up to `limit`) until no other open file description holds an flock on `path`. sled
+/// flocks its data file and releases it only when its last background reference is gone, which
+/// can be a moment after its handles are dropped; the journal waits for that before releasing
+/// its own directory lock, so a reopen right after a drop never meets sled's lock.
+pub fn wait_flock_free(path: &Path, limit: std::time::Duration) -> bool {
+    let Ok(file) = OpenOptions::new().read(true).open(path) else {
+        return true;
+    };
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a valid, owned file descriptor has no memory-safety preconditions.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            // SAFETY: as above; releases the probe lock at once.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

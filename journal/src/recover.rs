@@ -44,6 +44,8 @@ pub(crate) struct Scan {
     pub report: OpenReport,
 }
 
+const CHAIN_BROKEN: &str = "hash chain broken";
+
 struct Entry {
     seq: u64,
     bytes: sled::IVec,
@@ -69,11 +71,14 @@ fn check(
     }
     match prev {
         Some((ps, ph)) => {
-            if e.seq != ps + 1 {
+            if e.seq != ps.saturating_add(1) {
                 return Ok(Some(format!("gap: seq {} follows {}", e.seq, ps)));
             }
             if rec.prev_hash != ph {
-                return Ok(Some("hash chain broken: prev_hash does not match".into()));
+                return Ok(Some(format!(
+                    "{CHAIN_BROKEN}: record {ps}'s stored bytes do not match the hash held by record {}",
+                    e.seq
+                )));
             }
         }
         None => {
@@ -108,9 +113,13 @@ pub(crate) fn scan_on_open(
                         "record does not match the hash stored by its checkpoint",
                     ));
                 }
-                (cp.at_seq + 1, Some((cp.at_seq, cp.hash_at_seq)), None)
+                (
+                    cp.at_seq.saturating_add(1),
+                    Some((cp.at_seq, cp.hash_at_seq)),
+                    None,
+                )
             }
-            None => (cp.at_seq + 1, None, Some(cp.hash_at_seq)),
+            None => (cp.at_seq.saturating_add(1), None, Some(cp.hash_at_seq)),
         },
         None => {
             let first = match records.first()? {
@@ -149,6 +158,7 @@ pub(crate) fn scan_on_open(
     }
 
     if let Some((i, what)) = bad {
+        let chain_break = what.starts_with(CHAIN_BROKEN);
         // Is there an intact link after the damage? Then it is middle damage, not a tail.
         let intact_after = entries[i + 1..].iter().enumerate().any(|(j, e)| {
             let pred = &entries[i + j];
@@ -159,10 +169,12 @@ pub(crate) fn scan_on_open(
         });
         let first_bad = entries[i].seq;
         if intact_after {
-            report.middle_damage = Some(Problem {
-                seq: first_bad,
-                what,
-            });
+            // A broken link blames the predecessor's stored bytes, as `verify` does.
+            let seq = match (chain_break, i.checked_sub(1)) {
+                (true, Some(p)) => entries[p].seq,
+                _ => first_bad,
+            };
+            report.middle_damage = Some(Problem { seq, what });
             if let Some(last) = entries.last() {
                 prev = Some((last.seq, chain_hash(&last.bytes)));
             }
@@ -217,7 +229,7 @@ fn next_epoch(meta: &sled::Tree) -> Result<u64, JournalError> {
         }
         None => 0,
     };
-    let next = cur + 1;
+    let next = cur.saturating_add(1);
     meta.insert(META_QUARANTINE_EPOCH, &next.to_be_bytes())?;
     Ok(next)
 }

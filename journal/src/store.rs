@@ -55,7 +55,22 @@ pub(crate) struct Shared {
     pub halted: AtomicBool,
     pub counters: Counters,
     pub dir: PathBuf,
-    pub _lock: DirLock,
+    pub _lock: LockAfterSled,
+}
+
+/// The directory lock, released only once sled has let go of its data file (declared last in
+/// [`Shared`], so it drops after the sled handles).
+pub(crate) struct LockAfterSled {
+    _lock: DirLock,
+    data_path: PathBuf,
+}
+
+impl Drop for LockAfterSled {
+    fn drop(&mut self) {
+        if !crate::lock::wait_flock_free(&self.data_path, Duration::from_secs(5)) {
+            tracing::warn!(path = %self.data_path.display(), "sled still holds its data file");
+        }
+    }
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data are plain
@@ -133,9 +148,7 @@ impl Journal {
             .path(&sled_path)
             .cache_capacity(opts.cache_capacity)
             .flush_every_ms(opts.flush_every_ms);
-        let db = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|p| {
-            JournalError::Internal(format!("sled panicked on open: {}", panic_msg(&p)))
-        })??;
+        let db = open_sled(&config)?;
         let records = db.open_tree(TREE_RECORDS)?;
         let checkpoints = db.open_tree(TREE_CHECKPOINTS)?;
         let meta = db.open_tree(TREE_META)?;
@@ -163,10 +176,10 @@ impl Journal {
             meta,
             quarantine,
             data_file,
-            data_path,
+            data_path: data_path.clone(),
             durability: opts.durability,
             flush_every: opts.flush_every_ms.map(Duration::from_millis),
-            queue: Mutex::new(Queue::new(scan.last_seq + 1)),
+            queue: Mutex::new(Queue::new(scan.last_seq.saturating_add(1))),
             wake: Condvar::new(),
             durable: Mutex::new(initial),
             durable_cv: Condvar::new(),
@@ -175,7 +188,10 @@ impl Journal {
             halted: AtomicBool::new(false),
             counters: Counters::default(),
             dir,
-            _lock: dir_lock,
+            _lock: LockAfterSled {
+                _lock: dir_lock,
+                data_path: data_path.clone(),
+            },
         });
         let writer = crate::writer::spawn(shared.clone(), scan.prev_hash, scan.last_seq)?;
         Ok(Journal {
@@ -212,6 +228,11 @@ impl Journal {
                     what: format!("stored configuration: {e}"),
                 }),
         }
+    }
+
+    /// The stored manager configuration, or [`JournalError::ConfigMissing`] when none is stored.
+    pub fn require_config(&self) -> Result<ManagerConfig, JournalError> {
+        self.stored_config()?.ok_or(JournalError::ConfigMissing)
     }
 
     /// Stores the manager configuration, durable (under the journal's mode) before returning.
@@ -358,6 +379,27 @@ impl Journal {
             .records
             .get(seq_key(seq))?
             .map(|v| chain_hash(&v)))
+    }
+}
+
+/// Opens sled. While we hold the directory lock, sled's own lock on its data file can only be
+/// held by a sled instance that is still shutting down (ours, or a raw handle just dropped), so a
+/// lock failure is retried for a short while.
+fn open_sled(config: &sled::Config) -> Result<sled::Db, JournalError> {
+    let start = std::time::Instant::now();
+    loop {
+        let res = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|p| {
+            JournalError::Internal(format!("sled panicked on open: {}", panic_msg(&p)))
+        })?;
+        match res {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other.map_err(JournalError::from),
+        }
     }
 }
 

@@ -61,7 +61,7 @@ impl Journal {
         for item in s.records.iter() {
             let (k, v) = item?;
             let Some(seq) = key_seq(&k) else {
-                let at = prev.map(|p| p.0 + 1).unwrap_or(0);
+                let at = prev.map(|p| p.0.saturating_add(1)).unwrap_or(0);
                 note(&mut report, at, "record key is not 8 bytes".into());
                 continue;
             };
@@ -92,11 +92,11 @@ impl Journal {
                     }
                     match prev {
                         Some((ps, ph)) => {
-                            if seq != ps + 1 {
+                            if seq != ps.saturating_add(1) {
                                 note(
                                     &mut report,
-                                    ps + 1,
-                                    format!("records {}..{} missing", ps + 1, seq),
+                                    ps.saturating_add(1),
+                                    format!("records {}..{} missing", ps.saturating_add(1), seq),
                                 );
                             } else if rec.prev_hash != ph {
                                 // The predecessor's stored bytes are not what this record saw
@@ -116,7 +116,7 @@ impl Journal {
                             } else if let Some(a) = anchor.filter(|a| a.0 == seq) {
                                 Some(a.1)
                             } else {
-                                cps.get(&(seq - 1)).copied()
+                                cps.get(&seq.saturating_sub(1)).copied()
                             };
                             if let Some(h) = expect {
                                 if rec.prev_hash != h {

@@ -118,6 +118,11 @@ pub(crate) fn enqueue(
 /// Registers a need for durability up to `seq`; returns `Ok(true)` when already durable.
 fn register_wait(s: &Shared, seq: u64) -> Result<bool, JournalError> {
     Counters::add(&s.counters.durable_waits, 1);
+    if s.halted.load(Ordering::SeqCst) {
+        // A halted (crashed) journal answers no wait, not even for what is already durable.
+        let st = lock(&s.durable);
+        return Err(st.error().unwrap_or(JournalError::Halted));
+    }
     {
         let st = lock(&s.durable);
         if st.seq >= seq {

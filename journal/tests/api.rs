@@ -86,6 +86,10 @@ fn config_is_stored_durably() {
     {
         let j = Journal::open(dir.path(), opts()).unwrap();
         assert_eq!(j.stored_config().unwrap(), None);
+        assert!(matches!(
+            j.require_config(),
+            Err(JournalError::ConfigMissing)
+        ));
         j.store_config(&cfg).unwrap();
         assert!(j.stats().flushes >= 1);
     }

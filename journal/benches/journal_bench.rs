@@ -1,0 +1,255 @@
+//! Journal benchmark (not a timed test): `cargo bench -p lunledger-journal`.
+//!
+//! In one run it measures
+//! (a) the physical limit: a raw append-only file, write + fdatasync per ~120-byte record;
+//! (b) `append_durable` of one record at a time in `Flush` and `Sync` modes, as a ratio to (a);
+//! (c) 64 concurrent tokio writers doing `append_durable`: records/s and flushes per record.
+//! Rounds are interleaved and medians taken, since the machine is noisy.
+
+use lunledger_journal::*;
+use std::io::Write;
+use std::time::Instant;
+
+const N_SINGLE: usize = 1000;
+const ROUNDS: usize = 5;
+const WRITERS: u64 = 64;
+const PER_WRITER: u64 = 50;
+
+fn event(i: u64) -> Event {
+    Event::AttachReserved {
+        slot: Slot::new((i % 4) as u32, (i % 64) as u32),
+        attach: i,
+        disk: DiskSpec {
+            path: format!("/var/lib/lunledger/vm-disks/sandbox-01/layer-{i:020}.vhdx"),
+            read_only: true,
+            kind: DiskKind::VirtualDisk,
+            evd_type: None,
+        },
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+/// (a) raw: `[u32 len][u32 check][payload]` appended, fdatasync after each. Returns per-record µs.
+fn raw_round(dir: &std::path::Path, round: usize) -> (Vec<f64>, usize) {
+    let path = dir.join(format!("raw-{round}.log"));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("raw file");
+    let mut lat = Vec::with_capacity(N_SINGLE);
+    let mut bytes = 0;
+    for i in 0..N_SINGLE as u64 {
+        let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
+        let check = blake3::hash(&payload);
+        let mut frame = Vec::with_capacity(payload.len() + 8);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&check.as_bytes()[..4]);
+        frame.extend_from_slice(&payload);
+        bytes += frame.len();
+        let t = Instant::now();
+        f.write_all(&frame).expect("write");
+        f.sync_data().expect("fdatasync");
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    (lat, bytes / N_SINGLE)
+}
+
+fn opts(durability: Durability) -> JournalOptions {
+    JournalOptions {
+        durability,
+        ..JournalOptions::default()
+    }
+}
+
+/// (b) one writer, `append_durable` per record. Returns per-record µs and stats.
+fn single_round(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    durability: Durability,
+) -> (Vec<f64>, JournalStats) {
+    let j = Journal::open(dir, opts(durability)).expect("open");
+    let lat = rt.block_on(async {
+        let mut lat = Vec::with_capacity(N_SINGLE);
+        for i in 0..N_SINGLE as u64 {
+            let t = Instant::now();
+            j.append_durable(vec![(i, event(i))]).await.expect("append");
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        lat
+    });
+    (lat, j.stats())
+}
+
+/// (c) 64 concurrent writers. Returns records/s and stats.
+fn concurrent_round(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    durability: Durability,
+) -> (f64, JournalStats) {
+    let j = Journal::open(dir, opts(durability)).expect("open");
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut hs = Vec::new();
+        for w in 0..WRITERS {
+            let j = j.clone();
+            hs.push(tokio::spawn(async move {
+                for i in 0..PER_WRITER {
+                    j.append_durable(vec![(w, event(w * 1000 + i))])
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+        for h in hs {
+            h.await.expect("join");
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    ((WRITERS * PER_WRITER) as f64 / secs, j.stats())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let base = tempfile::tempdir().expect("tempdir");
+
+    let mut raw_med = Vec::new();
+    let mut raw_all = Vec::new();
+    let mut flush_med = Vec::new();
+    let mut flush_all = Vec::new();
+    let mut sync_med = Vec::new();
+    let mut sync_all = Vec::new();
+    let mut ratio_flush = Vec::new();
+    let mut ratio_sync = Vec::new();
+    let mut raw_frame = 0;
+    let mut sync_syncs_per_rec = 0.0;
+    for round in 0..ROUNDS {
+        let (mut r, fb) = raw_round(base.path(), round);
+        raw_frame = fb;
+        let (mut f, _) = single_round(
+            &rt,
+            &base.path().join(format!("flush-{round}")),
+            Durability::Flush,
+        );
+        let (mut s, st) = single_round(
+            &rt,
+            &base.path().join(format!("sync-{round}")),
+            Durability::Sync,
+        );
+        sync_syncs_per_rec = st.fdatasyncs as f64 / N_SINGLE as f64;
+        let (rm, fm, sm) = (median(&mut r), median(&mut f), median(&mut s));
+        raw_med.push(rm);
+        flush_med.push(fm);
+        sync_med.push(sm);
+        ratio_flush.push(fm / rm);
+        ratio_sync.push(sm / rm);
+        raw_all.extend(r);
+        flush_all.extend(f);
+        sync_all.extend(s);
+    }
+
+    let mut conc = Vec::new();
+    for (round, d) in [
+        Durability::Flush,
+        Durability::Sync,
+        Durability::Flush,
+        Durability::Sync,
+        Durability::Flush,
+        Durability::Sync,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (rps, st) = concurrent_round(&rt, &base.path().join(format!("conc-{round}")), d);
+        conc.push((d, rps, st));
+    }
+
+    println!();
+    println!("lunledger-journal bench — {ROUNDS} interleaved rounds of {N_SINGLE} records; medians (per-round ratios, median of rounds)");
+    let sample = Record {
+        schema: SCHEMA_VERSION,
+        seq: 123_456,
+        ts_micros: 1_700_000_000_000_000,
+        op: 77,
+        event: event(123_456),
+        prev_hash: [0xab; 32],
+    };
+    println!(
+        "raw frame {raw_frame} B (u32 len + u32 check + rmp payload); journal stored record {} B (+8 B key; includes 32 B prev_hash, 8 B check)",
+        encode_record(&sample).len()
+    );
+    println!();
+    println!("| measurement | median µs | p99 µs | rec/s | ratio vs raw (a) | target |");
+    println!("|---|---:|---:|---:|---:|---|");
+    let r99 = pct(&mut raw_all, 0.99);
+    let f99 = pct(&mut flush_all, 0.99);
+    let s99 = pct(&mut sync_all, 0.99);
+    let rm = median(&mut raw_med);
+    let fm = median(&mut flush_med);
+    let sm = median(&mut sync_med);
+    let rf = median(&mut ratio_flush);
+    let rs = median(&mut ratio_sync);
+    println!("| (a) raw write + fdatasync per record | {rm:.1} | {r99:.1} | {:.0} | 1.00 | physical limit |", 1e6 / rm);
+    println!("| (b) append_durable, Flush (sled flush = sync_file_range) | {fm:.1} | {f99:.1} | {:.0} | {rf:.2} | (not power-safe) |", 1e6 / fm);
+    println!(
+        "| (b) append_durable, Sync (flush + fdatasync db) | {sm:.1} | {s99:.1} | {:.0} | {rs:.2} | <= 1.30 {} |",
+        1e6 / sm,
+        if rs <= 1.3 { "MET" } else { "MISSED" }
+    );
+    println!("fdatasyncs per record in single-writer Sync: {sync_syncs_per_rec:.2}");
+    println!(
+        "per-round ratios Flush {:?} Sync {:?}; ratio of pooled medians: Flush {:.2}, Sync {:.2}",
+        ratio_flush
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>(),
+        ratio_sync
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>(),
+        median(&mut flush_all.clone()) / median(&mut raw_all.clone()),
+        median(&mut sync_all.clone()) / median(&mut raw_all.clone()),
+    );
+    println!();
+    println!("| (c) {WRITERS} concurrent writers x {PER_WRITER} | rec/s | flushes | flushes/record | fdatasyncs | largest batch | target |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for (d, rps, st) in &conc {
+        let fpr = st.flushes as f64 / st.appended as f64;
+        println!(
+            "| {d:?} | {rps:.0} | {} | {fpr:.3} | {} | {} | <= 0.10 flushes/record {} |",
+            st.flushes,
+            st.fdatasyncs,
+            st.largest_batch,
+            if fpr <= 0.1 { "MET" } else { "MISSED" }
+        );
+    }
+    let raw_rps = 1e6 / rm;
+    for want in [Durability::Flush, Durability::Sync] {
+        let mut v: Vec<f64> = conc.iter().filter(|c| c.0 == want).map(|c| c.1).collect();
+        let m = median(&mut v);
+        println!(
+            "(c) {want:?}: median {m:.0} rec/s = {:.2}x single-writer raw fdatasync rate",
+            m / raw_rps
+        );
+    }
+    println!();
+    println!("total bench time {:.1} s", started.elapsed().as_secs_f64());
+}
