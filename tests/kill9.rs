@@ -1,0 +1,176 @@
+//! The kill -9 harness: a child process drives a random workload on a persistent simulated VM (its
+//! state file outlives the process, as a VM outlives its shim) and is killed with SIGKILL at a
+//! random moment. The parent then reopens the same journal and VM, recovers, and checks: replay
+//! equals the live state, the VM holds exactly what live handles need, and every handle the child
+//! reported as returned (and had not started releasing) is still live. The next child continues on
+//! the same journal and VM, so history and recoveries accumulate.
+//!
+//! `LUNLEDGER_KILLS` sets the number of kills (default 25; the full tier runs 200).
+
+mod common;
+
+use common::*;
+use lunledger::backend::sim::SimVm;
+use lunledger::journal::HandleId;
+use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const CHILD_ENV: &str = "LUNLEDGER_KILL9_CHILD";
+
+fn options() -> ManagerOptions {
+    let mut o = ManagerOptions::new(config());
+    // Small enough that checkpoints are taken (and crashed into) during the run.
+    o.checkpoint_every = 200;
+    o
+}
+
+async fn open_persistent(dir: &Path) -> (Manager, SimVm) {
+    let vm = SimVm::persistent(dir.join("vm.json")).unwrap_or_else(|e| panic!("vm: {e}"));
+    let m = Manager::open_with(dir.join("journal"), options(), vm.host_backend(), vm.guest_backend())
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    (m, vm)
+}
+
+/// The child: runs until killed. Prints `got N` when an add returned handle N and `releasing N`
+/// before it starts releasing N, flushing each line so the parent sees it before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return; // Only runs when the harness starts it.
+    };
+    let dir = Path::new(&dir);
+    let seed: u64 = std::env::var("LUNLEDGER_KILL9_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let (m, vm) = open_persistent(dir).await;
+    vm.set_latency(Duration::from_micros(300));
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let m = m.clone();
+        let r = next();
+        tasks.push(tokio::spawn(async move {
+            let mut x = r | 1;
+            loop {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let live = m.handles();
+                if x % 3 == 0 && !live.is_empty() {
+                    let h = &live[(x as usize / 3) % live.len()];
+                    println!("releasing {}", h.handle_id());
+                    let _ = h.release().await;
+                } else {
+                    let disk = format!("disk-{}", x % 12);
+                    let mut req = DiskRequest::new(disk).read_only(x % 5 == 0).owner(format!("c{t}"));
+                    if x % 4 != 0 {
+                        let block_dev = x % 7 == 0;
+                        req = req.mount(MountConfig { block_dev, ..Default::default() });
+                    }
+                    if let Ok(h) = m.add_virtual_disk(req).await {
+                        println!("got {}", h.handle_id());
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_then_recover() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let kills: u64 = std::env::var("LUNLEDGER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    let work = tempdir();
+    let exe = std::env::current_exe().unwrap();
+    let mut violations = 0;
+    let mut rolled_back = 0;
+    let mut finished = 0;
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..kills {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut child = Command::new(&exe)
+            .args(["kill9_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, work.path())
+            .env("LUNLEDGER_KILL9_SEED", (x | 1).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Let the child open (and recover) and run for a random while before the kill.
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        });
+        std::thread::sleep(Duration::from_millis(150 + x % 250));
+        // SAFETY: kill(2) on the pid of our own child process.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "kill {i}: the child exited on its own: {status}");
+        let lines = reader.join().unwrap();
+        let mut got = BTreeSet::new();
+        let mut releasing = BTreeSet::new();
+        for l in &lines {
+            if let Some(n) = l.strip_prefix("got ").and_then(|n| n.parse::<HandleId>().ok()) {
+                got.insert(n);
+            } else if let Some(n) = l.strip_prefix("releasing ").and_then(|n| n.parse::<HandleId>().ok()) {
+                releasing.insert(n);
+            }
+        }
+
+        let (m, vm) = open_persistent(work.path()).await;
+        let report = m.last_recovery().unwrap();
+        rolled_back += report.rolled_back.len();
+        finished += report.releases_finished.len();
+        let live: BTreeSet<HandleId> = m.handles().iter().map(|h| h.handle_id()).collect();
+        let lost: Vec<_> = got.difference(&releasing).filter(|h| !live.contains(h)).collect();
+        if !lost.is_empty() {
+            violations += 1;
+            eprintln!("kill {i}: handles returned before the kill were lost: {lost:?}");
+        }
+        assert_replay_equals_live(&m).await;
+        assert_vm_matches(&m, &vm);
+        assert!(m.state().ops.is_empty(), "kill {i}: operations left in flight");
+        m.close().await.unwrap();
+        drop(vm);
+    }
+    let (m, vm) = open_persistent(work.path()).await;
+    for h in m.handles() {
+        h.release().await.unwrap();
+    }
+    assert!(m.state().is_empty(), "{:?}", m.state());
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+    let records = m.state().last_seq;
+    m.close().await.unwrap();
+    println!(
+        "kill -9 harness: {kills} kills, {violations} violations, {rolled_back} adds rolled back, \
+         {finished} releases finished, {records} records"
+    );
+    assert_eq!(violations, 0);
+}
