@@ -30,9 +30,14 @@ fn options() -> ManagerOptions {
 
 async fn open_persistent(dir: &Path) -> (Manager, SimVm) {
     let vm = SimVm::persistent(dir.join("vm.json")).unwrap_or_else(|e| panic!("vm: {e}"));
-    let m = Manager::open_with(dir.join("journal"), options(), vm.host_backend(), vm.guest_backend())
-        .await
-        .unwrap_or_else(|e| panic!("open: {e}"));
+    let m = Manager::open_with(
+        dir.join("journal"),
+        options(),
+        vm.host_backend(),
+        vm.guest_backend(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("open: {e}"));
     (m, vm)
 }
 
@@ -74,10 +79,15 @@ async fn kill9_child() {
                     let _ = h.release().await;
                 } else {
                     let disk = format!("disk-{}", x % 12);
-                    let mut req = DiskRequest::new(disk).read_only(x % 5 == 0).owner(format!("c{t}"));
+                    let mut req = DiskRequest::new(disk)
+                        .read_only(x % 5 == 0)
+                        .owner(format!("c{t}"));
                     if x % 4 != 0 {
                         let block_dev = x % 7 == 0;
-                        req = req.mount(MountConfig { block_dev, ..Default::default() });
+                        req = req.mount(MountConfig {
+                            block_dev,
+                            ..Default::default()
+                        });
                     }
                     if let Ok(h) = m.add_virtual_disk(req).await {
                         println!("got {}", h.handle_id());
@@ -131,14 +141,23 @@ async fn sigkill_at_random_moments_then_recover() {
         // SAFETY: kill(2) on the pid of our own child process.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let status = child.wait().unwrap();
-        assert!(!status.success(), "kill {i}: the child exited on its own: {status}");
+        assert!(
+            !status.success(),
+            "kill {i}: the child exited on its own: {status}"
+        );
         let lines = reader.join().unwrap();
         let mut got = BTreeSet::new();
         let mut releasing = BTreeSet::new();
         for l in &lines {
-            if let Some(n) = l.strip_prefix("got ").and_then(|n| n.parse::<HandleId>().ok()) {
+            if let Some(n) = l
+                .strip_prefix("got ")
+                .and_then(|n| n.parse::<HandleId>().ok())
+            {
                 got.insert(n);
-            } else if let Some(n) = l.strip_prefix("releasing ").and_then(|n| n.parse::<HandleId>().ok()) {
+            } else if let Some(n) = l
+                .strip_prefix("releasing ")
+                .and_then(|n| n.parse::<HandleId>().ok())
+            {
                 releasing.insert(n);
             }
         }
@@ -148,14 +167,20 @@ async fn sigkill_at_random_moments_then_recover() {
         rolled_back += report.rolled_back.len();
         finished += report.releases_finished.len();
         let live: BTreeSet<HandleId> = m.handles().iter().map(|h| h.handle_id()).collect();
-        let lost: Vec<_> = got.difference(&releasing).filter(|h| !live.contains(h)).collect();
+        let lost: Vec<_> = got
+            .difference(&releasing)
+            .filter(|h| !live.contains(h))
+            .collect();
         if !lost.is_empty() {
             violations += 1;
             eprintln!("kill {i}: handles returned before the kill were lost: {lost:?}");
         }
         assert_replay_equals_live(&m).await;
         assert_vm_matches(&m, &vm);
-        assert!(m.state().ops.is_empty(), "kill {i}: operations left in flight");
+        assert!(
+            m.state().ops.is_empty(),
+            "kill {i}: operations left in flight"
+        );
         m.close().await.unwrap();
         drop(vm);
     }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every test tier of lunledger on a fresh machine, installing what it needs.
+#   1. fmt + clippy (-D warnings)
+#   2. the default tier: `cargo test --workspace` (unit, manager, crash matrix, kill -9 x25,
+#      property tests, fuzz corpora on stable)
+#   3. the long tier: kill -9 harness x200, property tests with more cases
+#   4. the QEMU tier: real QEMU (TCG) over QMP, without and with a guest (qemu-guest-agent)
+#   5. a short fuzz campaign per target when a nightly toolchain is present
+#   6. the demo (the README's main job) must exit 0
+# A tier that cannot run fails the script; nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+start=$(date +%s)
+tier() { printf '\n==== %s (%ss elapsed) ====\n' "$*" "$(( $(date +%s) - start ))"; }
+times=()
+timed() { local t0; t0=$(date +%s); "$@"; times+=("$(( $(date +%s) - t0 ))s  $*"); }
+
+tier "1. format and lint"
+timed cargo fmt --all -- --check
+timed cargo clippy --workspace --all-targets -- -D warnings
+
+tier "2. default tier"
+timed cargo test --workspace
+
+tier "3. long tier"
+LUNLEDGER_KILLS="${LUNLEDGER_KILLS:-200}" timed cargo test --test kill9 -- --nocapture
+if [ -f tests/proptest_manager.rs ]; then
+  LUNLEDGER_PROPTEST_CASES="${LUNLEDGER_PROPTEST_CASES:-256}" timed cargo test --test proptest_manager
+fi
+
+tier "4. QEMU tier"
+if [ -x scripts/install-qemu.sh ]; then
+  timed scripts/install-qemu.sh
+  timed scripts/build-guest.sh
+  timed cargo test --features qemu-tests --test 'qemu_*' -- --test-threads=2 --nocapture
+else
+  echo "QEMU TIER MISSING: scripts/install-qemu.sh not found" >&2
+  exit 1
+fi
+
+tier "5. fuzz campaign"
+if [ -x scripts/fuzz.sh ]; then
+  if rustup toolchain list | grep -q nightly; then
+    timed scripts/fuzz.sh "${LUNLEDGER_FUZZ_SECONDS:-30}"
+  else
+    echo "FUZZ CAMPAIGN SKIPPED: no nightly toolchain (the corpora still ran in tier 2 on stable)" >&2
+  fi
+fi
+
+tier "6. demo"
+timed cargo run --release --bin lunledger -- demo
+
+tier "summary"
+printf '%s\n' "${times[@]}"
+echo "all tiers passed in $(( $(date +%s) - start ))s"
