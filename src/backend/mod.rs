@@ -46,7 +46,8 @@ pub struct AttachRequest {
 pub struct DetachRequest {
     /// Where.
     pub slot: Slot,
-    /// The attachment's generation id.
+    /// The attachment's generation id. 0 (never issued: ids start at 1) means whatever disk is
+    /// at the slot: recovery uses it to detach stray disks when its policy says so.
     pub attach: AttachId,
 }
 

@@ -235,7 +235,12 @@ async fn execute(
                 slot,
                 attach: attach.unwrap_or(0),
             };
-            match inner.host.detach(&req).await {
+            // Unplug first: a guest must not lose a device under its feet.
+            let res = match inner.guest.unplug(slot).await {
+                Ok(()) => inner.host.detach(&req).await,
+                Err(e) => Err(e),
+            };
+            match res {
                 Ok(()) => {
                     inner.record(op, drift(true))?;
                 }

@@ -120,14 +120,16 @@ impl SimState {
         }
     }
 
-    /// Detach: an empty slot, or one holding someone else's disk, is a no-op. In strict mode a
+    /// Detach: an empty slot, or one holding someone else's disk (unless the request's attach id
+    /// is 0, which means any disk), is a no-op. In strict mode a
     /// device the guest still sees cannot be detached; otherwise it is yanked and its mounts
     /// become zombies.
     pub fn apply_detach(&mut self, req: &DetachRequest, strict: bool) -> Result<(), BackendError> {
         let Some(a) = self.attachment(req.slot) else {
             return Ok(());
         };
-        if a.attach != Some(req.attach) {
+        // Attach id 0 is never issued; it asks for whatever is at the slot (stray disks).
+        if req.attach != 0 && a.attach != Some(req.attach) {
             return Ok(());
         }
         if a.guest_visible {
