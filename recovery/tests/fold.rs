@@ -1,0 +1,283 @@
+//! The fold: events that fit change the state; events that do not are rejected and change
+//! nothing; the planner is pure.
+
+use lunledger_journal::{
+    DiskKind, DiskSpec, Event, ManagerConfig, MountSpec, OpKind, Resolution, Slot, Step, Target,
+};
+use lunledger_recovery::{plan, Action, AttachPhase, Observation, RecoveryPolicy, State};
+
+fn disk(p: &str) -> DiskSpec {
+    DiskSpec {
+        path: p.into(),
+        read_only: false,
+        kind: DiskKind::VirtualDisk,
+        evd_type: None,
+    }
+}
+
+fn configured() -> State {
+    let mut s = State::new();
+    s.apply_next(
+        1,
+        &Event::OpStarted {
+            kind: OpKind::Configure,
+        },
+    )
+    .unwrap();
+    s.apply_next(
+        1,
+        &Event::ConfigSet {
+            config: ManagerConfig::lcow_default(),
+        },
+    )
+    .unwrap();
+    s.apply_next(1, &Event::OpFinished).unwrap();
+    s
+}
+
+fn add_kind(p: &str) -> OpKind {
+    OpKind::Add {
+        disk: disk(p),
+        mount: None,
+        requested_path: None,
+        owner: None,
+        vm_id: None,
+    }
+}
+
+const S: Slot = Slot::new(0, 0);
+
+#[test]
+fn events_that_do_not_fit_are_rejected_and_change_nothing() {
+    let mut s = configured();
+    s.apply_next(
+        2,
+        &Event::OpStarted {
+            kind: add_kind("a"),
+        },
+    )
+    .unwrap();
+    let before = s.clone();
+    let bad = [
+        Event::AttachRefTaken { slot: S }, // nothing there
+        Event::StepIntent {
+            step: Step::Attach,
+            target: Target::Slot(S),
+        }, // not reserved
+        Event::AttachReserved {
+            slot: Slot::new(9, 0),
+            attach: 1,
+            disk: disk("a"),
+        }, // out of range
+        Event::HandleIssued {
+            handle: 1,
+            slot: S,
+            mount: None,
+            owner: None,
+        },
+        Event::OpStarted {
+            kind: OpKind::Recovery,
+        }, // op 2 already started
+    ];
+    for ev in bad {
+        assert!(s.apply_next(2, &ev).is_err(), "{ev:?} was accepted");
+        assert_eq!(s, before, "{ev:?} changed the state");
+    }
+}
+
+#[test]
+fn a_full_add_and_release_returns_to_empty() {
+    let mut s = configured();
+    let t = Target::Slot(S);
+    let steps = [
+        (
+            2,
+            Event::OpStarted {
+                kind: add_kind("a"),
+            },
+        ),
+        (
+            2,
+            Event::AttachReserved {
+                slot: S,
+                attach: 1,
+                disk: disk("a"),
+            },
+        ),
+        (
+            2,
+            Event::StepIntent {
+                step: Step::Attach,
+                target: t,
+            },
+        ),
+        (
+            2,
+            Event::StepDone {
+                step: Step::Attach,
+                target: t,
+            },
+        ),
+        (
+            2,
+            Event::HandleIssued {
+                handle: 1,
+                slot: S,
+                mount: None,
+                owner: Some("c".into()),
+            },
+        ),
+        (2, Event::OpFinished),
+        (
+            3,
+            Event::OpStarted {
+                kind: OpKind::Release { handle: 1 },
+            },
+        ),
+        (3, Event::ReleaseStarted { handle: 1 }),
+        (3, Event::AttachRefDropped { slot: S }),
+        (
+            3,
+            Event::StepIntent {
+                step: Step::Unplug,
+                target: t,
+            },
+        ),
+        (
+            3,
+            Event::StepDone {
+                step: Step::Unplug,
+                target: t,
+            },
+        ),
+        (
+            3,
+            Event::StepIntent {
+                step: Step::Detach,
+                target: t,
+            },
+        ),
+        (
+            3,
+            Event::StepDone {
+                step: Step::Detach,
+                target: t,
+            },
+        ),
+        (3, Event::HandleReleased { handle: 1 }),
+        (3, Event::OpFinished),
+    ];
+    for (op, ev) in &steps {
+        s.apply_next(*op, ev)
+            .unwrap_or_else(|e| panic!("{ev:?}: {e}"));
+        assert!(
+            s.violations().is_empty(),
+            "after {ev:?}: {:?}",
+            s.violations()
+        );
+    }
+    assert!(s.is_empty());
+    assert_eq!(s.free_slot(), Some(S));
+}
+
+#[test]
+fn an_add_caught_mid_attach_is_resolved_then_rolled_back() {
+    let mut s = configured();
+    s.apply_next(
+        2,
+        &Event::OpStarted {
+            kind: add_kind("a"),
+        },
+    )
+    .unwrap();
+    s.apply_next(
+        2,
+        &Event::AttachReserved {
+            slot: S,
+            attach: 1,
+            disk: disk("a"),
+        },
+    )
+    .unwrap();
+    s.apply_next(
+        2,
+        &Event::StepIntent {
+            step: Step::Attach,
+            target: Target::Slot(S),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.attachments[&S].phase, AttachPhase::Attaching);
+    let blind = plan(&s, &Observation::default(), &RecoveryPolicy::default());
+    assert_eq!(
+        blind.first(),
+        Some(&Action::Resolve {
+            step: Step::Attach,
+            target: Target::Slot(S),
+            resolution: Resolution::Happened,
+            inspected: false
+        }),
+        "without inspect, assume attached (the rollback's detach is idempotent)"
+    );
+    assert!(blind.contains(&Action::RollBackAdd { op: 2 }));
+    let seen = Observation {
+        host: Some(vec![]),
+        guest: None,
+    };
+    let p = plan(&s, &seen, &RecoveryPolicy::default());
+    assert!(matches!(
+        p.first(),
+        Some(Action::Resolve {
+            resolution: Resolution::DidNotHappen,
+            inspected: true,
+            ..
+        })
+    ));
+    assert_eq!(
+        plan(&s, &seen, &RecoveryPolicy::default()),
+        p,
+        "the planner is pure"
+    );
+}
+
+#[test]
+fn mount_keys_compare_sorted_options() {
+    let mut s = configured();
+    s.apply_next(
+        2,
+        &Event::OpStarted {
+            kind: add_kind("a"),
+        },
+    )
+    .unwrap();
+    s.apply_next(
+        2,
+        &Event::AttachReserved {
+            slot: S,
+            attach: 1,
+            disk: disk("a"),
+        },
+    )
+    .unwrap();
+    let spec = MountSpec {
+        options: vec!["b".into(), "a".into()],
+        ..Default::default()
+    };
+    s.apply_next(
+        2,
+        &Event::MountReserved {
+            mount: 1,
+            slot: S,
+            index: Some(0),
+            path: "/run/mounts/scsi/m0".into(),
+            spec,
+        },
+    )
+    .unwrap();
+    let other = MountSpec {
+        options: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
+    assert_eq!(s.find_mount(S, &other), Some(1));
+    assert_eq!(s.next_mount_path(), Some((1, "/run/mounts/scsi/m1".into())));
+}
