@@ -524,3 +524,20 @@ async fn parallel_add_release_cycles_end_empty() {
     let stats = m.journal().stats();
     println!("{} cycles: {stats:?}", 16 * cycles);
 }
+
+#[tokio::test]
+async fn sync_durability_fdatasyncs_before_each_backend_step() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let mut opts = ManagerOptions::new(config());
+    opts.durability = lunledger::Durability::Sync;
+    let m = open_opts(dir.path(), &vm, opts).await;
+    let before = m.journal().stats();
+    let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
+    h.release().await.unwrap();
+    let after = m.journal().stats();
+    // Attach, mount, handle, unmount, unplug, detach: six durable points, one at a time.
+    let syncs = after.fdatasyncs - before.fdatasyncs;
+    assert!(syncs >= 6, "only {syncs} fdatasyncs for a sequential add+release");
+    assert_eq!(after.fdatasyncs - before.fdatasyncs, after.flushes - before.flushes);
+}
