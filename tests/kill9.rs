@@ -131,13 +131,21 @@ async fn sigkill_at_random_moments_then_recover() {
         let pid = child.id() as i32;
         // Let the child open (and recover) and run for a random while before the kill.
         let stdout = child.stdout.take().unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
+            let mut lines = Vec::new();
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.is_empty() {
+                    let _ = started_tx.send(());
+                }
+                lines.push(l);
+            }
+            lines
         });
-        std::thread::sleep(Duration::from_millis(150 + x % 250));
+        // The clock starts at the child's first result, so the kill lands in its workload rather
+        // than in its start-up.
+        let _ = started_rx.recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5 + x % 250));
         // SAFETY: kill(2) on the pid of our own child process.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let status = child.wait().unwrap();

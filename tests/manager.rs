@@ -538,6 +538,12 @@ async fn sync_durability_fdatasyncs_before_each_backend_step() {
     let after = m.journal().stats();
     // Attach, mount, handle, unmount, unplug, detach: six durable points, one at a time.
     let syncs = after.fdatasyncs - before.fdatasyncs;
-    assert!(syncs >= 6, "only {syncs} fdatasyncs for a sequential add+release");
-    assert_eq!(after.fdatasyncs - before.fdatasyncs, after.flushes - before.flushes);
+    assert!(
+        syncs >= 6,
+        "only {syncs} fdatasyncs for a sequential add+release"
+    );
+    assert_eq!(
+        after.fdatasyncs - before.fdatasyncs,
+        after.flushes - before.flushes
+    );
 }
