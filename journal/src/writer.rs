@@ -220,7 +220,7 @@ pub(crate) fn spawn(
     last_written: u64,
 ) -> Result<JoinHandle<()>, JournalError> {
     std::thread::Builder::new()
-        .name("lunledger-journal-writer".into())
+        .name("journal-writer".into())
         .spawn(move || {
             let s = &*shared;
             match catch_unwind(AssertUnwindSafe(|| run(s, prev_hash, last_written))) {
