@@ -14,6 +14,14 @@ const N_SINGLE: usize = 1000;
 const ROUNDS: usize = 5;
 const WRITERS: u64 = 64;
 const PER_WRITER: u64 = 50;
+/// Each single-writer measurement stops after this long (at least `MIN_SAMPLES` records), so a
+/// slow, shared disk cannot push the whole run past a minute.
+const BUDGET: std::time::Duration = std::time::Duration::from_millis(1500);
+const MIN_SAMPLES: usize = 100;
+
+fn over_budget(start: Instant, samples: usize) -> bool {
+    samples >= MIN_SAMPLES && start.elapsed() > BUDGET
+}
 
 fn event(i: u64) -> Event {
     Event::AttachReserved {
@@ -29,6 +37,7 @@ fn event(i: u64) -> Event {
 }
 
 fn median(v: &mut [f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return f64::NAN;
@@ -51,7 +60,11 @@ fn raw_round(dir: &std::path::Path, round: usize) -> (Vec<f64>, usize) {
         .expect("raw file");
     let mut lat = Vec::with_capacity(N_SINGLE);
     let mut bytes = 0;
+    let start = Instant::now();
     for i in 0..N_SINGLE as u64 {
+        if over_budget(start, lat.len()) {
+            break;
+        }
         let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
         let check = blake3::hash(&payload);
         let mut frame = Vec::with_capacity(payload.len() + 8);
@@ -64,7 +77,87 @@ fn raw_round(dir: &std::path::Path, round: usize) -> (Vec<f64>, usize) {
         f.sync_data().expect("fdatasync");
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    (lat, bytes / N_SINGLE)
+    let n = lat.len().max(1);
+    (lat, bytes / n)
+}
+
+/// (a'') raw append + sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER) + fdatasync: sled's
+/// mechanism followed by the same fdatasync that `Durability::Sync` adds, on a plain file.
+fn raw_sfr_round(dir: &std::path::Path, round: usize) -> Vec<f64> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(format!("raw-sfr-{round}.log"));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("raw file");
+    let mut lat = Vec::with_capacity(N_SINGLE);
+    let mut off = 0i64;
+    let start = Instant::now();
+    for i in 0..N_SINGLE as u64 {
+        if over_budget(start, lat.len()) {
+            break;
+        }
+        let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
+        let check = blake3::hash(&payload);
+        let mut frame = Vec::with_capacity(payload.len() + 8);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&check.as_bytes()[..4]);
+        frame.extend_from_slice(&payload);
+        let t = Instant::now();
+        f.write_all(&frame).expect("write");
+        // SAFETY: valid fd, plain integer arguments.
+        let rc = unsafe {
+            libc::sync_file_range(
+                f.as_raw_fd(),
+                off,
+                frame.len() as i64,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+        assert_eq!(rc, 0, "sync_file_range");
+        f.sync_data().expect("fdatasync");
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        off += frame.len() as i64;
+    }
+    lat
+}
+
+/// (a') raw pre-zeroed file: pwrite + fdatasync per record (no size change to journal).
+fn raw_prezeroed_round(dir: &std::path::Path, round: usize) -> Vec<f64> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(format!("raw-zeroed-{round}.log"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("raw file");
+    f.write_all_at(&vec![0u8; N_SINGLE * 160], 0).expect("zero");
+    f.sync_all().expect("fsync");
+    let mut lat = Vec::with_capacity(N_SINGLE);
+    let mut off = 0u64;
+    let start = Instant::now();
+    for i in 0..N_SINGLE as u64 {
+        if over_budget(start, lat.len()) {
+            break;
+        }
+        let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
+        let check = blake3::hash(&payload);
+        let mut frame = Vec::with_capacity(payload.len() + 8);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&check.as_bytes()[..4]);
+        frame.extend_from_slice(&payload);
+        let t = Instant::now();
+        f.write_all_at(&frame, off).expect("pwrite");
+        f.sync_data().expect("fdatasync");
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        off += frame.len() as u64;
+    }
+    lat
 }
 
 fn opts(durability: Durability) -> JournalOptions {
@@ -83,7 +176,11 @@ fn single_round(
     let j = Journal::open(dir, opts(durability)).expect("open");
     let lat = rt.block_on(async {
         let mut lat = Vec::with_capacity(N_SINGLE);
+        let start = Instant::now();
         for i in 0..N_SINGLE as u64 {
+            if over_budget(start, lat.len()) {
+                break;
+            }
             let t = Instant::now();
             j.append_durable(vec![(i, event(i))]).await.expect("append");
             lat.push(t.elapsed().as_secs_f64() * 1e6);
@@ -140,6 +237,13 @@ fn main() {
     let mut ratio_flush = Vec::new();
     let mut ratio_sync = Vec::new();
     let mut raw_frame = 0;
+    let mut zeroed_med = Vec::new();
+    let mut zeroed_all = Vec::new();
+    let mut ratio_sync_zeroed = Vec::new();
+    let mut ratio_zeroed = Vec::new();
+    let mut sfr_med = Vec::new();
+    let mut sfr_all = Vec::new();
+    let mut ratio_sync_sfr = Vec::new();
     let mut sync_syncs_per_rec = 0.0;
     for round in 0..ROUNDS {
         let (mut r, fb) = raw_round(base.path(), round);
@@ -154,8 +258,19 @@ fn main() {
             &base.path().join(format!("sync-{round}")),
             Durability::Sync,
         );
-        sync_syncs_per_rec = st.fdatasyncs as f64 / N_SINGLE as f64;
+        sync_syncs_per_rec = st.fdatasyncs as f64 / st.appended.max(1) as f64;
+        let mut z = raw_prezeroed_round(base.path(), round);
         let (rm, fm, sm) = (median(&mut r), median(&mut f), median(&mut s));
+        let zm = median(&mut z);
+        let mut q = raw_sfr_round(base.path(), round);
+        let qm = median(&mut q);
+        sfr_med.push(qm);
+        ratio_sync_sfr.push(sm / qm);
+        sfr_all.extend(q);
+        zeroed_med.push(zm);
+        ratio_sync_zeroed.push(sm / zm);
+        ratio_zeroed.push(zm / rm);
+        zeroed_all.extend(z);
         raw_med.push(rm);
         flush_med.push(fm);
         sync_med.push(sm);
@@ -183,7 +298,7 @@ fn main() {
     }
 
     println!();
-    println!("lunledger-journal bench — {ROUNDS} interleaved rounds of {N_SINGLE} records; medians (per-round ratios, median of rounds)");
+    println!("lunledger-journal bench — {ROUNDS} interleaved rounds of up to {N_SINGLE} records ({} ms budget each); medians (per-round ratios, median of rounds)", BUDGET.as_millis());
     let sample = Record {
         schema: SCHEMA_VERSION,
         seq: 123_456,
@@ -214,7 +329,42 @@ fn main() {
         1e6 / sm,
         if rs <= 1.3 { "MET" } else { "MISSED" }
     );
+    let zm = median(&mut zeroed_med);
+    let z99 = pct(&mut zeroed_all, 0.99);
+    println!(
+        "| (a') raw pre-zeroed file, pwrite + fdatasync | {zm:.1} | {z99:.1} | {:.0} | {:.2} (Sync / this = {:.2}) | reference |",
+        1e6 / zm,
+        median(&mut ratio_zeroed),
+        median(&mut ratio_sync_zeroed)
+    );
+    let qm = median(&mut sfr_med);
+    let q99 = pct(&mut sfr_all, 0.99);
+    println!(
+        "| (a'') raw append + sync_file_range + fdatasync | {qm:.1} | {q99:.1} | {:.0} | {:.2} (Sync / this = {:.2}) | reference |",
+        1e6 / qm,
+        qm / rm,
+        median(&mut ratio_sync_sfr)
+    );
     println!("fdatasyncs per record in single-writer Sync: {sync_syncs_per_rec:.2}");
+    println!(
+        "per-round medians µs raw {:?} raw-zeroed {:?} flush {:?} sync {:?}",
+        raw_med
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>(),
+        zeroed_med
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>(),
+        flush_med
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>(),
+        sync_med
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>(),
+    );
     println!(
         "per-round ratios Flush {:?} Sync {:?}; ratio of pooled medians: Flush {:.2}, Sync {:.2}",
         ratio_flush

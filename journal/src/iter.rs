@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering;
 /// check, key, continuity and hash link to the record before it (within this iteration) are
 /// checked; a problem is yielded as a typed error and ends the iteration.
 pub struct RecordIter {
-    _journal: Journal,
     inner: Option<sled::Iter>,
     prev: Option<(u64, ChainHash)>,
+    // Declared last: dropped after the sled iterator, so a closing journal never waits on it.
+    _journal: Journal,
 }
 
 impl RecordIter {

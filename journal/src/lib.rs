@@ -2,6 +2,29 @@
 //! with durable group-committed appends, checkpoints and retention, and integrity verification.
 //!
 //! This crate knows nothing of managers: it stores and returns events.
+//!
+//! # Layout on disk
+//! `dir/LOCK` (flock, exclusive use), `dir/sled/` (sled 0.34; `dir/sled/db` is the data file
+//! that `Durability::Sync` fdatasyncs). sled trees: `records` (big-endian seq → stored record),
+//! `checkpoints` (big-endian seq → chain hash ‖ blob), `meta` (configuration, pruning anchor,
+//! quarantine epoch), `quarantine` (epoch ‖ seq → damaged stored bytes, never deleted).
+//!
+//! # Invariants
+//! - Sequence numbers are assigned by [`Journal::append`] under one lock: gap-free, monotonic,
+//!   continuing after a restart; seq order is call order and the order records reach sled.
+//! - A stored record is `rmp(Record) ‖ blake3(rmp)[..8]`; `Record::prev_hash` is blake3 of the
+//!   previous record's full stored bytes (all zero for seq 1). Any changed byte fails the check;
+//!   a validly re-framed change breaks the successor's link.
+//! - A durable wait returns only after one sled `flush()` (and, in `Sync`, one fdatasync of the
+//!   data file) that covers the record; one flush serves every waiter of its batch.
+//! - Open never deletes: a damaged tail moves to `quarantine`; damage followed by intact records
+//!   stays in place and is reported (open report, reads, `verify`).
+//! - `prune` removes only records at or before the newest checkpoint and never the newest
+//!   record; it stores the pruning anchor first, so `verify` stays anchored.
+//! - A record with a schema newer than [`SCHEMA_VERSION`] fails the open with
+//!   [`JournalError::NewerSchema`] and is left untouched.
+//! - No library path panics on input, disk contents or sled errors; everything is a
+//!   [`JournalError`].
 #![deny(missing_docs)]
 
 pub mod checkpoint;

@@ -135,66 +135,76 @@ pub(crate) fn scan_on_open(
         }
     };
 
-    let mut entries = Vec::new();
-    for item in records.range(seq_key(start)..) {
-        let (k, v) = item?;
-        let seq =
-            key_seq(&k).ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
-        entries.push(Entry { seq, bytes: v });
-    }
-    if let Some(e) = entries.first() {
-        report.scanned_from = Some(e.seq);
-    }
+    // Stream the records: only the damaged remainder's keys are ever held in memory.
+    let mut iter = records.range(seq_key(start)..);
+    let next_entry = |iter: &mut sled::Iter| -> Result<Option<Entry>, JournalError> {
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item?;
+                let seq = key_seq(&k)
+                    .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
+                Ok(Some(Entry { seq, bytes: v }))
+            }
+        }
+    };
 
-    let mut bad: Option<(usize, String)> = None;
-    for (i, e) in entries.iter().enumerate() {
+    let mut bad: Option<(Entry, String)> = None;
+    while let Some(e) = next_entry(&mut iter)? {
+        if report.scanned_from.is_none() {
+            report.scanned_from = Some(e.seq);
+        }
         let ef = if prev.is_none() { expect_first } else { None };
-        if let Some(what) = check(e, prev, ef)? {
-            bad = Some((i, what));
+        if let Some(what) = check(&e, prev, ef)? {
+            bad = Some((e, what));
             break;
         }
         report.records_scanned += 1;
         prev = Some((e.seq, chain_hash(&e.bytes)));
     }
 
-    if let Some((i, what)) = bad {
+    if let Some((first, what)) = bad {
         let chain_break = what.starts_with(CHAIN_BROKEN);
+        let first_bad = first.seq;
         // Is there an intact link after the damage? Then it is middle damage, not a tail.
-        let intact_after = entries[i + 1..].iter().enumerate().any(|(j, e)| {
-            let pred = &entries[i + j];
-            matches!(
-                check(e, Some((pred.seq, chain_hash(&pred.bytes))), None),
-                Ok(None)
-            )
-        });
-        let first_bad = entries[i].seq;
+        let mut damaged_keys = vec![first.seq];
+        let mut pred = (first.seq, chain_hash(&first.bytes));
+        let mut intact_after = false;
+        while let Some(e) = next_entry(&mut iter)? {
+            if matches!(check(&e, Some(pred), None), Ok(None)) {
+                intact_after = true;
+            }
+            pred = (e.seq, chain_hash(&e.bytes));
+            damaged_keys.push(e.seq);
+        }
         if intact_after {
             // A broken link blames the predecessor's stored bytes, as `verify` does.
-            let seq = match (chain_break, i.checked_sub(1)) {
-                (true, Some(p)) => entries[p].seq,
+            let seq = match (chain_break, prev) {
+                (true, Some((ps, _))) => ps,
                 _ => first_bad,
             };
             report.middle_damage = Some(Problem { seq, what });
-            if let Some(last) = entries.last() {
-                prev = Some((last.seq, chain_hash(&last.bytes)));
-            }
+            prev = Some(pred);
         } else {
             let epoch = next_epoch(meta)?;
-            for e in &entries[i..] {
-                let mut qk = Vec::with_capacity(16);
-                qk.extend_from_slice(&epoch.to_be_bytes());
-                qk.extend_from_slice(&seq_key(e.seq));
-                quarantine.insert(qk, e.bytes.clone())?;
+            for &seq in &damaged_keys {
+                if let Some(v) = records.get(seq_key(seq))? {
+                    let mut qk = Vec::with_capacity(16);
+                    qk.extend_from_slice(&epoch.to_be_bytes());
+                    qk.extend_from_slice(&seq_key(seq));
+                    quarantine.insert(qk, v)?;
+                }
             }
             db.flush()?;
-            for e in &entries[i..] {
-                records.remove(seq_key(e.seq))?;
+            for &seq in &damaged_keys {
+                records.remove(seq_key(seq))?;
             }
             db.flush()?;
-            tracing::warn!(first_bad_seq = first_bad, records = entries.len() - i, %what, "journal tail damaged; moved to quarantine");
+            let n = damaged_keys.len() as u64;
+            tracing::warn!(first_bad_seq = first_bad, records = n, %what, "journal tail damaged; moved to quarantine");
             report.tail_quarantined = Some(TailDamage {
                 first_bad_seq: first_bad,
-                records: (entries.len() - i) as u64,
+                records: n,
                 what,
             });
         }

@@ -163,6 +163,12 @@ impl Journal {
             JournalError::Internal(format!("panic while scanning: {}", panic_msg(&p)))
         })??;
 
+        if scan.report.tail_quarantined.is_some() && opts.durability == Durability::Sync {
+            // The scan flushed the quarantine move; make it power-safe too.
+            data_file
+                .sync_data()
+                .map_err(|e| JournalError::io(&data_path, e))?;
+        }
         let initial = DurableState {
             seq: scan.last_seq,
             status: Status::Running,

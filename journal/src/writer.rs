@@ -220,7 +220,7 @@ pub(crate) fn spawn(
     last_written: u64,
 ) -> Result<JoinHandle<()>, JournalError> {
     std::thread::Builder::new()
-        .name("lunledger-journal-writer".into())
+        .name("journal-writer".into())
         .spawn(move || {
             let s = &*shared;
             match catch_unwind(AssertUnwindSafe(|| run(s, prev_hash, last_written))) {
@@ -234,6 +234,7 @@ pub(crate) fn spawn(
 
 fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), JournalError> {
     let mut durable = written;
+    let mut last_flush = std::time::Instant::now();
     loop {
         let mut idle_flush = false;
         let (batch, want, shutdown) = {
@@ -290,8 +291,12 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
         if s.halted.load(Ordering::SeqCst) {
             continue;
         }
-        if written > durable && (want > durable || shutdown || idle_flush) {
+        // Under a steady stream of non-durable appends the writer never idles: flush at least
+        // every `flush_every` anyway, so `durable_seq` keeps up.
+        let periodic = s.flush_every.is_some_and(|d| last_flush.elapsed() >= d);
+        if written > durable && (want > durable || shutdown || idle_flush || periodic) {
             s.flush_durable()?;
+            last_flush = std::time::Instant::now();
             durable = written;
             publish(s, |st| st.seq = durable);
         }

@@ -229,3 +229,27 @@ fn journal_is_send_sync_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<Journal>();
 }
+
+#[test]
+fn steady_non_durable_stream_still_becomes_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(
+        dir.path(),
+        JournalOptions {
+            flush_every_ms: Some(30),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    // Appends every ~2 ms for 300 ms: the writer never idles for 30 ms.
+    while t0.elapsed() < std::time::Duration::from_millis(300) {
+        j.append(1, Event::OpFinished).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        j.durable_seq() > 0,
+        "no periodic flush under a steady stream"
+    );
+    assert!(j.stats().flushes >= 2, "{:?}", j.stats());
+}

@@ -307,3 +307,30 @@ fn checkpoint_needs_a_stored_record() {
         Err(JournalError::NotAssigned { .. })
     ));
 }
+
+#[test]
+fn open_scans_from_the_newest_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_n(dir.path(), 50);
+    {
+        let j = Journal::open(dir.path(), opts()).unwrap();
+        assert_eq!(j.open_report().scanned_from, Some(1));
+        assert_eq!(j.open_report().records_scanned, 50);
+        j.write_checkpoint(40, b"s40".to_vec()).unwrap();
+    }
+    let j = Journal::open(dir.path(), opts()).unwrap();
+    assert_eq!(j.open_report().scanned_from, Some(41));
+    assert_eq!(j.open_report().records_scanned, 10);
+    assert_eq!(j.open_report().last_seq, 50);
+    drop(j);
+    // A record the checkpoint vouches for that no longer matches is an error, not a tail.
+    with_raw(dir.path(), |t| {
+        let mut r = decode_record(&t.get(key(40)).unwrap().unwrap()).unwrap();
+        r.op += 1;
+        t.insert(key(40), encode_record(&r)).unwrap();
+    });
+    match Journal::open(dir.path(), opts()) {
+        Err(JournalError::Corrupt { seq: Some(40), .. }) => {}
+        other => panic!("expected Corrupt at 40, got {other:?}"),
+    }
+}
