@@ -25,6 +25,8 @@ pub enum Site {
     Step(Step, Target),
     /// Issuing a handle to the caller.
     IssueHandle,
+    /// An operation was just started (its `OpStarted` record is appended, nothing else yet).
+    OpStarted,
 }
 
 /// One crash point.
@@ -45,6 +47,7 @@ impl fmt::Display for CrashPoint {
                 write!(f, "op {} {step} {target:?} {:?}", self.op, self.boundary)
             }
             Site::IssueHandle => write!(f, "op {} issue-handle {:?}", self.op, self.boundary),
+            Site::OpStarted => write!(f, "op {} started", self.op),
         }
     }
 }

@@ -165,7 +165,12 @@ async fn run_until_crash(
     k: Option<usize>,
 ) -> (Vec<HandleId>, usize) {
     let hook = Hook::new(k);
-    let m = open_with(dir, vm, Some(hook.clone())).await.unwrap();
+    let m = match open_with(dir, vm, Some(hook.clone())).await {
+        Ok(m) => m,
+        // The very first open (which journals the configuration) can be crashed too.
+        Err(Error::Crashed(_)) if k.is_some() => return (Vec::new(), hook.count()),
+        Err(e) => panic!("open: {e}"),
+    };
     let mut held = Vec::new();
     let r = script(&m, vm, &mut held).await;
     match (&r, k) {
@@ -257,19 +262,22 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
                 let dir = tempdir();
                 let vm = SimVm::new();
                 let (held, _) = run_until_crash(dir.path(), &vm, script, Some(k)).await;
-                match open_with(dir.path(), &vm, Some(Hook::new(Some(j)))).await {
-                    Err(Error::Crashed(_)) => {}
+                let m = match open_with(dir.path(), &vm, Some(Hook::new(Some(j)))).await {
+                    Err(Error::Crashed(_)) => {
+                        recovery_points += 1;
+                        open_with(dir.path(), &vm, None).await.unwrap()
+                    }
+                    // The crash may have torn off the non-durable tail this time, leaving the
+                    // recovery fewer points than in the counting run: it is still checked.
                     Ok(m) => {
-                        let _ = m.close().await;
-                        panic!("{what}: recovery did not reach its crash point");
+                        m.close().await.unwrap();
+                        open_with(dir.path(), &vm, None).await.unwrap()
                     }
                     Err(e) => panic!("{what}: {e}"),
-                }
-                let m = open_with(dir.path(), &vm, None).await.unwrap();
+                };
                 check_recovered(&m, &vm, &held, &what).await;
                 release_all_and_check_empty(&m, &vm, &what).await;
                 m.close().await.unwrap();
-                recovery_points += 1;
             }
         }
         println!("{name}: {n} crash points");

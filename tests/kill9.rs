@@ -30,15 +30,24 @@ fn options() -> ManagerOptions {
 
 async fn open_persistent(dir: &Path) -> (Manager, SimVm) {
     let vm = SimVm::persistent(dir.join("vm.json")).unwrap_or_else(|e| panic!("vm: {e}"));
-    let m = Manager::open_with(
+    let opened = Manager::open_with(
         dir.join("journal"),
         options(),
         vm.host_backend(),
         vm.guest_backend(),
     )
-    .await
-    .unwrap_or_else(|e| panic!("open: {e}"));
-    (m, vm)
+    .await;
+    match opened {
+        Ok(m) => (m, vm),
+        Err(e) => panic!("open: {e} (journal kept at {})", keep(dir).display()),
+    }
+}
+
+/// Copies the work dir somewhere that survives the test's unwinding, for a post-mortem.
+fn keep(dir: &Path) -> std::path::PathBuf {
+    let to = std::env::temp_dir().join(format!("lunledger-kill9-failure-{}", std::process::id()));
+    let _ = Command::new("cp").arg("-a").arg(dir).arg(&to).status();
+    to
 }
 
 /// The child: runs until killed. Prints `got N` when an add returned handle N and `releasing N`
@@ -185,10 +194,13 @@ async fn sigkill_at_random_moments_then_recover() {
         }
         assert_replay_equals_live(&m).await;
         assert_vm_matches(&m, &vm);
-        assert!(
-            m.state().ops.is_empty(),
-            "kill {i}: operations left in flight"
-        );
+        if !m.state().ops.is_empty() {
+            panic!(
+                "kill {i}: operations left in flight: {:?}\nreport: {report:?}\nkept at {}",
+                m.state().ops,
+                keep(work.path()).display()
+            );
+        }
         m.close().await.unwrap();
         drop(vm);
     }

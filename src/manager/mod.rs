@@ -102,6 +102,8 @@ impl Inner {
         let mut st = self.state();
         let op = st.next_op;
         self.commit(&mut st, op, Event::OpStarted { kind })?;
+        drop(st);
+        self.crash_point(op, Site::OpStarted, Boundary::AfterOutcome)?;
         Ok(op)
     }
 

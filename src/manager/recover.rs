@@ -263,9 +263,14 @@ async fn execute(
         } => {
             report.releases_finished.push(rel);
             with_retries(inner, || async {
-                if !inner.state().ops.contains_key(&rel) {
+                let releasing = match inner.state().ops.get(&rel) {
                     // A failed attempt ended the operation; resume under a new one.
-                    return resume_release(inner, handle).await;
+                    None => return resume_release(inner, handle).await,
+                    Some(o) => o.releasing,
+                };
+                if releasing.is_none() {
+                    // The release was journaled as started but stopped before naming its handle.
+                    inner.record(rel, Event::ReleaseStarted { handle })?;
                 }
                 inner.finish_release(rel, handle, end).await
             })
