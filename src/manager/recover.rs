@@ -263,10 +263,11 @@ async fn execute(
         } => {
             report.releases_finished.push(rel);
             with_retries(inner, || async {
-                let releasing = match inner.state().ops.get(&rel) {
+                // Read under the lock, then drop it before any await.
+                let op = inner.state().ops.get(&rel).map(|o| o.releasing);
+                let Some(releasing) = op else {
                     // A failed attempt ended the operation; resume under a new one.
-                    None => return resume_release(inner, handle).await,
-                    Some(o) => o.releasing,
+                    return resume_release(inner, handle).await;
                 };
                 if releasing.is_none() {
                     // The release was journaled as started but stopped before naming its handle.
