@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod vm;
 
 pub use lunledger_journal as journal;
 pub use lunledger_recovery as recovery;
