@@ -315,3 +315,179 @@ async fn stale_agent_reply_from_a_dead_client_is_discarded() {
         .expect("aux");
     assert!(q.execute("query-status", None).await.is_ok());
 }
+
+const CHILD_QMP: &str = "LL_QEMU_CHILD_QMP";
+const CHILD_QGA: &str = "LL_QEMU_CHILD_QGA";
+const CHILD_DISKS: &str = "LL_QEMU_CHILD_DISKS";
+
+/// The child half of `kill_9_after_mount_then_recover`: attaches two disks, mounts one and
+/// links the other, leaves a guest command's reply unread, and waits to be killed. A no-op
+/// unless started by that test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "qemu-tests"),
+    ignore = "needs QEMU: run scripts/test-all.sh"
+)]
+async fn child_attach_and_mount() {
+    let (Ok(qmp), Ok(qga), Ok(disks)) = (
+        std::env::var(CHILD_QMP),
+        std::env::var(CHILD_QGA),
+        std::env::var(CHILD_DISKS),
+    ) else {
+        return;
+    };
+    let host = QemuHost::connect(&qmp).await.expect("child QMP");
+    let guest = QemuGuest::connect(&qga, host.controller_map().await.expect("map"))
+        .await
+        .expect("QGA");
+    for (i, slot) in [Slot::new(0, 2), Slot::new(1, 9)].into_iter().enumerate() {
+        let attach = 50 + i as u64;
+        let req = AttachRequest {
+            slot,
+            attach,
+            disk: DiskSpec {
+                path: format!("{disks}/k{i}.ext4"),
+                read_only: false,
+                kind: DiskKind::VirtualDisk,
+                evd_type: None,
+            },
+        };
+        host.attach(&req).await.expect("child attach");
+        let spec = MountSpec {
+            block_dev: i == 1,
+            ..MountSpec::default()
+        };
+        let m = mount_req(slot, attach, i as u64, &format!("/mnt/k{i}"), spec);
+        guest.mount(&m).await.expect("child mount");
+    }
+    drop(guest);
+    // Leave a reply for the next agent client to trip over.
+    let mut s = tokio::net::UnixStream::connect(&qga)
+        .await
+        .expect("connect");
+    let cmd = json!({"execute": "guest-exec", "arguments": {"path": "/bin/true"}});
+    s.write_all(format!("{cmd}\n").as_bytes())
+        .await
+        .expect("write");
+    println!("READY");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "qemu-tests"),
+    ignore = "needs QEMU: run scripts/test-all.sh"
+)]
+async fn kill_9_after_mount_then_recover() {
+    use tokio::io::AsyncBufReadExt;
+    let fx = boot().await;
+    for i in 0..2 {
+        fx.image(&format!("k{i}.ext4"), 16, true);
+    }
+    let Fixture {
+        host,
+        guest,
+        vm,
+        disks,
+        _permit,
+    } = fx;
+    let controllers = guest.controllers().clone();
+    // The child needs the monitor and the agent to itself.
+    drop(host);
+    drop(guest);
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "child_attach_and_mount",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env(CHILD_QMP, vm.qmp_socket())
+        .env(CHILD_QGA, vm.qga_socket().expect("qga"))
+        .env(CHILD_DISKS, disks.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn child");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("child progress")
+            .expect("read child")
+            .expect("child exited before READY");
+        if line == "READY" {
+            break;
+        }
+    }
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("reap");
+
+    let t0 = Instant::now();
+    let host = QemuHost::connect(vm.qmp_socket()).await.expect("QMP");
+    let guest = QemuGuest::connect(vm.qga_socket().expect("qga"), controllers)
+        .await
+        .expect("QGA");
+    let hv = host.inspect().await.expect("host inspect");
+    let gv = guest.inspect().await.expect("guest inspect");
+    eprintln!("recovery scan after kill -9: {:?}", t0.elapsed());
+    let got: Vec<_> = hv
+        .attachments
+        .iter()
+        .map(|a| (a.slot, a.attach, a.complete))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Slot::new(0, 2), Some(50), true),
+            (Slot::new(1, 9), Some(51), true)
+        ]
+    );
+    assert_eq!(gv.devices, vec![Slot::new(0, 2), Slot::new(1, 9)]);
+    let mounts: Vec<_> = gv
+        .mounts
+        .iter()
+        .map(|m| (m.path.as_str(), m.slot, m.block_dev))
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![
+            ("/mnt/k0", Some(Slot::new(0, 2)), false),
+            ("/mnt/k1", Some(Slot::new(1, 9)), true)
+        ]
+    );
+    // Tear everything down from what was found.
+    for (i, a) in hv.attachments.iter().enumerate() {
+        let attach = a.attach.expect("ours");
+        let spec = MountSpec {
+            block_dev: i == 1,
+            ..MountSpec::default()
+        };
+        guest
+            .unmount(&mount_req(
+                a.slot,
+                attach,
+                i as u64,
+                &format!("/mnt/k{i}"),
+                spec,
+            ))
+            .await
+            .expect("unmount");
+        guest.unplug(a.slot).await.expect("unplug");
+        host.detach(&DetachRequest {
+            slot: a.slot,
+            attach,
+        })
+        .await
+        .expect("detach");
+    }
+    assert!(host
+        .inspect()
+        .await
+        .expect("inspect")
+        .attachments
+        .is_empty());
+    let gv = guest.inspect().await.expect("inspect");
+    assert!(gv.devices.is_empty() && gv.mounts.is_empty(), "{gv:?}");
+}

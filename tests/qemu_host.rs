@@ -3,7 +3,7 @@
 //! Run: `cargo test --features qemu-tests --test qemu_host` (after scripts/install-qemu.sh).
 //! Without the feature these tests are ignored; with it, a missing QEMU fails them.
 
-use lunledger::backend::qemu::{names, QemuHost, QmpClient};
+use lunledger::backend::qemu::{names, QemuError, QemuHost, QmpClient};
 use lunledger::backend::{AttachRequest, BackendError, DetachRequest, HostAttachment, HostBackend};
 use lunledger::journal::{AttachId, DiskKind, DiskSpec, Slot};
 use lunledger::vm::{QemuVm, QemuVmOptions};
@@ -227,6 +227,20 @@ async fn attach_errors_are_typed_and_leave_nothing_behind() {
         .unwrap_err();
     assert!(
         matches!(e, BackendError::Failed(ref m) if m.contains("missing.raw")),
+        "{e:?}"
+    );
+    // A relative path would be resolved by QEMU, against its own working directory.
+    let e = host
+        .attach(&attach_req(
+            Slot::new(0, 2),
+            16,
+            Path::new("rel.raw"),
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, BackendError::Unsupported(ref m) if m.contains("relative")),
         "{e:?}"
     );
     // An EVD has no QEMU equivalent.
@@ -573,4 +587,44 @@ async fn kill_9_mid_attach_then_a_new_client_inspects_and_cleans_up() {
         "child got {n}+ attaches in before kill; recovered {} attachments",
         view.len()
     );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "qemu-tests"),
+    ignore = "needs QEMU: run scripts/test-all.sh"
+)]
+async fn qmp_client_is_alone_on_its_monitor_and_reconnects_after_qemu_restarts() {
+    let links = tempfile::tempdir().expect("temp dir");
+    let link = links.path().join("qmp.sock");
+    let first = start(1).await;
+    std::os::unix::fs::symlink(first.vm.qmp_socket(), &link).expect("symlink");
+    let mut q = QmpClient::connect(&link, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    assert!(q.greeting().is_some());
+    q.execute("query-status", None).await.expect("query-status");
+    // QEMU serves one client per monitor: a second one gets no greeting.
+    let e = QmpClient::connect(&link, Duration::from_millis(500))
+        .await
+        .err()
+        .expect("busy");
+    assert!(matches!(e, QemuError::NoHandshake { .. }), "{e:?}");
+    // QEMU goes away: a typed connection error, not a hang.
+    drop(first);
+    let e = q.execute("query-status", None).await.unwrap_err();
+    assert!(e.is_connection(), "{e:?}");
+    // A new QEMU behind the same path: the same client carries on.
+    let second = start(1).await;
+    std::fs::remove_file(&link).expect("unlink");
+    std::os::unix::fs::symlink(second.vm.qmp_socket(), &link).expect("symlink");
+    let st = q
+        .execute("query-status", None)
+        .await
+        .expect("after restart");
+    assert_eq!(st.get("status").and_then(Value::as_str), Some("prelaunch"));
+    // An unknown command is a typed command error, and the connection stays usable.
+    let e = q.execute("no-such-command", None).await.unwrap_err();
+    assert!(e.is_class("CommandNotFound"), "{e:?}");
+    q.execute("query-status", None).await.expect("still usable");
 }

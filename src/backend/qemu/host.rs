@@ -108,6 +108,14 @@ impl QemuHost {
                 req.disk.evd_type.as_deref().unwrap_or("?")
             )));
         }
+        if !Path::new(&req.disk.path).is_absolute() {
+            // QEMU would resolve it against its own working directory ("/" once daemonized),
+            // not ours.
+            return Err(QemuError::Unsupported(format!(
+                "disk path {:?} is relative; the QEMU backend needs absolute paths",
+                req.disk.path
+            )));
+        }
         let (protocol, format) = image::probe(Path::new(&req.disk.path)).await?;
         let node = names::node_name(req.attach);
         let dev = names::device_id(req.attach);
