@@ -77,8 +77,12 @@ if [ "$blockdev" = 1 ]; then
 fi
 cur=$(mounted_from "$path")
 if [ -n "$cur" ]; then
-    [ "$cur" = "$dev" ] && exit 0
-    die 13 "$path is already mounted from $cur"
+    [ "$cur" = "$dev" ] || die 13 "$path is already mounted from $cur"
+    # Asked for read-only but mounted read-write is not the same mount. (The reverse is what a
+    # write-protected disk gives a read-write request, so it is accepted.)
+    mode=$(awk -v p="$path" '$2 == p { o = $4 } END { split(o, a, ","); print a[1] }' /proc/mounts)
+    [ "$ro" = 1 ] && [ "$mode" != ro ] && die 13 "$path is mounted $mode, asked for read-only"
+    exit 0
 fi
 mkdir -p "$path" || die 1 "cannot create $path"
 if [ "$ensure" = 1 ] && ! blkid "$dev" 2> /dev/null | grep -q 'TYPE='; then

@@ -226,3 +226,89 @@ fn sync_id() -> u64 {
     // The agent's JSON parser handles ids as int64; keep them positive and well inside that.
     n & 0x3FFF_FFFF_FFFF_FFFF
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    /// A fake agent that, before answering a sync, replays what a crashed client left behind.
+    fn fake_agent(path: &Path) -> tokio::task::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            let mut polls = 0;
+            loop {
+                let mut line = Vec::new();
+                if r.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                    return;
+                }
+                let start = line.iter().position(|&b| b != 0xFF).unwrap_or(line.len());
+                let msg: Value = serde_json::from_slice(&line[start..]).unwrap();
+                let mut bytes = match msg["execute"].as_str().unwrap() {
+                    "guest-sync-delimited" => {
+                        // A stale reply, a line cut short, then 0xFF and the sync reply.
+                        let mut b = b"{\"return\": {\"pid\": 231}}\n{\"retu\n\xff".to_vec();
+                        b.extend(
+                            json!({"return": msg["arguments"]["id"]})
+                                .to_string()
+                                .bytes(),
+                        );
+                        b
+                    }
+                    "guest-exec" => json!({"return": {"pid": 7}}).to_string().into_bytes(),
+                    "guest-exec-status" => {
+                        polls += 1;
+                        let status = if polls < 3 {
+                            json!({"return": {"exited": false}})
+                        } else {
+                            json!({"return": {"exited": true, "exitcode": 3,
+                                "out-data": "aGVsbG8K", "err-data": "b29wcw=="}})
+                        };
+                        status.to_string().into_bytes()
+                    }
+                    _ => json!({"error": {"class": "CommandNotFound", "desc": "no"}})
+                        .to_string()
+                        .into_bytes(),
+                };
+                bytes.push(b'\n');
+                w.write_all(&bytes).await.unwrap();
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn resync_discards_stale_replies_and_exec_polls_to_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qga.sock");
+        let _srv = fake_agent(&sock);
+        let mut c = QgaClient::connect(&sock, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let out = c
+            .exec("/bin/sh", &["-c", "x"], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, Some(3));
+        assert!(!out.success());
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            ("hello\n", "oops")
+        );
+        let e = c.execute("guest-nope", None).await.unwrap_err();
+        assert!(e.is_class("CommandNotFound"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn missing_agent_socket_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = QgaClient::connect(dir.path().join("x"), Duration::from_secs(1))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, QemuError::Gone { .. }), "{e:?}");
+    }
+}

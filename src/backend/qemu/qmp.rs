@@ -24,6 +24,9 @@ pub struct QmpClient {
     next_id: u64,
     events: VecDeque<Value>,
     greeting: Option<Value>,
+    /// Set while a command is being written: a timeout that cuts a write short leaves half a
+    /// line in the stream, which would garble the next command, so the connection is dropped.
+    writing: bool,
 }
 
 impl QmpClient {
@@ -44,6 +47,7 @@ impl QmpClient {
             next_id: 1,
             events: VecDeque::new(),
             greeting: None,
+            writing: false,
         }
     }
 
@@ -121,7 +125,13 @@ impl QmpClient {
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(QemuError::timeout(command, timeout)),
+            Err(_) => {
+                if self.writing {
+                    self.conn = None;
+                    self.writing = false;
+                }
+                Err(QemuError::timeout(command, timeout))
+            }
         }
     }
 
@@ -134,6 +144,17 @@ impl QmpClient {
         if self.conn.is_none() && command != "qmp_capabilities" {
             Box::pin(self.reconnect()).await?;
         }
+        self.writing = true;
+        let res = self.send_once_or_reconnect(command, msg).await;
+        self.writing = false;
+        res
+    }
+
+    async fn send_once_or_reconnect(
+        &mut self,
+        command: &str,
+        msg: &Value,
+    ) -> Result<(), QemuError> {
         let first = match self.conn.as_mut() {
             Some(c) => c.send_value(msg).await,
             None => Err(self.not_connected()),
@@ -144,6 +165,8 @@ impl QmpClient {
             // cannot run the command twice.
             Err(e) if e.is_connection() && command != "qmp_capabilities" => {
                 Box::pin(self.reconnect()).await?;
+                // The handshake above cleared the flag; this write is ours again.
+                self.writing = true;
                 match self.conn.as_mut() {
                     Some(c) => c.send_value(msg).await,
                     None => Err(self.not_connected()),
@@ -192,5 +215,131 @@ impl QmpClient {
             path: self.path.display().to_string(),
             reason: "not connected".to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    /// A fake QEMU monitor serving one connection: greets (unless `greet` is false), then
+    /// answers each command with the lines `reply` returns for (command, id).
+    fn fake_qemu(
+        path: &Path,
+        greet: bool,
+        mut reply: impl FnMut(&str, &Value) -> Vec<String> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            if greet {
+                w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+                    .await
+                    .unwrap();
+            }
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let msg: Value = serde_json::from_str(&line).unwrap();
+                let cmd = msg["execute"].as_str().unwrap_or("").to_string();
+                for out in reply(&cmd, &msg["id"]) {
+                    if out == "CLOSE" {
+                        return;
+                    }
+                    w.write_all(format!("{out}\n").as_bytes()).await.unwrap();
+                }
+            }
+        })
+    }
+
+    fn ok(id: &Value, ret: Value) -> String {
+        json!({"return": ret, "id": id}).to_string()
+    }
+
+    #[tokio::test]
+    async fn skips_stale_replies_queues_events_and_types_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let _srv = fake_qemu(&sock, true, |cmd, id| match cmd {
+            "qmp_capabilities" => vec![ok(id, json!({}))],
+            "query-status" => vec![
+                json!({"event": "DEVICE_DELETED", "data": {"device": "x"}}).to_string(),
+                ok(&json!("ll-old"), json!("stale")),
+                json!({"error": {"class": "GenericError", "desc": "parse"}}).to_string(),
+                ok(id, json!({"status": "prelaunch"})),
+            ],
+            _ => vec![
+                json!({"error": {"class": "CommandNotFound", "desc": "nope"}, "id": id})
+                    .to_string(),
+            ],
+        });
+        let mut c = QmpClient::connect(&sock, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let st = c.execute("query-status", None).await.unwrap();
+        assert_eq!(st["status"], "prelaunch");
+        assert_eq!(c.take_events().len(), 1);
+        let e = c.execute("bogus", None).await.unwrap_err();
+        assert!(e.is_class("CommandNotFound"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_keeps_the_connection_and_the_late_reply_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let mut slow_id = Value::Null;
+        let _srv = fake_qemu(&sock, true, move |cmd, id| match cmd {
+            "qmp_capabilities" => vec![ok(id, json!({}))],
+            "slow" => {
+                slow_id = id.clone();
+                vec![]
+            }
+            _ => vec![ok(&slow_id, json!("late")), ok(id, json!("fresh"))],
+        });
+        let mut c = QmpClient::connect(&sock, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let e = c
+            .execute_timeout("slow", None, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, QemuError::Timeout { .. }), "{e:?}");
+        assert_eq!(c.execute("next", None).await.unwrap(), json!("fresh"));
+    }
+
+    #[tokio::test]
+    async fn peer_gone_no_greeting_and_closed_connection_are_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.sock");
+        let e = QmpClient::connect(&missing, Duration::from_secs(1))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, QemuError::Gone { .. }), "{e:?}");
+
+        let mute = dir.path().join("mute.sock");
+        let _m = fake_qemu(&mute, false, |_, _| vec![]);
+        let e = QmpClient::connect(&mute, Duration::from_millis(100))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, QemuError::NoHandshake { .. }), "{e:?}");
+
+        let closing = dir.path().join("closing.sock");
+        let _c = fake_qemu(&closing, true, |cmd, id| match cmd {
+            "qmp_capabilities" => vec![ok(id, json!({}))],
+            _ => vec!["CLOSE".to_string()],
+        });
+        let mut c = QmpClient::connect(&closing, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let e = c.execute("query-status", None).await.unwrap_err();
+        assert!(matches!(e, QemuError::Disconnected { .. }), "{e:?}");
+        assert!(!c.is_connected());
+        // The fake served its one connection and is gone: the reconnect says so.
+        let e = c.execute("query-status", None).await.unwrap_err();
+        assert!(e.is_connection(), "{e:?}");
     }
 }
