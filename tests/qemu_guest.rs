@@ -491,3 +491,101 @@ async fn kill_9_after_mount_then_recover() {
     let gv = guest.inspect().await.expect("inspect");
     assert!(gv.devices.is_empty() && gv.mounts.is_empty(), "{gv:?}");
 }
+
+/// Writes an MBR with one Linux partition from 1 MiB to the end (no sfdisk on the host).
+fn write_mbr(path: &Path, total_mib: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut mbr = [0u8; 512];
+    let start: u32 = 2048;
+    let sectors = u32::try_from(total_mib * 2048).expect("small disk") - start;
+    let entry = &mut mbr[446..462];
+    entry[4] = 0x83;
+    entry[8..12].copy_from_slice(&start.to_le_bytes());
+    entry[12..16].copy_from_slice(&sectors.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    f.write_all(&mbr).expect("write MBR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "qemu-tests"),
+    ignore = "needs QEMU: run scripts/test-all.sh"
+)]
+async fn partition_mount_and_conflicting_mounts() {
+    let fx = boot().await;
+    let slot = Slot::new(1, 1);
+    let img = fx.image("parted.raw", 32, false);
+    write_mbr(&img, 32);
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-F", "-q", "-E", "offset=1048576"])
+        .arg(&img)
+        .arg("31M")
+        .status()
+        .unwrap_or_else(|e| panic!("mkfs.ext4 missing ({e}): run scripts/install-qemu.sh"));
+    assert!(st.success());
+    fx.attach(slot, 21, &img, false).await;
+    let spec = MountSpec {
+        partition: 1,
+        ..MountSpec::default()
+    };
+    let p = mount_req(slot, 21, 1, "/mnt/part", spec.clone());
+    fx.guest.mount(&p).await.expect("mount partition 1");
+    let (rc, out, err) = fx
+        .sh("awk '$2 == \"/mnt/part\" { print $1 }' /proc/mounts")
+        .await;
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        out.trim().starts_with("/dev/sd") && out.trim().ends_with('1'),
+        "{out}"
+    );
+    let view = fx.guest.inspect().await.expect("inspect");
+    assert_eq!(
+        view.mounts.iter().map(|m| m.slot).collect::<Vec<_>>(),
+        vec![Some(slot)]
+    );
+    // A partition that does not exist.
+    let none = mount_req(
+        slot,
+        21,
+        2,
+        "/mnt/p2",
+        MountSpec {
+            partition: 2,
+            ..MountSpec::default()
+        },
+    );
+    assert!(fx.guest.mount(&none).await.is_err());
+    // The same path asked read-only while it is mounted read-write: not the same mount.
+    let ro = mount_req(
+        slot,
+        21,
+        3,
+        "/mnt/part",
+        MountSpec {
+            read_only: true,
+            ..spec
+        },
+    );
+    let e = fx.guest.mount(&ro).await.unwrap_err();
+    assert!(
+        matches!(e, BackendError::Failed(ref m) if m.contains("read-only")),
+        "{e:?}"
+    );
+    // Another disk's mount path is taken.
+    let other_slot = Slot::new(0, 0);
+    let other = fx.image("other.ext4", 16, true);
+    fx.attach(other_slot, 22, &other, false).await;
+    let clash = mount_req(other_slot, 22, 4, "/mnt/part", MountSpec::default());
+    let e = fx.guest.mount(&clash).await.unwrap_err();
+    assert!(
+        matches!(e, BackendError::Failed(ref m) if m.contains("already mounted")),
+        "{e:?}"
+    );
+    fx.guest.unmount(&p).await.expect("unmount");
+}
