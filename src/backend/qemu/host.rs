@@ -337,12 +337,16 @@ impl QemuHost {
 impl HostBackend for QemuHost {
     async fn attach(&self, req: &AttachRequest) -> Result<(), BackendError> {
         let mut qmp = self.qmp.lock().await;
-        Ok(self.attach_locked(&mut qmp, req).await?)
+        let res = self.attach_locked(&mut qmp, req).await;
+        tracing::debug!(slot = %req.slot, attach = req.attach, path = %req.disk.path, ?res, "qemu attach");
+        Ok(res?)
     }
 
     async fn detach(&self, req: &DetachRequest) -> Result<(), BackendError> {
         let mut qmp = self.qmp.lock().await;
-        Ok(self.detach_locked(&mut qmp, req).await?)
+        let res = self.detach_locked(&mut qmp, req).await;
+        tracing::debug!(slot = %req.slot, attach = req.attach, ?res, "qemu detach");
+        Ok(res?)
     }
 
     async fn inspect(&self) -> Result<HostView, BackendError> {

@@ -3,6 +3,21 @@
 //! host:channel:target:LUN and its serial, mount, unmount, eject).
 //!
 //! Naming, limits and why: see [`names`]. The VM itself (for tests) is [`crate::vm::QemuVm`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use lunledger::backend::qemu::{QemuGuest, QemuHost};
+//! use lunledger::backend::{GuestBackend, HostBackend};
+//!
+//! // One QMP client per monitor: the backend keeps its connection for its lifetime.
+//! let host = QemuHost::connect("/run/vm/qmp.sock").await?;
+//! // The guest side maps controllers to guest SCSI hosts through their PCI addresses.
+//! let guest = QemuGuest::connect("/run/vm/qga.sock", host.controller_map().await?).await?;
+//! let (held, seen) = (host.inspect().await?, guest.inspect().await?);
+//! # let _ = (held, seen);
+//! # Ok(())
+//! # }
+//! ```
 
 mod base64;
 pub mod controllers;
