@@ -120,43 +120,66 @@ impl QemuHost {
         let node = names::node_name(req.attach);
         let dev = names::device_id(req.attach);
 
-        // 1. The block node: reuse ours if an earlier try left it, after checking it is the same disk.
-        let existing = find_node(qmp, &node).await?;
-        match existing {
-            Some(n) => check_same_disk(&node, &n, &req.disk.path, req.disk.read_only)?,
-            None => {
-                let ro = req.disk.read_only;
-                let args = json!({
-                    "driver": format.driver(),
-                    "node-name": node,
-                    "read-only": ro,
-                    "file": {
-                        "driver": protocol,
-                        "filename": req.disk.path,
-                        "node-name": names::file_node_name(req.attach, req.slot),
-                        "read-only": ro,
+        // 1. The block node. The common case (nothing there yet) costs one command; a node an
+        // earlier try left behind is reused once it is checked to be the same disk.
+        let ro = req.disk.read_only;
+        let args = json!({
+            "driver": format.driver(),
+            "node-name": node,
+            "read-only": ro,
+            "file": {
+                "driver": protocol,
+                "filename": req.disk.path,
+                "node-name": names::file_node_name(req.attach, req.slot),
+                "read-only": ro,
+            },
+        });
+        match call(qmp, "blockdev-add", Some(args)).await {
+            Ok(_) => {}
+            Err(e) if e.desc_contains("Duplicate nodes") => {
+                // A retry. Cheapest first: with hundreds of disks query-named-block-nodes takes
+                // tens of ms and qom-get well under one.
+                match device_slot(qmp, &dev).await? {
+                    Some(slot) if slot == Some(req.slot) => {
+                        let blocks = query_block(qmp).await?;
+                        return match blocks.iter().find(|b| b.qdev == dev) {
+                            Some(b) => check_same_disk(
+                                &node,
+                                b.file.as_deref().unwrap_or(""),
+                                b.read_only.unwrap_or(false),
+                                &req.disk.path,
+                                ro,
+                            ),
+                            // Being unplugged by someone: not an attachment to reuse.
+                            None => Err(QemuError::Conflict(format!(
+                                "device {dev} is being unplugged"
+                            ))),
+                        };
+                    }
+                    Some(slot) => {
+                        return Err(QemuError::Conflict(format!(
+                            "device {dev} exists at {slot:?}, not at slot {}",
+                            req.slot
+                        )))
+                    }
+                    // A half-done attach: the node is there, the device is not.
+                    None => match find_node(qmp, &node).await? {
+                        Some(n) => check_same_disk(
+                            &node,
+                            n.get("file").and_then(Value::as_str).unwrap_or(""),
+                            n.get("ro").and_then(Value::as_bool).unwrap_or(false),
+                            &req.disk.path,
+                            ro,
+                        )?,
+                        // Gone again in between (a concurrent detach): report the original error.
+                        None => return Err(e),
                     },
-                });
-                match call(qmp, "blockdev-add", Some(args)).await {
-                    Ok(_) => {}
-                    // A retry after a lost reply: the first try did it.
-                    Err(e) if e.desc_contains("Duplicate nodes") => {}
-                    Err(e) => return Err(e),
                 }
             }
+            Err(e) => return Err(e),
         }
 
-        // 2. The device: if ours is already there, it must be at this slot.
-        if let Some(slot) = device_slot(qmp, &dev).await? {
-            return if slot == Some(req.slot) {
-                Ok(())
-            } else {
-                Err(QemuError::Conflict(format!(
-                    "device {dev} exists at {slot:?}, not at slot {}",
-                    req.slot
-                )))
-            };
-        }
+        // 2. The device.
         let args = json!({
             "driver": "scsi-hd",
             "id": dev,
@@ -169,12 +192,16 @@ impl QemuHost {
         match call(qmp, "device_add", Some(args)).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                // A retry after a lost reply: accept it only if the device is what we asked for.
                 if e.desc_contains("Duplicate") {
-                    if let Ok(Some(Some(slot))) = device_slot(qmp, &dev).await {
-                        if slot == req.slot {
-                            return Ok(());
+                    match device_slot(qmp, &dev).await? {
+                        Some(Some(slot)) if slot == req.slot => return Ok(()),
+                        Some(other) => {
+                            return Err(QemuError::Conflict(format!(
+                                "device {dev} exists at {other:?}, not at slot {}",
+                                req.slot
+                            )))
                         }
+                        None => {}
                     }
                 }
                 // Roll back so no half-done attach outlives a definite failure. The node is
@@ -204,35 +231,69 @@ impl QemuHost {
         if !self.ours_at(qmp, req).await? {
             return Ok(());
         }
-        match call(qmp, "device_del", Some(json!({"id": dev}))).await {
-            Ok(_) => {}
+        // Events left over from earlier calls are of no use to anyone: nothing here relies on
+        // events except as the fast path below.
+        qmp.take_events();
+        let initiated = match call(qmp, "device_del", Some(json!({"id": dev}))).await {
+            Ok(_) => true,
             // Gone already, or an unplug in progress (the id leaves QOM before query-block).
-            Err(e) if e.is_class("DeviceNotFound") => {}
+            Err(e) if e.is_class("DeviceNotFound") => false,
             Err(e) => return Err(e),
+        };
+        // DEVICE_DELETED arrives ~60 ms after device_del. Waiting for it spares polling
+        // query-block, which takes tens of ms with hundreds of disks. Without the event (someone
+        // else's device_del, a reconnect: events are not replayed) poll query-block instead.
+        let mut seen = false;
+        if initiated {
+            let is_ours = |ev: &Value| {
+                ev.get("event").and_then(Value::as_str) == Some("DEVICE_DELETED")
+                    && ev.pointer("/data/device").and_then(Value::as_str) == Some(dev.as_str())
+            };
+            let wait = self.opts.unplug_timeout.min(Duration::from_secs(2));
+            match qmp.wait_event(wait, is_ours).await {
+                Ok(ev) => seen = ev.is_some(),
+                Err(e) => tracing::debug!(error = %e, "no DEVICE_DELETED; polling query-block"),
+            }
         }
         let start = Instant::now();
-        loop {
-            let blocks = query_block(qmp).await?;
-            if !blocks
-                .iter()
-                .any(|b| b.qdev == dev || qom_path(&b.qdev) == qom_path(&dev))
-            {
-                break;
+        if !seen {
+            loop {
+                let blocks = query_block(qmp).await?;
+                if !blocks
+                    .iter()
+                    .any(|b| b.qdev == dev || qom_path(&b.qdev) == qom_path(&dev))
+                {
+                    break;
+                }
+                if start.elapsed() >= self.opts.unplug_timeout {
+                    return Err(QemuError::timeout(
+                        &format!("device_del {dev}"),
+                        self.opts.unplug_timeout,
+                    ));
+                }
+                tokio::time::sleep(UNPLUG_POLL).await;
             }
-            if start.elapsed() >= self.opts.unplug_timeout {
-                return Err(QemuError::timeout(
-                    &format!("device_del {dev}"),
-                    self.opts.unplug_timeout,
-                ));
-            }
-            tokio::time::sleep(UNPLUG_POLL).await;
         }
         for name in [node, names::file_node_name(req.attach, req.slot)] {
-            match call(qmp, "blockdev-del", Some(json!({"node-name": name}))).await {
-                Ok(_) => {}
-                Err(e)
-                    if e.desc_contains("Failed to find node") || e.desc_contains("not found") => {}
-                Err(e) => return Err(e),
+            loop {
+                match call(qmp, "blockdev-del", Some(json!({"node-name": name}))).await {
+                    Ok(_) => break,
+                    Err(e)
+                        if e.desc_contains("Failed to find node")
+                            || e.desc_contains("not found") =>
+                    {
+                        break
+                    }
+                    // Still held by the device being torn down: only possible in the moment
+                    // around the event, so retry briefly.
+                    Err(e)
+                        if (e.desc_contains("in use") || e.desc_contains("busy"))
+                            && start.elapsed() < self.opts.unplug_timeout =>
+                    {
+                        tokio::time::sleep(UNPLUG_POLL).await
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
@@ -416,9 +477,13 @@ async fn find_node(qmp: &mut QmpClient, node: &str) -> Result<Option<Value>, Qem
         .cloned())
 }
 
-fn check_same_disk(node: &str, n: &Value, path: &str, read_only: bool) -> Result<(), QemuError> {
-    let file = n.get("file").and_then(Value::as_str).unwrap_or("");
-    let ro = n.get("ro").and_then(Value::as_bool).unwrap_or(false);
+fn check_same_disk(
+    node: &str,
+    file: &str,
+    ro: bool,
+    path: &str,
+    read_only: bool,
+) -> Result<(), QemuError> {
     if file != path || ro != read_only {
         return Err(QemuError::Conflict(format!(
             "block node {node} holds {file} (read-only {ro}), not {path} (read-only {read_only})"

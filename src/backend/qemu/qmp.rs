@@ -140,6 +140,44 @@ impl QmpClient {
         self.events.drain(..).collect()
     }
 
+    /// Waits up to `timeout` for an event that `matches`, checking queued events first; other
+    /// events stay queued. `Ok(None)` on timeout. Only a hint: events are not replayed to a client
+    /// that reconnects, so callers confirm with a query.
+    pub async fn wait_event(
+        &mut self,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<Value>, QemuError> {
+        if let Some(i) = self.events.iter().position(&matches) {
+            return Ok(self.events.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(self.not_connected());
+            };
+            let msg = match tokio::time::timeout_at(deadline, conn.read_value()).await {
+                Err(_) => return Ok(None),
+                Ok(Err(e)) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+                Ok(Ok(m)) => m,
+            };
+            if msg.get("event").is_none() {
+                // A late reply to a command that timed out.
+                continue;
+            }
+            if matches(&msg) {
+                return Ok(Some(msg));
+            }
+            if self.events.len() >= MAX_EVENTS {
+                self.events.pop_front();
+            }
+            self.events.push_back(msg);
+        }
+    }
+
     async fn send_reconnecting(&mut self, command: &str, msg: &Value) -> Result<(), QemuError> {
         if self.conn.is_none() && command != "qmp_capabilities" {
             Box::pin(self.reconnect()).await?;
@@ -283,6 +321,33 @@ mod tests {
         assert_eq!(c.take_events().len(), 1);
         let e = c.execute("bogus", None).await.unwrap_err();
         assert!(e.is_class("CommandNotFound"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn wait_event_finds_the_matching_event_and_keeps_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let _srv = fake_qemu(&sock, true, |cmd, id| match cmd {
+            "qmp_capabilities" => vec![ok(id, json!({}))],
+            _ => vec![
+                ok(id, json!({})),
+                json!({"event": "OTHER"}).to_string(),
+                json!({"event": "DEVICE_DELETED", "data": {"device": "d1"}}).to_string(),
+            ],
+        });
+        let mut c = QmpClient::connect(&sock, Duration::from_secs(2))
+            .await
+            .unwrap();
+        c.execute("device_del", None).await.unwrap();
+        let is_d1 = |e: &Value| e["data"]["device"] == "d1";
+        let ev = c.wait_event(Duration::from_secs(2), is_d1).await.unwrap();
+        assert_eq!(ev.unwrap()["event"], "DEVICE_DELETED");
+        assert_eq!(c.take_events().len(), 1);
+        let none = c
+            .wait_event(Duration::from_millis(50), is_d1)
+            .await
+            .unwrap();
+        assert!(none.is_none());
     }
 
     #[tokio::test]
