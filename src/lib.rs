@@ -12,6 +12,7 @@ mod error;
 mod manager;
 mod mount;
 mod request;
+pub mod vm;
 
 pub use error::{Error, Result};
 pub use journal::{DiskKind, Durability, ManagerConfig, Slot};

@@ -6,6 +6,8 @@
 //! nothing, unmounting a path that is not mounted and unplugging a device that is gone all succeed;
 //! attaching or mounting what is already there with the same identity succeeds.
 
+pub mod qemu;
+
 use async_trait::async_trait;
 use lunledger_journal::{AttachId, DiskSpec, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};

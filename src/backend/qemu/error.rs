@@ -1,0 +1,151 @@
+//! The QEMU backend's typed error, and how it maps onto the fixed [`BackendError`].
+
+use crate::backend::BackendError;
+use std::time::Duration;
+
+/// An error from the QEMU backend (QMP, the guest agent, or our own checks).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QemuError {
+    /// Nothing listens on the socket: QEMU (or its agent chardev) is gone.
+    #[error("QEMU is gone: cannot connect to {path}: {reason}")]
+    Gone {
+        /// The socket path.
+        path: String,
+        /// What connect(2) said.
+        reason: String,
+    },
+    /// The connection broke while a call was in flight; the call's effect is unknown.
+    #[error("connection to {path} lost: {reason}")]
+    Disconnected {
+        /// The socket path.
+        path: String,
+        /// What broke.
+        reason: String,
+    },
+    /// Connected but got no greeting or sync reply in time (QMP serves one client per monitor,
+    /// so a second client waits here; the guest agent may not have started yet).
+    #[error(
+        "no handshake from {path} within {ms} ms (another client connected, or agent not up?)"
+    )]
+    NoHandshake {
+        /// The socket path.
+        path: String,
+        /// The timeout.
+        ms: u64,
+    },
+    /// A call took longer than its timeout; its effect is unknown.
+    #[error("{command} timed out after {ms} ms")]
+    Timeout {
+        /// The command.
+        command: String,
+        /// The timeout.
+        ms: u64,
+    },
+    /// The peer sent something that is not the protocol we expect.
+    #[error("protocol error from {path}: {detail}")]
+    Protocol {
+        /// The socket path.
+        path: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The command ran and failed.
+    #[error("{command} failed: {class}: {desc}")]
+    Command {
+        /// The command.
+        command: String,
+        /// QMP/QGA error class (e.g. `GenericError`, `DeviceNotFound`).
+        class: String,
+        /// Human-readable description.
+        desc: String,
+    },
+    /// A LUN the guest cannot address (Linux mis-handles hot-plugged LUNs >= 256).
+    #[error("LUN {lun} is out of range: the QEMU backend supports LUNs 0..{max}")]
+    LunOutOfRange {
+        /// The LUN asked for.
+        lun: u32,
+        /// The exclusive bound.
+        max: u32,
+    },
+    /// A controller index our block node names cannot encode.
+    #[error(
+        "controller {controller} is out of range: the QEMU backend supports controllers 0..{max}"
+    )]
+    ControllerOutOfRange {
+        /// The controller asked for.
+        controller: u32,
+        /// The exclusive bound.
+        max: u32,
+    },
+    /// The request cannot be served by this backend (e.g. an EVD, or encryption without dm-crypt).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The VM holds something that contradicts the request (another disk at the slot, our names
+    /// bound to another file, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A host-side I/O error (reading the disk image header, ...).
+    #[error("{0}")]
+    Io(String),
+    /// A command run in the guest failed.
+    #[error("guest command failed (exit {code}): {stderr}")]
+    GuestCommand {
+        /// Exit code (or -1 when killed by a signal).
+        code: i64,
+        /// Its stderr (trimmed).
+        stderr: String,
+    },
+}
+
+impl QemuError {
+    /// A timeout error for `command` after `timeout`.
+    pub(crate) fn timeout(command: &str, timeout: Duration) -> Self {
+        QemuError::Timeout {
+            command: command.to_string(),
+            ms: millis(timeout),
+        }
+    }
+
+    /// Whether this is a QMP/QGA command error of `class`.
+    pub fn is_class(&self, class: &str) -> bool {
+        matches!(self, QemuError::Command { class: c, .. } if c == class)
+    }
+
+    /// Whether this is a command error whose description contains `needle`.
+    pub fn desc_contains(&self, needle: &str) -> bool {
+        matches!(self, QemuError::Command { desc, .. } if desc.contains(needle))
+    }
+
+    /// Whether the connection (not the command) failed, so a retry on a fresh connection is
+    /// meaningful for idempotent work.
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            QemuError::Disconnected { .. } | QemuError::Gone { .. }
+        )
+    }
+}
+
+/// Saturating milliseconds of a duration.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<QemuError> for BackendError {
+    fn from(e: QemuError) -> Self {
+        match e {
+            QemuError::Gone { .. }
+            | QemuError::Disconnected { .. }
+            | QemuError::NoHandshake { .. } => BackendError::Unavailable(e.to_string()),
+            QemuError::Timeout { ms, .. } => BackendError::Timeout(ms),
+            QemuError::LunOutOfRange { .. }
+            | QemuError::ControllerOutOfRange { .. }
+            | QemuError::Unsupported(_) => BackendError::Unsupported(e.to_string()),
+            QemuError::Protocol { .. }
+            | QemuError::Command { .. }
+            | QemuError::Conflict(_)
+            | QemuError::Io(_)
+            | QemuError::GuestCommand { .. } => BackendError::Failed(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! [`QemuGuest`]: the guest side over qemu-guest-agent. Each call is one `guest-exec` of a
+//! busybox shell script (see `guest_scripts`) that finds the disk by host:0:0:LUN, where
+//! the host number is resolved from the controller's PCI address, and checks its serial. sdX
+//! names are never trusted: the kernel hands them out in arrival order.
+
+use super::controllers::ControllerMap;
+use super::error::QemuError;
+use super::guest_scan;
+use super::guest_scripts;
+use super::names;
+use super::qga::{ExecOutput, QgaClient};
+use crate::backend::{BackendError, GuestBackend, GuestView, MountRequest};
+use async_trait::async_trait;
+use lunledger_journal::Slot;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Timeouts of a [`QemuGuest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QemuGuestOptions {
+    /// Bound on the agent sync and on each agent command.
+    pub command_timeout: Duration,
+    /// How long mount waits for a hot-plugged disk to appear in the guest.
+    pub device_timeout: Duration,
+    /// Bound on one guest script (mkfs of a large disk under TCG is slow).
+    pub exec_timeout: Duration,
+}
+
+impl Default for QemuGuestOptions {
+    fn default() -> Self {
+        QemuGuestOptions {
+            command_timeout: Duration::from_secs(10),
+            device_timeout: Duration::from_secs(10),
+            exec_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The guest backend for a QEMU VM running qemu-guest-agent (with busybox or coreutils).
+pub struct QemuGuest {
+    qga: Mutex<QgaClient>,
+    controllers: ControllerMap,
+    opts: QemuGuestOptions,
+}
+
+impl QemuGuest {
+    /// Connects to the agent at `qga_socket`. `controllers` says where each controller sits on
+    /// the PCI bus (from [`super::QemuHost::controller_map`]).
+    pub async fn connect(
+        qga_socket: impl AsRef<Path>,
+        controllers: ControllerMap,
+    ) -> Result<Self, BackendError> {
+        QemuGuest::connect_with(qga_socket, controllers, QemuGuestOptions::default()).await
+    }
+
+    /// [`QemuGuest::connect`] with explicit timeouts.
+    pub async fn connect_with(
+        qga_socket: impl AsRef<Path>,
+        controllers: ControllerMap,
+        opts: QemuGuestOptions,
+    ) -> Result<Self, BackendError> {
+        let qga = QgaClient::connect(qga_socket, opts.command_timeout).await?;
+        Ok(QemuGuest {
+            qga: Mutex::new(qga),
+            controllers,
+            opts,
+        })
+    }
+
+    /// Runs `/bin/sh -c script sh args...` in the guest (tests and diagnostics).
+    pub async fn sh(&self, script: &str, args: &[&str]) -> Result<ExecOutput, QemuError> {
+        let mut argv = vec!["-c", script, "sh"];
+        argv.extend_from_slice(args);
+        let mut qga = self.qga.lock().await;
+        qga.exec("/bin/sh", &argv, self.opts.exec_timeout).await
+    }
+
+    /// The controllers' PCI addresses this guest backend maps slots with.
+    pub fn controllers(&self) -> &ControllerMap {
+        &self.controllers
+    }
+
+    fn pci(&self, slot: Slot) -> Result<String, QemuError> {
+        names::check_slot(slot)?;
+        self.controllers
+            .get(slot.controller)
+            .map(|a| a.to_string())
+            .ok_or_else(|| {
+                QemuError::Conflict(format!(
+                    "controller {} ({}) is not on the VM's PCI bus",
+                    slot.controller,
+                    names::controller_id(slot.controller)
+                ))
+            })
+    }
+
+    /// Runs a script and maps its exit code onto typed errors.
+    async fn run(&self, script: &str, args: &[&str]) -> Result<String, QemuError> {
+        let out = self.sh(script, args).await?;
+        let msg = out.stderr.trim().to_string();
+        match out.exit_code {
+            Some(0) => Ok(out.stdout),
+            Some(12) => Err(QemuError::Unsupported(msg)),
+            Some(13) | Some(21) => Err(QemuError::Conflict(msg)),
+            code => Err(QemuError::GuestCommand {
+                code: code.unwrap_or(-1),
+                stderr: msg,
+            }),
+        }
+    }
+
+    async fn mount_inner(&self, req: &MountRequest) -> Result<(), QemuError> {
+        if req.spec.format_with_refs {
+            return Err(QemuError::Unsupported(
+                "ReFS formatting needs a Windows guest".to_string(),
+            ));
+        }
+        check_guest_path(&req.path)?;
+        let pci = self.pci(req.slot)?;
+        let tries = (self.opts.device_timeout.as_millis() / 10)
+            .max(1)
+            .to_string();
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let args = [
+            pci.as_str(),
+            &req.slot.lun.to_string(),
+            &names::serial(req.attach),
+            &tries,
+            &req.path,
+            &req.spec.partition.to_string(),
+            flag(req.spec.read_only),
+            flag(req.spec.block_dev),
+            flag(req.spec.ensure_filesystem),
+            &req.spec.filesystem,
+            flag(req.spec.encrypted),
+            &req.mount.to_string(),
+            &req.spec.options.join(","),
+        ];
+        self.run(&guest_scripts::mount(), &args).await.map(|_| ())
+    }
+
+    async fn unmount_inner(&self, req: &MountRequest) -> Result<(), QemuError> {
+        check_guest_path(&req.path)?;
+        let flag = if req.spec.encrypted { "1" } else { "0" };
+        self.run(
+            &guest_scripts::unmount(),
+            &[&req.path, flag, &req.mount.to_string()],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Guest paths are absolute and free of characters /proc/mounts would escape, so what inspect
+/// reports compares equal to what was asked.
+fn check_guest_path(path: &str) -> Result<(), QemuError> {
+    if !path.starts_with('/') || path == "/" || path.contains(['\n', '\t', ' ', '\\', '\0']) {
+        return Err(QemuError::Unsupported(format!(
+            "guest path {path:?} must be absolute, not /, and free of whitespace and backslashes"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl GuestBackend for QemuGuest {
+    async fn mount(&self, req: &MountRequest) -> Result<(), BackendError> {
+        Ok(self.mount_inner(req).await?)
+    }
+
+    async fn unmount(&self, req: &MountRequest) -> Result<(), BackendError> {
+        Ok(self.unmount_inner(req).await?)
+    }
+
+    async fn unplug(&self, slot: Slot) -> Result<(), BackendError> {
+        let pci = self.pci(slot)?;
+        self.run(&guest_scripts::unplug(), &[&pci, &slot.lun.to_string()])
+            .await?;
+        Ok(())
+    }
+
+    async fn inspect(&self) -> Result<GuestView, BackendError> {
+        let report = self.run(&guest_scripts::inspect(), &[]).await?;
+        Ok(guest_scan::parse(&report, &self.controllers))
+    }
+}
