@@ -547,3 +547,64 @@ async fn sync_durability_fdatasyncs_before_each_backend_step() {
         after.flushes - before.flushes
     );
 }
+
+#[tokio::test]
+async fn an_attach_or_mount_that_times_out_after_taking_effect_is_not_leaked() {
+    for op in [SimOp::Attach, SimOp::Mount] {
+        let dir = tempdir();
+        let vm = SimVm::new();
+        let m = open(dir.path(), &vm).await;
+        // The VM does it, then the call reports a timeout: inspect shows it happened, so the add
+        // goes on and succeeds.
+        vm.set_faults(FaultPlan::new().succeed_but_fail_nth(op, 1, 500));
+        let h = m
+            .add_virtual_disk(ro_mount("p"))
+            .await
+            .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+        assert_vm_matches(&m, &vm);
+        h.release().await.unwrap();
+        assert!(vm.snapshot().is_empty(), "{op:?}: {:?}", vm.snapshot());
+        // When the VM cannot be asked either, the add fails and its rollback tears down what
+        // may exist.
+        vm.set_faults(
+            FaultPlan::new()
+                .succeed_but_fail_nth(op, 1, 500)
+                .fail_nth(SimOp::Inspect, 1, "agent gone")
+                .fail_nth(SimOp::Inspect, 2, "agent gone"),
+        );
+        assert!(m.add_virtual_disk(ro_mount("p")).await.is_err(), "{op:?}");
+        assert!(
+            vm.snapshot().is_empty(),
+            "{op:?}: leaked {:?}",
+            vm.snapshot()
+        );
+        assert!(m.state().is_empty(), "{op:?}");
+        assert_replay_equals_live(&m).await;
+    }
+}
+
+#[tokio::test]
+async fn a_requested_guest_path_takes_a_mount_index_as_in_hcsshim() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let a = m
+        .add_virtual_disk(ro_mount("a").guest_path("/custom"))
+        .await
+        .unwrap();
+    let b = m.add_virtual_disk(ro_mount("b")).await.unwrap();
+    assert_eq!(a.guest_path(), "/custom");
+    assert_eq!(
+        b.guest_path(),
+        "/var/run/scsi/1",
+        "index 0 is held by the requested mount"
+    );
+    a.release().await.unwrap();
+    let c = m.add_virtual_disk(ro_mount("c")).await.unwrap();
+    assert_eq!(
+        c.guest_path(),
+        "/var/run/scsi/0",
+        "the lowest free index is reused"
+    );
+    assert_replay_equals_live(&m).await;
+}

@@ -45,6 +45,14 @@ impl State {
             .map(|(id, m)| (*id, m))
     }
 
+    /// The lowest mount index no mount holds. Every new mount takes one, even one at a requested
+    /// path (as in hcsshim).
+    pub fn lowest_free_index(&self) -> u32 {
+        (0..=u32::MAX)
+            .find(|i| !self.mounts.values().any(|m| m.index == Some(*i)))
+            .unwrap_or(u32::MAX)
+    }
+
     /// The lowest free mount index whose generated path is free, with that path. `None` when the
     /// configuration is missing or its format is invalid.
     pub fn next_mount_path(&self) -> Option<(u32, String)> {

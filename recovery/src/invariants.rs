@@ -85,10 +85,14 @@ impl State {
             }
             match self.attachments.get(&m.slot) {
                 Some(a) if a.attach == m.attach => {
-                    if m.phase != MountPhase::Lost
-                        && !a.phase.shareable()
-                        && a.phase != AttachPhase::Failed
-                    {
+                    // A live mount needs a live attachment; a mount whose own teardown is due (or
+                    // that failed or is lost) may sit on an attachment due for teardown: the
+                    // unmount runs first.
+                    let settled = matches!(
+                        m.phase,
+                        MountPhase::Lost | MountPhase::NeedsUnmount | MountPhase::Failed
+                    );
+                    if !settled && !a.phase.shareable() && a.phase != AttachPhase::Failed {
                         v.push(format!("mount {id} outlives its attachment's teardown"));
                     }
                 }

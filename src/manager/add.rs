@@ -249,7 +249,7 @@ async fn take_mount(
                     path: p.to_string(),
                 })
             }
-            Some(p) => (None, p.to_string()),
+            Some(p) => (Some(st.lowest_free_index()), p.to_string()),
             None => {
                 let (i, p) = st.next_mount_path().ok_or_else(|| {
                     Error::InvalidConfig("the mount format yields no free path".into())

@@ -5,7 +5,7 @@ use super::Inner;
 use crate::backend::{BackendError, DetachRequest, MountRequest};
 use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
-use lunledger_journal::{Event, MountId, OpId, Slot, Step, Target};
+use lunledger_journal::{Event, MountId, OpId, Resolution, Slot, Step, Target};
 use lunledger_recovery::{AttachPhase, MountPhase};
 use std::future::Future;
 
@@ -29,10 +29,29 @@ impl Inner {
             .await?;
         self.crash_point(op, site, Boundary::AfterIntent)?;
         let span = tracing::debug_span!("step", op, step = step.name(), ?target);
-        let res = tracing::Instrument::instrument(call, span).await;
+        let mut res = tracing::Instrument::instrument(call, span).await;
         self.crash_point(op, site, Boundary::AfterCall)?;
         let outcome = match &res {
             Ok(()) => Event::StepDone { step, target },
+            // A timeout or a lost connection says nothing about whether an attach or mount took
+            // effect: ask the VM. When it cannot tell either, assume it did, so the rollback that
+            // follows tears it down (idempotently) instead of leaking it.
+            Err(e) if uncertain(e) && matches!(step, Step::Attach | Step::Mount) => {
+                let seen = self.took_effect(step, target).await;
+                if seen == Some(true) {
+                    res = Ok(());
+                }
+                let resolution = if seen == Some(false) {
+                    Resolution::DidNotHappen
+                } else {
+                    Resolution::Happened
+                };
+                Event::StepResolved {
+                    step,
+                    target,
+                    resolution,
+                }
+            }
             Err(e) => Event::StepFailed {
                 step,
                 target,
@@ -45,6 +64,35 @@ impl Inner {
             tracing::warn!(op, step = step.name(), ?target, error = %e, "step failed");
         }
         Ok(res)
+    }
+
+    /// Whether an attach or mount whose call gave an uncertain error took effect, by `inspect`;
+    /// `None` when the VM cannot tell.
+    async fn took_effect(&self, step: Step, target: Target) -> Option<bool> {
+        let limit = self.opts.inspect_timeout;
+        match (step, target) {
+            (Step::Attach, Target::Slot(slot)) => {
+                let attach = self.state().attachments.get(&slot)?.attach;
+                let view = tokio::time::timeout(limit, self.host.inspect())
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(
+                    view.attachments
+                        .iter()
+                        .any(|a| a.slot == slot && a.attach.is_none_or(|id| id == attach)),
+                )
+            }
+            (Step::Mount, Target::Mount(id)) => {
+                let path = self.state().mounts.get(&id)?.path.clone();
+                let view = tokio::time::timeout(limit, self.guest.inspect())
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(view.mounts.iter().any(|m| m.path == path))
+            }
+            _ => None,
+        }
     }
 
     /// Unmounts `mount` if its unmount is due.
@@ -147,4 +195,9 @@ impl Inner {
             })?;
         }
     }
+}
+
+/// Errors after which the call may or may not have taken effect.
+fn uncertain(e: &BackendError) -> bool {
+    matches!(e, BackendError::Timeout(_) | BackendError::Unavailable(_))
 }
