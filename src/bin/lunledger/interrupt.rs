@@ -1,0 +1,26 @@
+//! Ctrl-C for `--follow`: a SIGINT handler that only sets a flag, so the polling loop ends
+//! normally and the temporary journal copies are removed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Installs the handler (SIGINT and SIGTERM).
+pub fn install() {
+    let handler = on_sigint as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only performs an atomic store, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+/// Whether Ctrl-C was pressed.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
