@@ -47,6 +47,12 @@ pub fn run(a: &DemoArgs) -> CliResult {
             "parent: sent SIGKILL to shim pid {pid} in the middle of that add"
         ))
     );
+    heading("2. what recovery will do (lunledger recover --dry-run, on a copy)");
+    let snap = snapshot::open(&journal, false)?;
+    let policy = lunledger::recovery::RecoveryPolicy::default();
+    let (plan, _) = crate::dry_run::plan_text(&snap, Some(&sim_state), &policy, false)?;
+    drop(snap);
+    print!("{}", indent(&plan));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,7 +153,7 @@ fn run_shim(journal: &Path, sim_state: &Path, latency_ms: u64) -> Result<Option<
 
 /// Steps 3 and 4: recover, take the handles back, release them, close, check emptiness.
 async fn recover_and_clean(a: &DemoArgs, journal: &Path, sim: &Path) -> Result<bool, CliError> {
-    heading("2. a new shim opens the same journal and VM: recovery runs in open");
+    heading("3. a new shim opens the same journal and VM: recovery runs in open");
     let vm = backend::open(a.backend, sim, Duration::ZERO)?;
     let holds = vm.holds;
     let m = Manager::open(journal, demo_shim::config(), vm.host, vm.guest)
@@ -157,7 +163,7 @@ async fn recover_and_clean(a: &DemoArgs, journal: &Path, sim: &Path) -> Result<b
         Some(r) => print!("{}", indent(&describe_recovery(&r)),),
         None => println!("  (no recovery report)"),
     }
-    heading("3. the restarted shim takes its containers' handles back");
+    heading("4. the restarted shim takes its containers' handles back");
     let mut t = Table::new(&["OWNER", "HANDLE", "SLOT", "PATH"]);
     for owner in ["c1", "c2"] {
         for h in m.handles_by_owner(owner) {
@@ -174,7 +180,7 @@ async fn recover_and_clean(a: &DemoArgs, journal: &Path, sim: &Path) -> Result<b
         }
     }
     print!("{}", indent(&t.render()));
-    heading("4. both containers stop: release everything by owner");
+    heading("5. both containers stop: release everything by owner");
     for owner in ["c1", "c2"] {
         let t = Instant::now();
         match m.release_owner(owner).await {
@@ -311,9 +317,9 @@ fn print_trail(journal: &Path) -> Result<(), CliError> {
         .filter(|r| rolled.contains(&r.op) || r.op_kind == Some("recovery"))
         .cloned()
         .collect();
-    heading("5. the interrupted add and its rollback, from the audit trail");
+    heading("6. the interrupted add and its rollback, from the audit trail");
     print!("{}", trail::table(&story));
-    heading(&format!("6. the audit trail (last {TAIL} records)"));
+    heading(&format!("7. the audit trail (last {TAIL} records)"));
     let skip = rows.len().saturating_sub(TAIL);
     print!("{}", trail::table(&rows[skip..]));
     Ok(())

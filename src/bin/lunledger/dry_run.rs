@@ -5,7 +5,7 @@
 use crate::args::RecoverArgs;
 use crate::fail::{CliError, CliResult, Outcome};
 use crate::replay::{say_banner, write_out};
-use crate::snapshot;
+use crate::snapshot::{self, Snapshot};
 use crate::style;
 use lunledger::backend::sim::{persist, SimVm};
 use lunledger::backend::{GuestView, HostView};
@@ -33,9 +33,25 @@ pub fn run(a: &RecoverArgs) -> CliResult {
     }
     let snap = snapshot::open(&a.common.journal, a.common.copy)?;
     say_banner(&snap, a.common.json);
+    let policy = RecoveryPolicy {
+        detach_unknown: a.detach_unknown,
+    };
+    let (text, actions) = plan_text(&snap, a.sim_state.as_deref(), &policy, a.common.json)?;
+    write_out(&mut std::io::stdout().lock(), &text)?;
+    Ok(Outcome::problem_if(actions > 0))
+}
+
+/// The plan for the journal copy `snap`, observing the simulated VM in `sim` (if any), as text
+/// (a table, or JSON lines), and how many actions it has.
+pub fn plan_text(
+    snap: &Snapshot,
+    sim: Option<&Path>,
+    policy: &RecoveryPolicy,
+    json: bool,
+) -> Result<(String, usize), CliError> {
     let (state, _, _) = lunledger::load_state(&snap.journal)
         .map_err(|e| CliError::Io(format!("rebuilding the state: {e}")))?;
-    let (seen, source) = match &a.sim_state {
+    let (seen, source) = match sim {
         Some(path) => (
             observe_sim(path)?,
             format!("simulated VM {}", path.display()),
@@ -46,12 +62,9 @@ pub fn run(a: &RecoverArgs) -> CliResult {
                 .to_string(),
         ),
     };
-    let policy = RecoveryPolicy {
-        detach_unknown: a.detach_unknown,
-    };
-    let actions = plan(&state, &seen, &policy);
+    let actions = plan(&state, &seen, policy);
     let mut text = String::new();
-    if a.common.json {
+    if json {
         for (i, act) in actions.iter().enumerate() {
             let line = Line {
                 index: i + 1,
@@ -82,8 +95,7 @@ pub fn run(a: &RecoverArgs) -> CliResult {
             ));
         }
     }
-    write_out(&mut std::io::stdout().lock(), &text)?;
-    Ok(Outcome::problem_if(!actions.is_empty()))
+    Ok((text, actions.len()))
 }
 
 /// Reads a persistent simulated VM's state file without writing it.

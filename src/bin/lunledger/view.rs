@@ -326,7 +326,15 @@ fn phase_paint(phase: &str) -> Option<fn(&str) -> String> {
     }
 }
 
-/// Indents every line by two spaces.
+/// Indents every non-empty line by two spaces.
 pub fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}\n")).collect()
+    s.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("  {l}\n")
+            }
+        })
+        .collect()
 }
