@@ -109,6 +109,8 @@ pub fn run(a: &CommonArgs) -> CliResult {
         }
     }
     problems.sort_by_key(|p| p.seq);
+    // The open scan and the verify pass can report the same damage.
+    problems.dedup_by(|a, b| a.seq == b.seq && a.what == b.what);
     let out = Report {
         ok: problems.is_empty(),
         records_checked: report.records_checked,
@@ -152,8 +154,13 @@ fn render(r: &Report) -> String {
         (Some(a), Some(b)) => format!("seq {a}..{b}"),
         _ => "empty journal".into(),
     };
+    let stopped = if r.problem.is_some() && r.records_folded < r.records_checked {
+        " (folding stops at the first bad record)"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "records checked: {} ({range}); records folded: {}\n",
+        "records checked: {} ({range}); records folded: {}{stopped}\n",
         r.records_checked, r.records_folded
     );
     let check = |name: &str, ok: bool| {
