@@ -732,3 +732,125 @@ fn demo_recovers_from_a_kill_and_ends_empty() {
     assert!(vm.snapshot().is_empty());
     assert_eq!(code(&cli(&["verify", j.to_str().unwrap()])), 0);
 }
+
+#[test]
+fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let vm = SimVm::new();
+    // The manager stays open: the journal is live and locked throughout.
+    let m = rt.block_on(open(dir.path(), &vm));
+    let _a = rt
+        .block_on(m.add_virtual_disk(ro_layer("/img/one.vhdx", "c1")))
+        .unwrap();
+    // An add returns with its handle; its op-finished record may follow a moment later.
+    let settle = |m: &Manager| {
+        for _ in 0..1000 {
+            if m.state().ops.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rt.block_on(m.sync()).unwrap();
+    };
+    settle(&m);
+    let before = m.state().last_seq;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lunledger"))
+        .args(["replay", dir.path().to_str().unwrap(), "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+    };
+    for seq in 1..=before {
+        assert_eq!(next("the existing records")["seq"], seq);
+    }
+    let _b = rt
+        .block_on(m.add_virtual_disk(ro_layer("/img/two.vhdx", "c2")))
+        .unwrap();
+    settle(&m);
+    let after = m.state().last_seq;
+    assert!(after > before);
+    for seq in before + 1..=after {
+        let v = next("the new records");
+        assert_eq!(v["seq"], seq);
+        assert_eq!(v["owner"], "c2", "{v}");
+    }
+    // Ctrl-C ends the loop cleanly.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("point-in-time copy of live journal"), "{err}");
+    rt.block_on(m.close()).unwrap();
+}
+
+#[test]
+fn a_pruned_journal_replays_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = rt().block_on(async {
+        let vm = SimVm::new();
+        let mut opts = lunledger::ManagerOptions::new(config());
+        opts.checkpoint_every = 10;
+        opts.retention = Some(lunledger::journal::Retention {
+            keep_records: 0,
+            keep_for: std::time::Duration::ZERO,
+        });
+        let m = Manager::open_with(dir.path(), opts, vm.host_backend(), vm.guest_backend())
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for i in 0..6 {
+            let owner = if i % 2 == 0 { "c1" } else { "c2" };
+            held.push(
+                m.add_virtual_disk(ro_layer(&format!("/img/{i}.vhdx"), owner))
+                    .await
+                    .unwrap(),
+            );
+        }
+        held.remove(0).release().await.unwrap();
+        let st = m.state();
+        m.close().await.unwrap();
+        st
+    });
+    let j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let first = j.first_seq().unwrap().unwrap();
+    drop(j);
+    assert!(first > 1, "the journal was not pruned");
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["replay", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pruned"), "{}", stderr(&o));
+    let o = cli(&["status", d, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let v = &json_lines(&o)[0];
+    let handles: Vec<u64> = v["state"]["handles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["handle"].as_u64().unwrap())
+        .collect();
+    assert_eq!(handles, live.handles.keys().copied().collect::<Vec<_>>());
+    assert_eq!(v["state"]["last_seq"], live.last_seq);
+    let o = cli(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+}

@@ -29,9 +29,9 @@ const TAIL: usize = 25;
 /// Runs the demo.
 pub fn run(a: &DemoArgs) -> CliResult {
     let started = Instant::now();
-    // Refuse an unavailable backend before starting anything.
-    let (journal, sim_state) = work_paths(a.journal.as_deref())?;
+    // Refuse an unavailable backend before creating or starting anything.
     backend::check(a.backend)?;
+    let (journal, sim_state) = work_paths(a.journal.as_deref())?;
     heading("lunledger demo: a shim crash in the middle of an add, and recovery");
     println!("journal:      {}", journal.display());
     println!("simulated VM: {} (outlives the shim)", sim_state.display());
@@ -127,8 +127,8 @@ fn run_shim(journal: &Path, sim_state: &Path, latency_ms: u64) -> Result<Option<
         let line = line.map_err(|e| CliError::io("reading the demo shim", e))?;
         println!("  shim | {line}");
         if line.starts_with(BEGIN) && killed.is_none() {
-            // Half way into the add's second backend call: its attach is done, its mount is
-            // running — the intent is durable, the outcome is not.
+            // Past the add's attach (one latency), inside its mount (slowed down by the shim):
+            // the mount's intent is durable, its outcome is not.
             std::thread::sleep(Duration::from_millis(latency_ms * 3 / 2));
             // SAFETY: kill(2) with a pid we spawned and have not reaped has no memory-safety
             // preconditions; the pid cannot be reused before we wait for it.

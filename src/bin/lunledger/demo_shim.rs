@@ -3,9 +3,9 @@
 //! for two containers, printing one line per step. Its last line, `begin: ...`, announces the
 //! operation during which the parent kills it with SIGKILL — a real crash, not a simulated one.
 
-use crate::args::{BackendArg, DemoShimArgs};
-use crate::backend;
+use crate::args::DemoShimArgs;
 use crate::fail::{CliError, CliResult, Outcome};
+use lunledger::backend::sim::{SimOp, SimVm};
 use lunledger::journal::ManagerConfig;
 use lunledger::{DiskRequest, Manager, Mount, MountConfig};
 use std::io::Write;
@@ -40,8 +40,10 @@ fn say(line: &str) {
 
 async fn session(a: &DemoShimArgs) -> CliResult {
     let latency = Duration::from_millis(a.latency_ms);
-    let vm = backend::open(BackendArg::Sim, &a.sim_state, latency)?;
-    let m = Manager::open(&a.journal, config(), vm.host, vm.guest)
+    // The shim drives the simulated VM directly: it slows the victim's mount down below.
+    let vm = SimVm::persistent(&a.sim_state).map_err(|e| CliError::Io(e.to_string()))?;
+    vm.set_latency(latency);
+    let m = Manager::open(&a.journal, config(), vm.host_backend(), vm.guest_backend())
         .await
         .map_err(|e| CliError::Io(format!("opening the manager: {e}")))?;
     say(&format!(
@@ -63,6 +65,9 @@ async fn session(a: &DemoShimArgs) -> CliResult {
         m.state().mounts.len(),
         t0.elapsed().as_millis()
     ));
+    // A slow mount (10 x the latency) keeps the kill inside this add even when the parent is
+    // slow to react (a loaded machine): the attach is done, the mount is in the VM's hands.
+    vm.set_op_latency(SimOp::Mount, latency * 10);
     say(&format!("{BEGIN} c2 adds {VICTIM_DISK} (scratch, ext4)"));
     let r = m
         .add_virtual_disk(
