@@ -22,12 +22,16 @@ pub fn bar(len: u64, what: &'static str) -> ProgressBar {
     pb
 }
 
-/// A spinner for one long call with no progress of its own (the integrity scan).
-pub fn spinner(what: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
+/// A spinner for one long call over `len` records with no progress of its own (the integrity
+/// scan); hidden as [`bar`] is.
+pub fn spinner(len: u64, what: &'static str) -> ProgressBar {
+    if len < MIN_RECORDS || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    pb.set_style(style);
     pb.set_message(what);
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb

@@ -56,7 +56,7 @@ pub fn run(a: &CommonArgs) -> CliResult {
             what: m.what.clone(),
         });
     }
-    let spin = progress::spinner("verifying");
+    let spin = progress::spinner(snap.journal.last_seq(), "verifying");
     let report = snap
         .journal
         .verify()
