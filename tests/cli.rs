@@ -707,6 +707,8 @@ fn usage_errors_exit_2() {
     assert_eq!(code(&cli(&["replay", "/nonexistent/journal"])), 2);
     assert_eq!(code(&cli(&["frobnicate"])), 2);
     assert_eq!(code(&cli(&["demo", "--backend", "qemu"])), 2);
+    assert_eq!(code(&cli(&["replay", d, "--at", "3", "--owner", "c1"])), 2);
+    assert_eq!(code(&cli(&["replay", d, "--follow", "--reverse"])), 2);
 }
 
 #[test]

@@ -22,9 +22,21 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// Runs `replay`.
 pub fn run(a: &ReplayArgs) -> CliResult {
     if let Some(at) = &a.at {
-        if a.follow || a.reverse {
+        let filtered = a.op.is_some()
+            || a.handle.is_some()
+            || a.owner.is_some()
+            || a.disk.is_some()
+            || a.slot.is_some()
+            || a.step.is_some()
+            || a.failed
+            || a.since.is_some()
+            || a.until.is_some()
+            || a.from_seq.is_some()
+            || a.to_seq.is_some()
+            || a.lines.is_some();
+        if a.follow || a.reverse || filtered {
             return Err(CliError::Usage(
-                "--at shows one state; it does not combine with --follow or --reverse".into(),
+                "--at shows one state; it does not combine with record filters, -n, --follow or --reverse".into(),
             ));
         }
         return at_point(a, at);
