@@ -719,7 +719,8 @@ fn demo_recovers_from_a_kill_and_ends_empty() {
     let o = cli(&["demo", "--journal", j.to_str().unwrap()]);
     let text = stdout(&o);
     assert_eq!(code(&o), 0, "{text}\n{}", stderr(&o));
-    assert!(t.elapsed().as_secs() < 10, "demo took {:?}", t.elapsed());
+    // About 1.5 s normally; the bound leaves room for a loaded machine.
+    assert!(t.elapsed().as_secs() < 30, "demo took {:?}", t.elapsed());
     assert!(text.contains("sent SIGKILL"), "{text}");
     assert!(text.contains("rolled back: op"), "{text}");
     assert!(text.contains("PASS"), "{text}");

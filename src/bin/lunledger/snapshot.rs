@@ -121,16 +121,22 @@ fn probe_lock(dir: &Path) -> Result<Probe, CliError> {
     }
     let err = std::io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        let pid = file.metadata().ok().and_then(|m| lock_holder(m.ino()));
+        let pid = file
+            .metadata()
+            .ok()
+            .and_then(|m| lock_holder(m.dev(), m.ino()));
         return Ok(Probe::Busy { pid });
     }
     Err(CliError::io(format!("locking {}", path.display()), err))
 }
 
-/// The pid holding an flock on inode `ino`, from /proc/locks (Linux), if it says.
-fn lock_holder(ino: u64) -> Option<u32> {
+/// The pid holding an flock on the file (`dev`, `ino`), from /proc/locks (Linux), if it says.
+fn lock_holder(dev: u64, ino: u64) -> Option<u32> {
     let text = fs::read_to_string("/proc/locks").ok()?;
     let me = std::process::id();
+    // Linux's encoding of a dev_t (see major(3)); /proc/locks prints both numbers in hex.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     text.lines().find_map(|line| {
         // "1: FLOCK  ADVISORY  WRITE 12345 fd:01:1234567 0 EOF" (waiters have "->" after "1:").
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -138,8 +144,12 @@ fn lock_holder(ino: u64) -> Option<u32> {
             return None;
         }
         let pid: u32 = f[4].parse().ok()?;
-        let file_ino: u64 = f[5].rsplit(':').next()?.parse().ok()?;
-        (file_ino == ino && pid != me).then_some(pid)
+        let mut id = f[5].split(':');
+        let maj = u64::from_str_radix(id.next()?, 16).ok()?;
+        let min = u64::from_str_radix(id.next()?, 16).ok()?;
+        let file_ino: u64 = id.next()?.parse().ok()?;
+        // Inode numbers repeat across filesystems: the device must match too.
+        (maj == major && min == minor && file_ino == ino && pid != me).then_some(pid)
     })
 }
 
