@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// How the copy was taken.
@@ -72,7 +73,13 @@ pub fn open(dir: &Path, allow_live: bool) -> Result<Snapshot, CliError> {
         .tempdir()
         .map_err(|e| CliError::io("creating a temporary directory", e))?;
     let copy = tmp.path().join("journal");
-    let provenance = match probe_lock(dir)? {
+    // With --copy a busy lock is fine at once; without, it must stay busy to count.
+    let probe = if allow_live {
+        probe_lock(dir)?
+    } else {
+        probe_lock_patiently(dir)?
+    };
+    let provenance = match probe {
         Probe::Held(lock) => {
             copy_tree(dir, &copy)?;
             drop(lock);
@@ -104,6 +111,25 @@ enum Probe {
     Held(Option<File>),
     /// Someone holds it.
     Busy { pid: Option<u32> },
+}
+
+/// How many times, and how far apart, a busy lock is probed before the journal counts as in use.
+const PROBES: u32 = 5;
+const PROBE_GAP: Duration = Duration::from_millis(100);
+
+/// Probes the lock, retrying a busy one for a moment: a running shim holds it for good, but a
+/// lock can also be held for an instant by a process closing its journal, or by a child forked
+/// (and not yet exec'd) by a process that had the journal open.
+fn probe_lock_patiently(dir: &Path) -> Result<Probe, CliError> {
+    let mut probe = probe_lock(dir)?;
+    for _ in 1..PROBES {
+        if !matches!(probe, Probe::Busy { .. }) {
+            break;
+        }
+        std::thread::sleep(PROBE_GAP);
+        probe = probe_lock(dir)?;
+    }
+    Ok(probe)
 }
 
 fn probe_lock(dir: &Path) -> Result<Probe, CliError> {
