@@ -115,8 +115,21 @@ async fn workload(dir: &Path) {
     m.close().await.unwrap();
 }
 
+/// Opens a closed journal, retrying for a moment (see [`raw_sled`] for why it can be busy).
+fn open_journal(dir: &Path) -> Journal {
+    let mut last = None;
+    for _ in 0..100 {
+        match Journal::open(dir, JournalOptions::default()) {
+            Ok(j) => return j,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("opening the journal: {last:?}")
+}
+
 fn records(dir: &Path) -> Vec<Record> {
-    let j = Journal::open(dir, JournalOptions::default()).unwrap();
+    let j = open_journal(dir);
     let r: Vec<Record> = j.read_from(1).collect::<Result<_, _>>().unwrap();
     drop(j);
     r
@@ -456,6 +469,21 @@ fn json_lines_have_the_documented_fields() {
     assert!(!text.contains('\x1b'), "no colour when not on a terminal");
 }
 
+/// The closed journal's sled database, opened raw to tamper with it. Retried for a moment: sled
+/// locks its file, and a child that another test thread is spawning can hold a copy of the
+/// journal's descriptors until it execs.
+fn raw_sled(dir: &Path) -> sled::Db {
+    let mut last = None;
+    for _ in 0..100 {
+        match sled::open(dir.join("sled")) {
+            Ok(db) => return db,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("opening the journal's sled database: {last:?}")
+}
+
 fn slot_text(s: &Slot) -> String {
     format!("{}:{}", s.controller, s.lun)
 }
@@ -556,7 +584,7 @@ fn verify_passes_a_good_journal_and_names_a_flipped_byte() {
 
     // Flip one byte inside record 10's stored value.
     {
-        let db = sled::open(dir.path().join("sled")).unwrap();
+        let db = raw_sled(dir.path());
         let t = db.open_tree("records").unwrap();
         let key = 10u64.to_be_bytes();
         let mut v = t.get(key).unwrap().unwrap().to_vec();
@@ -578,7 +606,7 @@ fn verify_passes_a_good_journal_and_names_a_flipped_byte() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["problem"]["seq"], 10);
     // The CLI never changed the journal: the flipped byte is still there.
-    let db = sled::open(dir.path().join("sled")).unwrap();
+    let db = raw_sled(dir.path());
     let t = db.open_tree("records").unwrap();
     assert!(t.get(10u64.to_be_bytes()).unwrap().is_some());
 }
@@ -588,7 +616,7 @@ fn verify_names_a_deleted_record() {
     let (dir, _recs) = made_journal();
     let d = dir.path().to_str().unwrap();
     {
-        let db = sled::open(dir.path().join("sled")).unwrap();
+        let db = raw_sled(dir.path());
         let t = db.open_tree("records").unwrap();
         t.remove(12u64.to_be_bytes()).unwrap().unwrap();
         db.flush().unwrap();
@@ -614,7 +642,7 @@ fn a_locked_journal_is_refused_and_copy_audits_it() {
     let (dir, recs) = made_journal();
     let d = dir.path().to_str().unwrap();
     // A second open file description in this process holds the flock, as a running shim would.
-    let held = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let held = open_journal(dir.path());
     for cmd in ["replay", "status", "verify"] {
         let o = cli(&[cmd, d]);
         assert_eq!(code(&o), 2, "{cmd}");
@@ -835,7 +863,7 @@ fn a_pruned_journal_replays_from_its_checkpoint() {
         m.close().await.unwrap();
         st
     });
-    let j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let j = open_journal(dir.path());
     let first = j.first_seq().unwrap().unwrap();
     drop(j);
     assert!(first > 1, "the journal was not pruned");
