@@ -789,12 +789,22 @@ fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
     };
     settle(&m);
     let before = m.state().last_seq;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lunledger"))
+    let child = Command::new(env!("CARGO_BIN_EXE_lunledger"))
         .args(["replay", dir.path().to_str().unwrap(), "--follow", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Ends the follower even when an assertion fails half way.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Reap(child);
+    let child = &mut guard.0;
     let out = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<Value>();
     std::thread::spawn(move || {

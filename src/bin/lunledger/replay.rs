@@ -66,12 +66,12 @@ pub fn run(a: &ReplayArgs) -> CliResult {
     } else {
         trail::table(&rows)
     };
-    write_out(&mut out, &text)?;
+    let reader_there = write_or_closed(&mut out, &text)?;
     drop(out);
     if let Some(p) = &problem {
         eprintln!("lunledger: {p}");
     }
-    if a.follow {
+    if a.follow && reader_there {
         let mut widths = {
             let mut t = Table::new(trail::HEAD);
             for r in &rows {
@@ -141,7 +141,7 @@ fn follow(
     interrupt::install();
     while !interrupt::requested() {
         std::thread::sleep(FOLLOW_EVERY);
-        if interrupt::requested() {
+        if interrupt::requested() || interrupt::stdout_closed() {
             break;
         }
         let snap = match refresh(&a.common.journal) {
@@ -197,7 +197,10 @@ fn follow(
             t.render_with(widths, false)
         };
         let mut out = std::io::stdout().lock();
-        write_out(&mut out, &text)?;
+        if !write_or_closed(&mut out, &text)? {
+            // Nobody reads any more (`| head`, a closed pipe): stop following.
+            break;
+        }
     }
     Ok(())
 }
@@ -276,9 +279,14 @@ pub fn say_banner(snap: &Snapshot, json: bool) {
 
 /// Writes to stdout; a closed pipe (`| head`) ends quietly.
 pub fn write_out(out: &mut impl Write, text: &str) -> Result<(), CliError> {
+    write_or_closed(out, text).map(|_| ())
+}
+
+/// Writes to stdout; `Ok(false)` when the reader has gone (a closed pipe).
+fn write_or_closed(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(CliError::io("writing output", e)),
     }
 }
