@@ -1,1 +1,36 @@
-fn main() {}
+//! The `lunledger` command: audit, inspect and verify a journal without ever changing it, and a
+//! self-contained crash-and-recover demo. See docs/cli.md.
+//!
+//! Exit codes: 0 ok, 1 problem found, 2 usage or I/O error.
+
+// The modules live in src/bin/lunledger/ (one concept per file); re-exported here so they are
+// addressed as `crate::<module>`.
+#[path = "lunledger/mod.rs"]
+mod cli;
+use cli::{
+    args, audit, backend, clock, demo, demo_shim, dry_run, fail, filter, history, interrupt,
+    progress, replay, snapshot, status, style, table, trail, verify, view,
+};
+
+use args::{Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Replay(a) => replay::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Recover(a) => dry_run::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::DemoShim(a) => demo_shim::run(a),
+    };
+    match result {
+        Ok(outcome) => outcome.code(),
+        Err(e) => {
+            eprintln!("lunledger: {e}");
+            e.code()
+        }
+    }
+}

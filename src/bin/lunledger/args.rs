@@ -1,0 +1,174 @@
+//! The command line, declared with clap's derive API.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// lunledger: audit and inspect the journal of a crash-safe SCSI disk manager.
+///
+/// Every command works on a private copy of the journal and never changes it. Exit codes: 0 ok,
+/// 1 problem found, 2 usage or I/O error (including a journal in use by a running shim).
+#[derive(Debug, Parser)]
+#[command(name = "lunledger", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the audit trail (one line per record), or with --at the state at a point in time.
+    Replay(ReplayArgs),
+    /// Show the current state, pending teardowns and drift found by the last recovery.
+    Status(StatusArgs),
+    /// Check integrity (hash chain, continuity, decoding) and the fold's invariants.
+    Verify(CommonArgs),
+    /// Show the recovery plan opening the journal would execute (requires --dry-run).
+    Recover(RecoverArgs),
+    /// Run a scripted shim session on a simulated VM, kill it mid-operation, recover, clean up.
+    Demo(DemoArgs),
+    /// The demo's shim process (spawned by `demo`).
+    #[command(hide = true)]
+    DemoShim(DemoShimArgs),
+}
+
+/// Options every journal command takes.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// The journal directory.
+    pub journal: PathBuf,
+    /// Audit a point-in-time copy even when a running process holds the journal.
+    #[arg(long)]
+    pub copy: bool,
+    /// One JSON object per line instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Show the state as of this sequence number or time instead of the trail.
+    #[arg(long, value_name = "SEQ|TIME")]
+    pub at: Option<String>,
+    /// Only records of this operation.
+    #[arg(long, value_name = "N")]
+    pub op: Option<u64>,
+    /// Only records concerning this handle (the add that issued it, its release).
+    #[arg(long, value_name = "N")]
+    pub handle: Option<u64>,
+    /// Only records of this owner's operations and handles.
+    #[arg(long, value_name = "S")]
+    pub owner: Option<String>,
+    /// Only records about this disk (host path).
+    #[arg(long, value_name = "PATH")]
+    pub disk: Option<String>,
+    /// Only records about this slot.
+    #[arg(long, value_name = "C:L")]
+    pub slot: Option<String>,
+    /// Only records of this backend step.
+    #[arg(long, value_enum)]
+    pub step: Option<StepArg>,
+    /// Only failures: failed steps, failed and rolled-back operations.
+    #[arg(long)]
+    pub failed: bool,
+    /// Only records at or after this time (RFC 3339 UTC, or relative: -10m, -2h).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Only records at or before this time.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub until: Option<String>,
+    /// Only records from this sequence number on.
+    #[arg(long, value_name = "SEQ")]
+    pub from_seq: Option<u64>,
+    /// Only records up to this sequence number.
+    #[arg(long, value_name = "SEQ")]
+    pub to_seq: Option<u64>,
+    /// Newest first.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Only the last N matching records.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub lines: Option<usize>,
+    /// Keep printing new records (re-copies the journal every 500 ms) until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// A backend step name for `--step`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StepArg {
+    /// Host attach.
+    Attach,
+    /// Guest mount.
+    Mount,
+    /// Guest unmount.
+    Unmount,
+    /// Guest unplug.
+    Unplug,
+    /// Host detach.
+    Detach,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Only plan; never execute (the only mode: the CLI never changes a journal).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Observe a persistent simulated VM's state file for the plan (else a journal-only plan).
+    #[arg(long, value_name = "FILE")]
+    pub sim_state: Option<PathBuf>,
+    /// Plan as if recovery were configured to detach disks the journal does not know.
+    #[arg(long)]
+    pub detach_unknown: bool,
+}
+
+/// Which VM the demo drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// The persistent simulated VM.
+    Sim,
+    /// QEMU over QMP and the guest agent.
+    Qemu,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Journal directory (default: a new temporary work directory, kept for later auditing).
+    #[arg(long, value_name = "DIR")]
+    pub journal: Option<PathBuf>,
+    /// The VM backend.
+    #[arg(long, value_enum, default_value = "sim")]
+    pub backend: BackendArg,
+    /// Backend latency per call in the shim, in milliseconds (makes operations observable).
+    #[arg(long, default_value_t = 40, value_name = "MS")]
+    pub latency_ms: u64,
+}
+
+/// `demo-shim` (internal).
+#[derive(Debug, Args)]
+pub struct DemoShimArgs {
+    /// Journal directory.
+    #[arg(long)]
+    pub journal: PathBuf,
+    /// Simulated VM state file.
+    #[arg(long)]
+    pub sim_state: PathBuf,
+    /// Latency per backend call, ms.
+    #[arg(long, default_value_t = 40)]
+    pub latency_ms: u64,
+}

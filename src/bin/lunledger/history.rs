@@ -1,0 +1,75 @@
+//! Reading a journal's records for folding: from the first record, or — for a journal pruned
+//! behind a checkpoint — from the checkpoint's state, since records before the oldest retained
+//! one cannot be folded any more.
+
+use crate::fail::CliError;
+use crate::progress;
+use lunledger::journal::{Journal, Record};
+use lunledger::recovery::State;
+
+/// Records to fold, the state to fold them onto, and any damage met while reading.
+pub struct History {
+    /// The state before `records[0]`.
+    pub start: State,
+    /// The records, in order, up to the first unreadable one.
+    pub records: Vec<Record>,
+    /// Said to people when the history does not start at record 1.
+    pub note: Option<String>,
+    /// The read error that ended the records early (damage), if any: (seq if known, what).
+    pub damage: Option<(Option<u64>, String)>,
+}
+
+/// Reads the history of `journal` (`to`: last sequence number wanted).
+pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
+    let io = |e| CliError::io("reading the journal copy", e);
+    let first = journal.first_seq().map_err(io)?.unwrap_or(1);
+    let mut start = State::new();
+    let mut from = first;
+    let mut note = None;
+    if first > 1 {
+        let cp = journal.latest_checkpoint().map_err(io)?.ok_or_else(|| {
+            CliError::Io(format!(
+                "records before {first} were pruned and no checkpoint covers them"
+            ))
+        })?;
+        start = rmp_serde::from_slice::<State>(&cp.blob).map_err(|e| {
+            CliError::Io(format!("decoding the checkpoint at seq {}: {e}", cp.at_seq))
+        })?;
+        from = cp.at_seq + 1;
+        note = Some(format!(
+            "records 1..{} were pruned; history starts from the checkpoint at seq {} (records {}..{} are retained but cannot be folded)",
+            first - 1,
+            cp.at_seq,
+            first,
+            cp.at_seq
+        ));
+    }
+    let last = to.unwrap_or(u64::MAX).min(journal.last_seq());
+    let pb = progress::bar(last.saturating_sub(from) + 1, "reading");
+    let mut records = Vec::new();
+    let mut damage = None;
+    for item in journal.read_range(from, last) {
+        match item {
+            Ok(r) => {
+                records.push(r);
+                pb.inc(1);
+            }
+            Err(e) => {
+                let seq = match &e {
+                    lunledger::journal::JournalError::Corrupt { seq, .. }
+                    | lunledger::journal::JournalError::Decode { seq, .. } => *seq,
+                    _ => None,
+                };
+                damage = Some((seq, e.to_string()));
+                break;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(History {
+        start,
+        records,
+        note,
+        damage,
+    })
+}

@@ -1,0 +1,292 @@
+//! `lunledger replay`: the audit trail, filtered, optionally followed; or with `--at`, the state
+//! as of a sequence number or time.
+
+use crate::args::ReplayArgs;
+use crate::audit::{Auditor, Row};
+use crate::clock::{now_micros, parse_when};
+use crate::fail::{CliError, CliResult, Outcome};
+use crate::filter::Filter;
+use crate::history::{self, History};
+use crate::interrupt;
+use crate::snapshot::{self, Snapshot};
+use crate::table::Table;
+use crate::trail;
+use crate::view::StateView;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// How often `--follow` re-copies the journal.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs `replay`.
+pub fn run(a: &ReplayArgs) -> CliResult {
+    if let Some(at) = &a.at {
+        let filtered = a.op.is_some()
+            || a.handle.is_some()
+            || a.owner.is_some()
+            || a.disk.is_some()
+            || a.slot.is_some()
+            || a.step.is_some()
+            || a.failed
+            || a.since.is_some()
+            || a.until.is_some()
+            || a.from_seq.is_some()
+            || a.to_seq.is_some()
+            || a.lines.is_some();
+        if a.follow || a.reverse || filtered {
+            return Err(CliError::Usage(
+                "--at shows one state; it does not combine with record filters, -n, --follow or --reverse".into(),
+            ));
+        }
+        return at_point(a, at);
+    }
+    if a.follow && a.reverse {
+        return Err(CliError::Usage(
+            "--follow and --reverse do not combine".into(),
+        ));
+    }
+    let filter = Filter::from_args(a)?;
+    // Following a journal only makes sense while a shim writes it: --follow implies --copy.
+    let snap = snapshot::open(&a.common.journal, a.common.copy || a.follow)?;
+    say_banner(&snap, a.common.json);
+    let to = if a.follow { None } else { filter.to_seq() };
+    let hist = history::load(&snap.journal, to)?;
+    let (mut auditor, mut rows, mut problem) = trail_of(&hist, &filter);
+    if let Some(n) = a.lines {
+        let skip = rows.len().saturating_sub(n);
+        rows.drain(..skip);
+    }
+    if a.reverse {
+        rows.reverse();
+    }
+    let mut out = std::io::stdout().lock();
+    let text = if a.common.json {
+        trail::json_lines(&rows)
+    } else {
+        trail::table(&rows)
+    };
+    let reader_there = write_or_closed(&mut out, &text)?;
+    drop(out);
+    if let Some(p) = &problem {
+        eprintln!("lunledger: {p}");
+    }
+    if a.follow && reader_there {
+        let mut widths = {
+            let mut t = Table::new(trail::HEAD);
+            for r in &rows {
+                trail::add(&mut t, r);
+            }
+            t.widths()
+        };
+        let mut next = hist.records.last().map(|r| r.seq + 1).unwrap_or(1);
+        drop(snap);
+        follow(
+            a,
+            &filter,
+            &mut auditor,
+            &mut next,
+            &mut widths,
+            &mut problem,
+        )?;
+    }
+    Ok(Outcome::problem_if(problem.is_some()))
+}
+
+/// Folds the history into rows that pass `filter`; a fold error or damage ends it (described).
+fn trail_of(hist: &History, filter: &Filter) -> (Auditor, Vec<Row>, Option<String>) {
+    let mut auditor = Auditor::new(hist.start.clone());
+    auditor.learn_handles(&hist.records);
+    let mut rows = Vec::new();
+    let mut problem = None;
+    if let Some(note) = &hist.note {
+        eprintln!("note: {note}");
+    }
+    for rec in &hist.records {
+        match auditor.push(rec) {
+            Ok(row) => {
+                if filter.matches(&row) {
+                    rows.push(row);
+                }
+            }
+            Err(e) => {
+                problem = Some(format!(
+                    "record {} ({}) does not fit the state: {}",
+                    e.seq, e.event, e.what
+                ));
+                break;
+            }
+        }
+    }
+    if problem.is_none() {
+        if let Some((seq, what)) = &hist.damage {
+            problem = Some(match seq {
+                Some(s) => format!("journal damaged at record {s}: {what}"),
+                None => format!("journal damaged: {what}"),
+            });
+        }
+    }
+    (auditor, rows, problem)
+}
+
+/// Polls a refreshed copy of the journal and prints new matching records until Ctrl-C.
+fn follow(
+    a: &ReplayArgs,
+    filter: &Filter,
+    auditor: &mut Auditor,
+    next: &mut u64,
+    widths: &mut [usize],
+    problem: &mut Option<String>,
+) -> Result<(), CliError> {
+    interrupt::install();
+    while !interrupt::requested() {
+        std::thread::sleep(FOLLOW_EVERY);
+        if interrupt::requested() || interrupt::stdout_closed() {
+            break;
+        }
+        let snap = match refresh(&a.common.journal) {
+            Ok(s) => s,
+            // A copy of a journal caught mid-write can fail to open: try again next tick.
+            Err(CliError::Io(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut fresh = Vec::new();
+        for item in snap.journal.read_from(*next) {
+            match item {
+                Ok(r) => fresh.push(r),
+                Err(_) => break,
+            }
+        }
+        auditor.learn_handles(&fresh);
+        let mut rows = Vec::new();
+        for rec in &fresh {
+            match auditor.push(rec) {
+                Ok(row) => {
+                    *next = rec.seq + 1;
+                    if filter.matches(&row) {
+                        rows.push(row);
+                    }
+                }
+                Err(e) => {
+                    let p = format!(
+                        "record {} ({}) does not fit the state: {}",
+                        e.seq, e.event, e.what
+                    );
+                    eprintln!("lunledger: {p}");
+                    *problem = Some(p);
+                    return Ok(());
+                }
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let text = if a.common.json {
+            trail::json_lines(&rows)
+        } else {
+            let mut t = Table::new(trail::HEAD);
+            for r in &rows {
+                trail::add(&mut t, r);
+            }
+            let w = t.widths();
+            for (i, x) in w.into_iter().enumerate() {
+                if let Some(y) = widths.get_mut(i) {
+                    *y = (*y).max(x);
+                }
+            }
+            t.render_with(widths, false)
+        };
+        let mut out = std::io::stdout().lock();
+        if !write_or_closed(&mut out, &text)? {
+            // Nobody reads any more (`| head`, a closed pipe): stop following.
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn refresh(dir: &Path) -> Result<Snapshot, CliError> {
+    snapshot::open(dir, true)
+}
+
+/// `--at`: the state as of a sequence number or a time.
+fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
+    let snap = snapshot::open(&a.common.journal, a.common.copy)?;
+    say_banner(&snap, a.common.json);
+    let last = snap.journal.last_seq();
+    let (to_seq, to_time) = match at.parse::<u64>() {
+        Ok(seq) => {
+            if seq > last {
+                return Err(CliError::Usage(format!(
+                    "--at {seq}: the journal ends at seq {last}"
+                )));
+            }
+            (Some(seq), None)
+        }
+        Err(_) => (None, Some(parse_when(at, now_micros())?)),
+    };
+    let hist = history::load(&snap.journal, to_seq)?;
+    let mut auditor = Auditor::new(hist.start.clone());
+    let mut ts = None;
+    let mut problem = None;
+    for rec in &hist.records {
+        if to_time.is_some_and(|t| rec.ts_micros > t) {
+            break;
+        }
+        if let Err(e) = auditor.push(rec) {
+            problem = Some(format!(
+                "record {} ({}) does not fit the state: {}",
+                e.seq, e.event, e.what
+            ));
+            break;
+        }
+        ts = Some(rec.ts_micros);
+    }
+    if problem.is_none() {
+        if let Some((seq, what)) = &hist.damage {
+            let within = match (to_seq, seq) {
+                (Some(t), Some(s)) => *s <= t,
+                _ => true,
+            };
+            if within {
+                problem = Some(format!("journal damaged: {what}"));
+            }
+        }
+    }
+    let view = StateView::of(auditor.state(), ts);
+    let text = if a.common.json {
+        format!("{}\n", serde_json::to_string(&view).unwrap_or_default())
+    } else {
+        view.render()
+    };
+    write_out(&mut std::io::stdout().lock(), &text)?;
+    if let Some(p) = &problem {
+        eprintln!("lunledger: {p}");
+    }
+    Ok(Outcome::problem_if(problem.is_some()))
+}
+
+/// Prints the snapshot's banner: to stdout for people, stderr for programs.
+pub fn say_banner(snap: &Snapshot, json: bool) {
+    if let Some(b) = snap.banner() {
+        if json {
+            eprintln!("{b}");
+        } else {
+            println!("{b}");
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends quietly.
+pub fn write_out(out: &mut impl Write, text: &str) -> Result<(), CliError> {
+    write_or_closed(out, text).map(|_| ())
+}
+
+/// Writes to stdout; `Ok(false)` when the reader has gone (a closed pipe).
+fn write_or_closed(out: &mut impl Write, text: &str) -> Result<bool, CliError> {
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(CliError::io("writing output", e)),
+    }
+}

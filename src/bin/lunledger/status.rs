@@ -1,0 +1,172 @@
+//! `lunledger status`: the current state, teardowns still due, and drift from the last recovery.
+//! Exits 1 when something needs attention (a teardown due, an invariant broken, damage).
+
+use crate::args::StatusArgs;
+use crate::audit::Auditor;
+use crate::fail::{CliResult, Outcome};
+use crate::history;
+use crate::replay::{say_banner, write_out};
+use crate::snapshot;
+use crate::style;
+use crate::table::Table;
+use crate::view::{attach_pending_teardown, indent, mount_pending_teardown, StateView};
+use lunledger::recovery::AttachPhase;
+use serde::Serialize;
+
+/// A teardown still due.
+#[derive(Debug, Serialize)]
+struct Pending {
+    /// `unmount` or `unplug` / `detach`.
+    step: &'static str,
+    /// Mount id or slot.
+    target: String,
+    /// Guest path or host path.
+    what: String,
+    /// Phase.
+    phase: String,
+    /// The last error.
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    state: StateView,
+    pending_teardowns: Vec<Pending>,
+    violations: Vec<String>,
+    problem: Option<String>,
+    counters: Counters,
+}
+
+#[derive(Debug, Serialize)]
+struct Counters {
+    ops_finished: u64,
+    ops_failed: u64,
+    ops_rolled_back: u64,
+    ops_abandoned: u64,
+    handles_issued: u64,
+    handles_released: u64,
+}
+
+/// Runs `status`.
+pub fn run(a: &StatusArgs) -> CliResult {
+    let snap = snapshot::open(&a.common.journal, a.common.copy)?;
+    say_banner(&snap, a.common.json);
+    let hist = history::load(&snap.journal, None)?;
+    let mut auditor = Auditor::new(hist.start.clone());
+    let mut problem = None;
+    let mut ts = None;
+    for rec in &hist.records {
+        if let Err(e) = auditor.push(rec) {
+            problem = Some(format!(
+                "record {} ({}) does not fit the state: {}",
+                e.seq, e.event, e.what
+            ));
+            break;
+        }
+        ts = Some(rec.ts_micros);
+    }
+    if problem.is_none() {
+        problem = hist
+            .damage
+            .as_ref()
+            .map(|(_, w)| format!("journal damaged: {w}"));
+    }
+    let st = auditor.state();
+    let mut pending = Vec::new();
+    for (id, m) in &st.mounts {
+        if mount_pending_teardown(m.phase) {
+            pending.push(Pending {
+                step: "unmount",
+                target: format!("mount {id}"),
+                what: m.path.clone(),
+                phase: format!("{:?}", m.phase),
+                last_error: m.last_error.clone(),
+            });
+        }
+    }
+    for (slot, at) in &st.attachments {
+        if attach_pending_teardown(at.phase) {
+            pending.push(Pending {
+                step: if at.phase == AttachPhase::NeedsUnplug {
+                    "unplug"
+                } else {
+                    "detach"
+                },
+                target: format!("slot {slot}"),
+                what: at.disk.path.clone(),
+                phase: format!("{:?}", at.phase),
+                last_error: at.last_error.clone(),
+            });
+        }
+    }
+    let c = &st.counters;
+    let status = Status {
+        state: StateView::of(st, ts),
+        pending_teardowns: pending,
+        violations: st.violations(),
+        problem,
+        counters: Counters {
+            ops_finished: c.ops_finished,
+            ops_failed: c.ops_failed,
+            ops_rolled_back: c.ops_rolled_back,
+            ops_abandoned: c.ops_abandoned,
+            handles_issued: c.handles_issued,
+            handles_released: c.handles_released,
+        },
+    };
+    let bad = !status.pending_teardowns.is_empty()
+        || !status.violations.is_empty()
+        || status.problem.is_some();
+    let text = if a.common.json {
+        format!("{}\n", serde_json::to_string(&status).unwrap_or_default())
+    } else {
+        render(&status)
+    };
+    write_out(&mut std::io::stdout().lock(), &text)?;
+    Ok(Outcome::problem_if(bad))
+}
+
+fn render(s: &Status) -> String {
+    let mut out = s.state.render();
+    out.push_str(&style::bold(&format!(
+        "\nPending teardowns ({})\n",
+        s.pending_teardowns.len()
+    )));
+    if s.pending_teardowns.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let mut t = Table::new(&["STEP", "TARGET", "PATH", "PHASE", "LAST ERROR"]);
+        for p in &s.pending_teardowns {
+            t.painted(vec![
+                (p.step.to_string(), Some(style::yellow)),
+                (p.target.clone(), None),
+                (p.what.clone(), None),
+                (p.phase.clone(), None),
+                (p.last_error.clone().unwrap_or_else(|| "-".into()), None),
+            ]);
+        }
+        out.push_str(&indent(&t.render()));
+    }
+    out.push_str(&style::bold(&format!(
+        "\nDrift found by the last recovery ({})\n",
+        s.state.drift.len()
+    )));
+    if s.state.drift.is_empty() {
+        out.push_str("  none\n");
+    }
+    for d in &s.state.drift {
+        out.push_str(&format!("  {}\n", style::yellow(d)));
+    }
+    let c = &s.counters;
+    out.push_str(&format!(
+        "\nLifetime: {} ops finished, {} failed, {} rolled back, {} abandoned; {} handles issued, {} released\n",
+        c.ops_finished, c.ops_failed, c.ops_rolled_back, c.ops_abandoned, c.handles_issued, c.handles_released
+    ));
+    for v in &s.violations {
+        out.push_str(&style::red(&format!("invariant violated: {v}\n")));
+    }
+    if let Some(p) = &s.problem {
+        out.push_str(&style::red(&format!("problem: {p}\n")));
+    }
+    out
+}

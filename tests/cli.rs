@@ -1,0 +1,897 @@
+//! The `lunledger` CLI against journals made by real workloads: the manager drives a simulated
+//! VM, is closed, then the binary runs. Expected results are computed here independently, from
+//! the raw records (`Journal::read_from`) and the library's own fold.
+
+use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
+use lunledger::journal::{
+    Event, HandleId, Journal, JournalOptions, ManagerConfig, OpId, OpKind, Record, Slot, Step,
+    Target,
+};
+use lunledger::recovery::State;
+use lunledger::{DiskRequest, Manager, MountConfig};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lunledger"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn config() -> ManagerConfig {
+    ManagerConfig {
+        controllers: 2,
+        luns_per_controller: 8,
+        mount_format: "/run/mounts/scsi/m%d".into(),
+        reserved: vec![],
+    }
+}
+
+async fn open(dir: &Path, vm: &SimVm) -> Manager {
+    Manager::open(dir, config(), vm.host_backend(), vm.guest_backend())
+        .await
+        .unwrap()
+}
+
+fn ro_layer(p: &str, owner: &str) -> DiskRequest {
+    DiskRequest::new(p)
+        .read_only(true)
+        .mount(MountConfig::default())
+        .owner(owner)
+}
+
+/// Two owners sharing a layer, a scratch disk, an attach-only disk, a failed add (mount fault)
+/// and a few releases; some handles stay live. The manager is closed on return.
+async fn workload(dir: &Path) {
+    let vm = SimVm::new();
+    let m = open(dir, &vm).await;
+    let a = m
+        .add_virtual_disk(ro_layer("/img/layer.vhdx", "c1"))
+        .await
+        .unwrap();
+    let _b = m
+        .add_virtual_disk(ro_layer("/img/layer.vhdx", "c2"))
+        .await
+        .unwrap();
+    let scratch = m
+        .add_virtual_disk(
+            DiskRequest::new("/scratch/c1.vhdx")
+                .mount(MountConfig {
+                    ensure_filesystem: true,
+                    filesystem: "ext4".into(),
+                    ..MountConfig::default()
+                })
+                .owner("c1"),
+        )
+        .await
+        .unwrap();
+    let attach_only = m
+        .add_virtual_disk(DiskRequest::new("/img/c2-config.vhdx").owner("c2"))
+        .await
+        .unwrap();
+    vm.set_faults(FaultPlan::new().fail_nth(SimOp::Mount, 1, "bad fs"));
+    assert!(m
+        .add_virtual_disk(ro_layer("/img/broken.vhdx", "c3"))
+        .await
+        .is_err());
+    vm.clear_faults();
+    scratch.release().await.unwrap();
+    attach_only.release().await.unwrap();
+    a.release().await.unwrap();
+    let _blk = m
+        .add_physical_disk(
+            DiskRequest::new("/dev/vg0/c2-data")
+                .mount(MountConfig {
+                    block_dev: true,
+                    ..MountConfig::default()
+                })
+                .owner("c2"),
+        )
+        .await
+        .unwrap();
+    m.close().await.unwrap();
+}
+
+/// Opens a closed journal, retrying for a moment (see [`raw_sled`] for why it can be busy).
+fn open_journal(dir: &Path) -> Journal {
+    let mut last = None;
+    for _ in 0..100 {
+        match Journal::open(dir, JournalOptions::default()) {
+            Ok(j) => return j,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("opening the journal: {last:?}")
+}
+
+fn records(dir: &Path) -> Vec<Record> {
+    let j = open_journal(dir);
+    let r: Vec<Record> = j.read_from(1).collect::<Result<_, _>>().unwrap();
+    drop(j);
+    r
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn made_journal() -> (tempfile::TempDir, Vec<Record>) {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(workload(dir.path()));
+    let recs = records(dir.path());
+    assert!(recs.len() > 40, "workload too small: {}", recs.len());
+    (dir, recs)
+}
+
+fn seqs_of(lines: &[Value]) -> Vec<u64> {
+    lines.iter().map(|v| v["seq"].as_u64().unwrap()).collect()
+}
+
+fn replay_seqs(dir: &Path, extra: &[&str]) -> Vec<u64> {
+    let d = dir.to_str().unwrap();
+    let mut args = vec!["replay", d, "--json"];
+    args.extend_from_slice(extra);
+    let o = cli(&args);
+    assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+    seqs_of(&json_lines(&o))
+}
+
+fn expect(recs: &[Record], keep: impl Fn(&Record) -> bool) -> Vec<u64> {
+    recs.iter().filter(|r| keep(r)).map(|r| r.seq).collect()
+}
+
+/// What each operation and handle was about, computed from the raw records.
+struct Facts {
+    add_disk: HashMap<OpId, String>,
+    add_owner: HashMap<OpId, Option<String>>,
+    released: HashMap<OpId, HandleId>,
+    issued_by: HashMap<HandleId, OpId>,
+    handle_slot: HashMap<HandleId, Slot>,
+    op_handle: HashMap<OpId, HandleId>,
+    mount_slot: HashMap<u64, Slot>,
+}
+
+fn facts(recs: &[Record]) -> Facts {
+    let mut f = Facts {
+        add_disk: HashMap::new(),
+        add_owner: HashMap::new(),
+        released: HashMap::new(),
+        issued_by: HashMap::new(),
+        handle_slot: HashMap::new(),
+        op_handle: HashMap::new(),
+        mount_slot: HashMap::new(),
+    };
+    for r in recs {
+        match &r.event {
+            Event::OpStarted {
+                kind: OpKind::Add { disk, owner, .. },
+            } => {
+                f.add_disk.insert(r.op, disk.path.clone());
+                f.add_owner.insert(r.op, owner.clone());
+            }
+            Event::OpStarted {
+                kind: OpKind::Release { handle },
+            } => {
+                f.released.insert(r.op, *handle);
+                f.op_handle.insert(r.op, *handle);
+            }
+            Event::HandleIssued { handle, slot, .. } => {
+                f.issued_by.insert(*handle, r.op);
+                f.handle_slot.insert(*handle, *slot);
+                f.op_handle.insert(r.op, *handle);
+            }
+            Event::MountReserved { mount, slot, .. } => {
+                f.mount_slot.insert(*mount, *slot);
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
+impl Facts {
+    /// The add operation a record's operation is about (itself, or the add of the released handle).
+    fn add_of(&self, op: OpId) -> Option<OpId> {
+        if self.add_disk.contains_key(&op) {
+            return Some(op);
+        }
+        self.released
+            .get(&op)
+            .and_then(|h| self.issued_by.get(h))
+            .copied()
+    }
+
+    fn handle_named(r: &Record) -> Option<HandleId> {
+        match &r.event {
+            Event::HandleIssued { handle, .. }
+            | Event::ReleaseStarted { handle }
+            | Event::HandleReleased { handle } => Some(*handle),
+            _ => None,
+        }
+    }
+
+    fn handle_of(&self, r: &Record) -> Option<HandleId> {
+        Self::handle_named(r).or_else(|| self.op_handle.get(&r.op).copied())
+    }
+
+    fn slot_of(&self, r: &Record) -> Option<Slot> {
+        match &r.event {
+            Event::AttachReserved { slot, .. }
+            | Event::AttachRefTaken { slot }
+            | Event::AttachRefDropped { slot }
+            | Event::AttachmentLost { slot }
+            | Event::MountReserved { slot, .. }
+            | Event::HandleIssued { slot, .. } => Some(*slot),
+            Event::MountRefTaken { mount }
+            | Event::MountRefDropped { mount }
+            | Event::MountLost { mount } => self.mount_slot.get(mount).copied(),
+            Event::StepIntent { target, .. }
+            | Event::StepDone { target, .. }
+            | Event::StepFailed { target, .. }
+            | Event::StepResolved { target, .. } => match target {
+                Target::Slot(s) => Some(*s),
+                Target::Mount(m) => self.mount_slot.get(m).copied(),
+            },
+            Event::ReleaseStarted { handle } | Event::HandleReleased { handle } => {
+                self.handle_slot.get(handle).copied()
+            }
+            Event::OpStarted {
+                kind: OpKind::Release { handle },
+            } => self.handle_slot.get(handle).copied(),
+            Event::OpFinished
+            | Event::OpFailed { .. }
+            | Event::OpRolledBack { .. }
+            | Event::OpAbandoned => self
+                .op_handle
+                .get(&r.op)
+                .and_then(|h| self.handle_slot.get(h))
+                .copied(),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn filters_select_exactly_the_matching_records() {
+    let (dir, recs) = made_journal();
+    let d = dir.path();
+    let f = facts(&recs);
+
+    // Everything, in order; --reverse reverses it.
+    let all = replay_seqs(d, &[]);
+    assert_eq!(all, expect(&recs, |_| true));
+    let mut rev = replay_seqs(d, &["--reverse"]);
+    rev.reverse();
+    assert_eq!(rev, all);
+
+    // --op
+    let op = recs
+        .iter()
+        .find(|r| f.released.contains_key(&r.op))
+        .unwrap()
+        .op;
+    assert_eq!(
+        replay_seqs(d, &["--op", &op.to_string()]),
+        expect(&recs, |r| r.op == op)
+    );
+
+    // --step
+    for (name, step) in [
+        ("attach", Step::Attach),
+        ("mount", Step::Mount),
+        ("unmount", Step::Unmount),
+        ("unplug", Step::Unplug),
+        ("detach", Step::Detach),
+    ] {
+        let want = expect(&recs, |r| r.event.step().map(|(s, _)| s) == Some(step));
+        assert!(!want.is_empty(), "workload has no {name} step");
+        assert_eq!(replay_seqs(d, &["--step", name]), want, "--step {name}");
+    }
+
+    // --failed
+    let want = expect(&recs, |r| {
+        matches!(
+            r.event,
+            Event::StepFailed { .. } | Event::OpFailed { .. } | Event::OpRolledBack { .. }
+        )
+    });
+    assert!(
+        want.len() >= 2,
+        "the workload has a failed mount and a failed add"
+    );
+    assert_eq!(replay_seqs(d, &["--failed"]), want);
+
+    // --handle: every handle issued.
+    for h in f.issued_by.keys() {
+        let want = expect(&recs, |r| f.handle_of(r) == Some(*h));
+        assert_eq!(
+            replay_seqs(d, &["--handle", &h.to_string()]),
+            want,
+            "--handle {h}"
+        );
+    }
+
+    // --owner: the owner's adds and the releases of its handles.
+    for owner in ["c1", "c2", "c3"] {
+        let want = expect(&recs, |r| {
+            f.add_of(r.op)
+                .and_then(|a| f.add_owner.get(&a).cloned().flatten())
+                .as_deref()
+                == Some(owner)
+        });
+        assert!(!want.is_empty());
+        assert_eq!(replay_seqs(d, &["--owner", owner]), want, "--owner {owner}");
+    }
+
+    // --disk: the disk's adds and the releases of their handles.
+    for disk in [
+        "/img/layer.vhdx",
+        "/scratch/c1.vhdx",
+        "/img/c2-config.vhdx",
+        "/img/broken.vhdx",
+        "/dev/vg0/c2-data",
+    ] {
+        let want = expect(&recs, |r| {
+            f.add_of(r.op)
+                .and_then(|a| f.add_disk.get(&a))
+                .map(String::as_str)
+                == Some(disk)
+        });
+        assert!(!want.is_empty());
+        assert_eq!(replay_seqs(d, &["--disk", disk]), want, "--disk {disk}");
+    }
+
+    // --slot
+    let slots: BTreeSet<Slot> = recs.iter().filter_map(|r| f.slot_of(r)).collect();
+    assert!(slots.len() >= 3);
+    for s in slots {
+        let want = expect(&recs, |r| f.slot_of(r) == Some(s));
+        assert_eq!(
+            replay_seqs(d, &["--slot", &s.to_string()]),
+            want,
+            "--slot {s}"
+        );
+    }
+
+    // --from-seq / --to-seq
+    assert_eq!(
+        replay_seqs(d, &["--from-seq", "10", "--to-seq", "20"]),
+        expect(&recs, |r| (10..=20).contains(&r.seq))
+    );
+
+    // --since / --until with absolute times, and relative ones.
+    let mid = &recs[recs.len() / 2];
+    let t = humantime::format_rfc3339_micros(
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(mid.ts_micros),
+    )
+    .to_string();
+    assert_eq!(
+        replay_seqs(d, &["--since", &t]),
+        expect(&recs, |r| r.ts_micros >= mid.ts_micros)
+    );
+    assert_eq!(
+        replay_seqs(d, &["--until", &t]),
+        expect(&recs, |r| r.ts_micros <= mid.ts_micros)
+    );
+    assert_eq!(replay_seqs(d, &["--since", "-1h"]), all);
+    assert!(replay_seqs(d, &["--until", "-1h"]).is_empty());
+
+    // Filters combine (AND).
+    let want = expect(&recs, |r| {
+        r.event.step().map(|(s, _)| s) == Some(Step::Mount)
+            && f.add_of(r.op)
+                .and_then(|a| f.add_owner.get(&a).cloned().flatten())
+                .as_deref()
+                == Some("c1")
+    });
+    assert_eq!(replay_seqs(d, &["--owner", "c1", "--step", "mount"]), want);
+}
+
+#[test]
+fn json_lines_have_the_documented_fields() {
+    let (dir, recs) = made_journal();
+    let o = cli(&["replay", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(code(&o), 0);
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), recs.len());
+    let fields = [
+        "seq",
+        "time",
+        "ts_micros",
+        "op",
+        "op_kind",
+        "event",
+        "step",
+        "handle",
+        "owner",
+        "disk",
+        "slot",
+        "path",
+        "outcome",
+        "error",
+        "duration_ms",
+        "detail",
+    ];
+    for (l, r) in lines.iter().zip(&recs) {
+        let obj = l.as_object().unwrap();
+        for f in fields {
+            assert!(obj.contains_key(f), "field {f} missing in {l}");
+        }
+        assert_eq!(obj.len(), fields.len(), "undocumented fields in {l}");
+        assert_eq!(l["seq"], r.seq);
+        assert_eq!(l["op"], r.op);
+        assert_eq!(l["event"], r.event.name());
+        assert!(l["time"].as_str().unwrap().ends_with('Z'));
+    }
+    // Outcome lines of steps carry the step's duration.
+    let done = lines
+        .iter()
+        .find(|l| l["event"] == "done" && l["step"] == "attach")
+        .unwrap();
+    assert!(done["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(done["outcome"], "ok");
+    let failed = lines.iter().find(|l| l["event"] == "failed").unwrap();
+    assert_eq!(failed["outcome"], "failed");
+    assert!(failed["error"].as_str().unwrap().contains("bad fs"));
+    // People get a table with the same records.
+    let o = cli(&["replay", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&o), 0);
+    let text = stdout(&o);
+    assert!(text.starts_with("SEQ"), "{text}");
+    assert_eq!(text.lines().count(), recs.len() + 1);
+    assert!(!text.contains('\x1b'), "no colour when not on a terminal");
+}
+
+/// The closed journal's sled database, opened raw to tamper with it. Retried for a moment: sled
+/// locks its file, and a child that another test thread is spawning can hold a copy of the
+/// journal's descriptors until it execs.
+fn raw_sled(dir: &Path) -> sled::Db {
+    let mut last = None;
+    for _ in 0..100 {
+        match sled::open(dir.join("sled")) {
+            Ok(db) => return db,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("opening the journal's sled database: {last:?}")
+}
+
+fn slot_text(s: &Slot) -> String {
+    format!("{}:{}", s.controller, s.lun)
+}
+
+#[test]
+fn at_equals_the_fold_up_to_that_record() {
+    let (dir, recs) = made_journal();
+    let d = dir.path().to_str().unwrap();
+    for n in (1..=recs.len()).step_by(7).chain([recs.len()]) {
+        let st = State::fold(recs[..n].iter()).unwrap();
+        let o = cli(&["replay", d, "--at", &n.to_string(), "--json"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let v = &json_lines(&o)[0];
+        assert_eq!(v["last_seq"], st.last_seq);
+        let atts: Vec<(String, u64, String)> = v["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["slot"].as_str().unwrap().to_string(),
+                    a["refs"].as_u64().unwrap(),
+                    a["phase"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, u64, String)> = st
+            .attachments
+            .iter()
+            .map(|(s, a)| (slot_text(s), a.refs as u64, format!("{:?}", a.phase)))
+            .collect();
+        assert_eq!(atts, want, "attachments at {n}");
+        let mounts: Vec<(u64, String, u64)> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["mount"].as_u64().unwrap(),
+                    m["path"].as_str().unwrap().to_string(),
+                    m["refs"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, String, u64)> = st
+            .mounts
+            .iter()
+            .map(|(id, m)| (*id, m.path.clone(), m.refs as u64))
+            .collect();
+        assert_eq!(mounts, want, "mounts at {n}");
+        let handles: Vec<u64> = v["handles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["handle"].as_u64().unwrap())
+            .collect();
+        assert_eq!(handles, st.handles.keys().copied().collect::<Vec<_>>());
+        let ops: Vec<u64> = v["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["op"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ops, st.ops.keys().copied().collect::<Vec<_>>());
+    }
+    // By time: the fold of every record up to that time.
+    let mid = &recs[recs.len() / 3];
+    let t = humantime::format_rfc3339_micros(
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(mid.ts_micros),
+    )
+    .to_string();
+    let o = cli(&["replay", d, "--at", &t, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let last = recs
+        .iter()
+        .take_while(|r| r.ts_micros <= mid.ts_micros)
+        .last()
+        .unwrap()
+        .seq;
+    assert_eq!(json_lines(&o)[0]["last_seq"], last);
+    // Past the end is a usage error.
+    let o = cli(&["replay", d, "--at", "999999"]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn verify_passes_a_good_journal_and_names_a_flipped_byte() {
+    let (dir, recs) = made_journal();
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("journal OK"));
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 0);
+    let v = &json_lines(&o)[0];
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["records_checked"], recs.len() as u64);
+
+    // Flip one byte inside record 10's stored value.
+    {
+        let db = raw_sled(dir.path());
+        let t = db.open_tree("records").unwrap();
+        let key = 10u64.to_be_bytes();
+        let mut v = t.get(key).unwrap().unwrap().to_vec();
+        let i = v.len() / 2;
+        v[i] ^= 0x40;
+        t.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+    let o = cli(&["verify", d]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("first bad record: seq 10"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1);
+    let v = &json_lines(&o)[0];
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problem"]["seq"], 10);
+    // The CLI never changed the journal: the flipped byte is still there.
+    let db = raw_sled(dir.path());
+    let t = db.open_tree("records").unwrap();
+    assert!(t.get(10u64.to_be_bytes()).unwrap().is_some());
+}
+
+#[test]
+fn verify_names_a_deleted_record() {
+    let (dir, _recs) = made_journal();
+    let d = dir.path().to_str().unwrap();
+    {
+        let db = raw_sled(dir.path());
+        let t = db.open_tree("records").unwrap();
+        t.remove(12u64.to_be_bytes()).unwrap().unwrap();
+        db.flush().unwrap();
+    }
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let v = &json_lines(&o)[0];
+    assert_eq!(v["problem"]["seq"], 12, "{v}");
+    assert!(
+        v["problem"]["what"].as_str().unwrap().contains("missing"),
+        "{v}"
+    );
+    let o = cli(&["verify", d]);
+    assert!(
+        stdout(&o).contains("first bad record: seq 12"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_locked_journal_is_refused_and_copy_audits_it() {
+    let (dir, recs) = made_journal();
+    let d = dir.path().to_str().unwrap();
+    // A second open file description in this process holds the flock, as a running shim would.
+    let held = open_journal(dir.path());
+    for cmd in ["replay", "status", "verify"] {
+        let o = cli(&[cmd, d]);
+        assert_eq!(code(&o), 2, "{cmd}");
+        let e = stderr(&o);
+        assert!(
+            e.contains("is in use by a running process") && e.contains("--copy"),
+            "{cmd}: {e}"
+        );
+        assert!(
+            e.contains(&format!("pid {}", std::process::id())),
+            "{cmd} names the holder: {e}"
+        );
+    }
+    let o = cli(&["replay", d, "--copy"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("point-in-time copy"), "{}", stdout(&o));
+    let o = cli(&["replay", d, "--copy", "--json"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(json_lines(&o).len(), recs.len(), "JSON stays clean");
+    assert!(stderr(&o).contains("point-in-time copy"));
+    let o = cli(&["verify", d, "--copy"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    drop(held);
+    let o = cli(&["status", d]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+}
+
+#[test]
+fn status_and_dry_run_show_a_pending_teardown() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("vm.json");
+    let jdir = dir.path().join("journal");
+    rt().block_on(async {
+        let vm = SimVm::persistent(&sim).unwrap();
+        let m = open(&jdir, &vm).await;
+        let h = m
+            .add_virtual_disk(ro_layer("/img/stuck.vhdx", "c1"))
+            .await
+            .unwrap();
+        vm.set_faults(FaultPlan::new().fail_always(
+            SimOp::Detach,
+            lunledger::backend::BackendError::Failed("stuck".into()),
+        ));
+        assert!(h.release().await.is_err());
+        m.close().await.unwrap();
+    });
+    let j = jdir.to_str().unwrap();
+    let o = cli(&["status", j]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(text.contains("Pending teardowns (1)"), "{text}");
+    assert!(text.contains("stuck"), "{text}");
+    let o = cli(&["status", j, "--json"]);
+    let v = &json_lines(&o)[0];
+    assert_eq!(v["pending_teardowns"][0]["step"], "detach");
+
+    // Journal-only plan, then a plan against the simulated VM's state file.
+    let o = cli(&["recover", j, "--dry-run"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(stdout(&o).contains("teardown"), "{}", stdout(&o));
+    let o = cli(&[
+        "recover",
+        j,
+        "--dry-run",
+        "--sim-state",
+        sim.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let actions = json_lines(&o);
+    assert!(
+        actions.iter().any(|a| a["action"] == "teardown"),
+        "{actions:?}"
+    );
+    // Without --dry-run the CLI refuses: it never changes a journal.
+    let o = cli(&["recover", j]);
+    assert_eq!(code(&o), 2);
+    // The journal is unchanged: the teardown is still pending.
+    let o = cli(&["status", j]);
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (dir, _) = made_journal();
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(code(&cli(&["replay", d, "--slot", "zero"])), 2);
+    assert_eq!(code(&cli(&["replay", d, "--since", "last tuesday"])), 2);
+    assert_eq!(code(&cli(&["replay", d, "--step", "format"])), 2);
+    assert_eq!(code(&cli(&["replay", "/nonexistent/journal"])), 2);
+    assert_eq!(code(&cli(&["frobnicate"])), 2);
+    assert_eq!(code(&cli(&["demo", "--backend", "qemu"])), 2);
+    assert_eq!(code(&cli(&["replay", d, "--at", "3", "--owner", "c1"])), 2);
+    assert_eq!(code(&cli(&["replay", d, "--follow", "--reverse"])), 2);
+}
+
+#[test]
+fn demo_recovers_from_a_kill_and_ends_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("journal");
+    let t = std::time::Instant::now();
+    let o = cli(&["demo", "--journal", j.to_str().unwrap()]);
+    let text = stdout(&o);
+    assert_eq!(code(&o), 0, "{text}\n{}", stderr(&o));
+    // About 1.5 s normally; the bound leaves room for a loaded machine.
+    assert!(t.elapsed().as_secs() < 30, "demo took {:?}", t.elapsed());
+    assert!(text.contains("sent SIGKILL"), "{text}");
+    assert!(text.contains("rolled back: op"), "{text}");
+    assert!(text.contains("PASS"), "{text}");
+    // Independently: the journal's fold is empty and the simulated VM is empty.
+    let recs = records(&j);
+    let st = State::fold(recs.iter()).unwrap();
+    assert!(st.is_empty(), "{st:?}");
+    assert!(recs
+        .iter()
+        .any(|r| matches!(r.event, Event::OpRolledBack { .. })));
+    let vm = SimVm::persistent(dir.path().join("journal.sim-vm.json")).unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_eq!(code(&cli(&["verify", j.to_str().unwrap()])), 0);
+}
+
+#[test]
+fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let vm = SimVm::new();
+    // The manager stays open: the journal is live and locked throughout.
+    let m = rt.block_on(open(dir.path(), &vm));
+    let _a = rt
+        .block_on(m.add_virtual_disk(ro_layer("/img/one.vhdx", "c1")))
+        .unwrap();
+    // An add returns with its handle; its op-finished record may follow a moment later.
+    let settle = |m: &Manager| {
+        for _ in 0..1000 {
+            if m.state().ops.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rt.block_on(m.sync()).unwrap();
+    };
+    settle(&m);
+    let before = m.state().last_seq;
+    let child = Command::new(env!("CARGO_BIN_EXE_lunledger"))
+        .args(["replay", dir.path().to_str().unwrap(), "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ends the follower even when an assertion fails half way.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Reap(child);
+    let child = &mut guard.0;
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+    };
+    for seq in 1..=before {
+        assert_eq!(next("the existing records")["seq"], seq);
+    }
+    let _b = rt
+        .block_on(m.add_virtual_disk(ro_layer("/img/two.vhdx", "c2")))
+        .unwrap();
+    settle(&m);
+    let after = m.state().last_seq;
+    assert!(after > before);
+    for seq in before + 1..=after {
+        let v = next("the new records");
+        assert_eq!(v["seq"], seq);
+        assert_eq!(v["owner"], "c2", "{v}");
+    }
+    // Ctrl-C ends the loop cleanly.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("point-in-time copy of live journal"), "{err}");
+    rt.block_on(m.close()).unwrap();
+}
+
+#[test]
+fn a_pruned_journal_replays_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = rt().block_on(async {
+        let vm = SimVm::new();
+        let mut opts = lunledger::ManagerOptions::new(config());
+        opts.checkpoint_every = 10;
+        opts.retention = Some(lunledger::journal::Retention {
+            keep_records: 0,
+            keep_for: std::time::Duration::ZERO,
+        });
+        let m = Manager::open_with(dir.path(), opts, vm.host_backend(), vm.guest_backend())
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for i in 0..6 {
+            let owner = if i % 2 == 0 { "c1" } else { "c2" };
+            held.push(
+                m.add_virtual_disk(ro_layer(&format!("/img/{i}.vhdx"), owner))
+                    .await
+                    .unwrap(),
+            );
+        }
+        held.remove(0).release().await.unwrap();
+        let st = m.state();
+        m.close().await.unwrap();
+        st
+    });
+    let j = open_journal(dir.path());
+    let first = j.first_seq().unwrap().unwrap();
+    drop(j);
+    assert!(first > 1, "the journal was not pruned");
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["replay", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pruned"), "{}", stderr(&o));
+    let o = cli(&["status", d, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let v = &json_lines(&o)[0];
+    let handles: Vec<u64> = v["state"]["handles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["handle"].as_u64().unwrap())
+        .collect();
+    assert_eq!(handles, live.handles.keys().copied().collect::<Vec<_>>());
+    assert_eq!(v["state"]["last_seq"], live.last_seq);
+    let o = cli(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+}
