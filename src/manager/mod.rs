@@ -12,7 +12,7 @@ mod release;
 mod step;
 
 pub use open::{load_state, validate_config, ManagerOptions};
-pub use recover::RecoveryReport;
+pub use recover::{observe, RecoveryReport};
 
 use crate::backend::{GuestBackend, HostBackend};
 use crate::crash::{Boundary, CrashHook, CrashPoint, Site};

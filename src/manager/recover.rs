@@ -56,7 +56,9 @@ impl RecoveryReport {
     }
 }
 
-fn observe(host: Option<HostView>, guest: Option<GuestView>) -> Observation {
+/// What the backends' views say, in the planner's terms (`None`: that side could not be
+/// inspected). `recover --dry-run` plans from this too.
+pub fn observe(host: Option<HostView>, guest: Option<GuestView>) -> Observation {
     Observation {
         host: host.map(|h| {
             h.attachments

@@ -10,9 +10,7 @@ use crate::style;
 use lunledger::backend::sim::{persist, SimVm};
 use lunledger::backend::{GuestView, HostView};
 use lunledger::journal::{Resolution, Target};
-use lunledger::recovery::{
-    plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest, State,
-};
+use lunledger::recovery::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, State};
 use serde::Serialize;
 use std::path::Path;
 
@@ -114,22 +112,7 @@ fn observe_sim(path: &Path) -> Result<Observation, CliError> {
 
 /// What the VM reports, in the planner's terms (the manager's recovery does the same).
 pub fn observation(host: HostView, guest: GuestView) -> Observation {
-    Observation {
-        host: Some(
-            host.attachments
-                .into_iter()
-                .map(|a| SeenAttachment {
-                    slot: a.slot,
-                    attach: a.attach,
-                    path: a.path,
-                })
-                .collect(),
-        ),
-        guest: Some(SeenGuest {
-            devices: guest.devices,
-            mounts: guest.mounts.into_iter().map(|m| m.path).collect(),
-        }),
-    }
+    lunledger::observe(Some(host), Some(guest))
 }
 
 fn kind(a: &Action) -> &'static str {

@@ -84,11 +84,7 @@ pub fn run(a: &CommonArgs) -> CliResult {
         }
         folded += 1;
         pb.inc(1);
-        let v: Vec<String> = state
-            .violations()
-            .into_iter()
-            .filter(|v| !transient_teardown(&state, v))
-            .collect();
+        let v: Vec<String> = state.violations();
         if !v.is_empty() {
             problems.push(Finding {
                 seq: rec.seq,
@@ -132,21 +128,6 @@ pub fn run(a: &CommonArgs) -> CliResult {
     };
     write_out(&mut std::io::stdout().lock(), &text)?;
     Ok(Outcome::problem_if(!out.ok))
-}
-
-/// Whether `violation` is the one `State::violations` reports for every ordinary release between
-/// dropping the last references and the unmount: the mount waits in `NeedsUnmount` while its
-/// attachment waits in `NeedsUnplug` with the unplug not yet started. That state is legal (the
-/// unmount runs first, and recovery finishes it after a crash), so it is not a problem; the
-/// check in `recovery/src/invariants.rs` should allow it (reported upstream).
-fn transient_teardown(state: &State, violation: &str) -> bool {
-    state.mounts.iter().any(|(id, m)| {
-        violation == format!("mount {id} outlives its attachment's teardown")
-            && m.phase == MountPhase::NeedsUnmount
-            && state.attachments.get(&m.slot).is_some_and(|a| {
-                a.attach == m.attach && a.phase == AttachPhase::NeedsUnplug && a.pending.is_none()
-            })
-    })
 }
 
 fn render(r: &Report) -> String {
