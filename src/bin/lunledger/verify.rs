@@ -9,7 +9,7 @@ use crate::progress;
 use crate::replay::{say_banner, write_out};
 use crate::snapshot;
 use crate::style;
-use lunledger::recovery::{AttachPhase, MountPhase, State};
+use lunledger::recovery::State;
 use serde::Serialize;
 
 /// One problem found.
