@@ -37,6 +37,7 @@ pub mod model;
 pub mod options;
 pub mod record;
 pub mod recover;
+mod snapshot;
 pub mod stats;
 pub mod store;
 pub mod verify;

@@ -36,6 +36,9 @@ pub struct OpenReport {
     /// The sequence number the scan started from (after the newest checkpoint), if any record
     /// was scanned.
     pub scanned_from: Option<u64>,
+    /// Unfinished sled snapshots (left by a process killed while sled wrote one) moved out of
+    /// sled's way, with where they now are.
+    pub snapshots_set_aside: Vec<std::path::PathBuf>,
 }
 
 pub(crate) struct Scan {

@@ -144,6 +144,7 @@ impl Journal {
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
         let sled_path = dir.join(SLED_DIR);
+        let set_aside = crate::snapshot::set_aside_unfinished(&sled_path, &dir)?;
         let config = sled::Config::new()
             .path(&sled_path)
             .cache_capacity(opts.cache_capacity)
@@ -204,7 +205,10 @@ impl Journal {
             inner: Arc::new(Inner {
                 shared,
                 writer: Mutex::new(Some(writer)),
-                report: scan.report,
+                report: OpenReport {
+                    snapshots_set_aside: set_aside,
+                    ..scan.report
+                },
             }),
         })
     }
