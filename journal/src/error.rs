@@ -74,6 +74,15 @@ pub enum JournalError {
         /// The sequence number asked for.
         seq: u64,
     },
+    /// Records that were durable are missing (damage inside sled's files made it recover a
+    /// shorter log). Refused unless [`crate::JournalOptions::accept_lost_records`] is set.
+    #[error("records {first}..={durable} were durable but are missing or damaged (the journal's files were damaged); open with accept_lost_records to go on without them")]
+    LostRecords {
+        /// The first missing or damaged sequence number.
+        first: u64,
+        /// The highest sequence number the journal had made durable.
+        durable: u64,
+    },
     /// A failure inside sled or the writer that surfaced as a panic; caught and reported instead.
     #[error("internal failure: {0}")]
     Internal(String),

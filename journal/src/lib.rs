@@ -41,6 +41,7 @@ mod snapshot;
 pub mod stats;
 pub mod store;
 pub mod verify;
+pub mod watermark;
 mod writer;
 
 pub use checkpoint::{Checkpoint, PruneReport, Retention};

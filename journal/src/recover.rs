@@ -39,6 +39,9 @@ pub struct OpenReport {
     /// Unfinished sled snapshots (left by a process killed while sled wrote one) moved out of
     /// sled's way, with where they now are.
     pub snapshots_set_aside: Vec<std::path::PathBuf>,
+    /// Records that had been durable but were missing or damaged, as (first, last durable),
+    /// when the open was told to accept that.
+    pub lost_records: Option<(u64, u64)>,
 }
 
 pub(crate) struct Scan {

@@ -55,6 +55,7 @@ pub(crate) struct Shared {
     pub halted: AtomicBool,
     pub counters: Counters,
     pub dir: PathBuf,
+    pub watermark: crate::watermark::Watermark,
     pub _lock: LockAfterSled,
 }
 
@@ -164,6 +165,18 @@ impl Journal {
             JournalError::Internal(format!("panic while scanning: {}", panic_msg(&p)))
         })??;
 
+        let (watermark, durable_mark) = crate::watermark::Watermark::open(&dir)?;
+        let lost = durable_mark.and_then(|mark| {
+            let first = match &scan.report.tail_quarantined {
+                Some(t) if t.first_bad_seq <= mark => t.first_bad_seq,
+                _ if scan.last_seq < mark => scan.last_seq + 1,
+                _ => return None,
+            };
+            Some((first, mark))
+        });
+        if let (Some((first, durable)), false) = (lost, opts.accept_lost_records) {
+            return Err(JournalError::LostRecords { first, durable });
+        }
         if scan.report.tail_quarantined.is_some() && opts.durability == Durability::Sync {
             // The scan flushed the quarantine move; make it power-safe too.
             data_file
@@ -195,6 +208,7 @@ impl Journal {
             halted: AtomicBool::new(false),
             counters: Counters::default(),
             dir,
+            watermark,
             _lock: LockAfterSled {
                 _lock: dir_lock,
                 data_path: data_path.clone(),
@@ -207,6 +221,7 @@ impl Journal {
                 writer: Mutex::new(Some(writer)),
                 report: OpenReport {
                     snapshots_set_aside: set_aside,
+                    lost_records: lost,
                     ..scan.report
                 },
             }),

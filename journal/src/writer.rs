@@ -296,6 +296,10 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
         let periodic = s.flush_every.is_some_and(|d| last_flush.elapsed() >= d);
         if written > durable && (want > durable || shutdown || idle_flush || periodic) {
             s.flush_durable()?;
+            if let Err(e) = s.watermark.record(written) {
+                // Only the detection of lost records weakens; the records themselves are durable.
+                tracing::warn!(error = %e, "could not record the durable watermark");
+            }
             last_flush = std::time::Instant::now();
             durable = written;
             publish(s, |st| st.seq = durable);

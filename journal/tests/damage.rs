@@ -40,6 +40,8 @@ fn undecodable_tail_is_quarantined_and_appends_continue() {
         b[3] ^= 0x40;
         t.insert(key(10), b).unwrap();
     });
+    // Record 10 never became durable: a torn tail.
+    rewind_watermark(dir.path(), 9);
     let j = Journal::open(dir.path(), opts()).unwrap();
     let d = j
         .open_report()
@@ -73,6 +75,7 @@ fn broken_chain_at_the_end_is_quarantined() {
             t.insert(key(s), encode_record(&r)).unwrap();
         }
     });
+    rewind_watermark(dir.path(), 4);
     let j = Journal::open(dir.path(), opts()).unwrap();
     let d = j.open_report().tail_quarantined.clone().unwrap();
     assert_eq!((d.first_bad_seq, d.records), (5, 2), "{d:?}");
@@ -130,7 +133,13 @@ fn verify_names_a_tampered_record() {
             };
             t.insert(key(tamper_seq), b).unwrap();
         });
-        let j = Journal::open(dir.path(), opts()).unwrap();
+        // Tampering with the newest (durable) record is lost data to `open`; accept it here so
+        // `verify` can be asked to name it.
+        let accepting = JournalOptions {
+            accept_lost_records: true,
+            ..opts()
+        };
+        let j = Journal::open(dir.path(), accepting).unwrap();
         let v = j.verify().unwrap();
         if tamper_seq == 8 {
             if reencode {
@@ -332,5 +341,49 @@ fn open_scans_from_the_newest_checkpoint() {
     match Journal::open(dir.path(), opts()) {
         Err(JournalError::Corrupt { seq: Some(40), .. }) => {}
         other => panic!("expected Corrupt at 40, got {other:?}"),
+    }
+}
+
+#[test]
+fn damage_to_durable_records_is_refused_unless_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_n(dir.path(), 10);
+    with_raw(dir.path(), |t| {
+        let mut b = t.get(key(10)).unwrap().unwrap().to_vec();
+        b[3] ^= 0x40;
+        t.insert(key(10), b).unwrap();
+    });
+    match Journal::open(dir.path(), opts()) {
+        Err(JournalError::LostRecords { first, durable }) => assert_eq!((first, durable), (10, 10)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("durable record 10 was damaged and the open went on silently"),
+    }
+    let accepting = JournalOptions {
+        accept_lost_records: true,
+        ..opts()
+    };
+    let j = Journal::open(dir.path(), accepting).unwrap();
+    assert_eq!(j.open_report().lost_records, Some((10, 10)));
+    assert_eq!(j.last_seq(), 9);
+    assert_eq!(
+        j.quarantined().unwrap().len(),
+        1,
+        "the damaged record is kept"
+    );
+}
+
+#[test]
+fn records_missing_below_the_watermark_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_n(dir.path(), 10);
+    // What sled's silent prefix recovery looks like from above: the newest records are gone.
+    with_raw(dir.path(), |t| {
+        t.remove(key(10)).unwrap();
+        t.remove(key(9)).unwrap();
+    });
+    match Journal::open(dir.path(), opts()) {
+        Err(JournalError::LostRecords { first, durable }) => assert_eq!((first, durable), (9, 10)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("two durable records vanished and the open went on silently"),
     }
 }

@@ -100,7 +100,15 @@ proptest! {
             t.insert(k.to_be_bytes(), b).unwrap();
             db.flush().unwrap();
         }
-        let j = Journal::open(dir.path(), opts()).unwrap();
+        let j = match Journal::open(dir.path(), opts()) {
+            Ok(j) => j,
+            // A change to a durable record at the tail is refused by open, naming it.
+            Err(JournalError::LostRecords { first, .. }) => {
+                prop_assert_eq!(first, k);
+                return Ok(());
+            }
+            Err(e) => panic!("open: {e}"),
+        };
         let report = j.open_report().clone();
         let v = j.verify().unwrap();
         let named = match (&report.tail_quarantined, &v.problem) {

@@ -38,6 +38,9 @@ pub struct ManagerOptions {
     pub inspect_timeout: Duration,
     /// After each checkpoint, prune records older than this keeps (`None`: keep everything).
     pub retention: Option<Retention>,
+    /// Open even when records that had been durable are missing from the journal's files
+    /// (damage); by default such an open fails with `JournalError::LostRecords`.
+    pub accept_lost_records: bool,
     /// Crash-point hook (tests only).
     pub crash_hook: Option<Arc<dyn CrashHook>>,
 }
@@ -56,6 +59,7 @@ impl ManagerOptions {
             teardown_backoff: Duration::from_millis(20),
             inspect_timeout: Duration::from_secs(10),
             retention: None,
+            accept_lost_records: false,
             crash_hook: None,
         }
     }
@@ -176,6 +180,7 @@ impl Manager {
         let jopts = JournalOptions {
             durability: opts.durability,
             cache_capacity: opts.cache_capacity,
+            accept_lost_records: opts.accept_lost_records,
             ..JournalOptions::default()
         };
         let (journal, state, checkpoint, replayed) = tokio::task::spawn_blocking(move || {
@@ -185,11 +190,14 @@ impl Manager {
         })
         .await
         .map_err(|e| Error::Internal(format!("open task: {e}")))??;
-        let tail_quarantined = journal
-            .open_report()
-            .tail_quarantined
-            .as_ref()
-            .map(|t| format!("{t:?}"));
+        let opened = journal.open_report();
+        let tail_quarantined = opened.tail_quarantined.as_ref().map(|t| {
+            format!(
+                "{} record(s) from seq {} set aside: {}",
+                t.records, t.first_bad_seq, t.what
+            )
+        });
+        let lost_records = opened.lost_records;
         if let Some(t) = &tail_quarantined {
             tracing::warn!(damage = %t, "journal tail was damaged; recovered the valid prefix");
         }
@@ -230,6 +238,7 @@ impl Manager {
             checkpoint_seq: checkpoint,
             records_replayed: replayed,
             tail_quarantined,
+            lost_records,
             duration: started.elapsed(),
             ..Default::default()
         };

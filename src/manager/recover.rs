@@ -23,6 +23,9 @@ pub struct RecoveryReport {
     pub records_replayed: u64,
     /// A damaged journal tail that was set aside on open, described.
     pub tail_quarantined: Option<String>,
+    /// Durable records found missing and accepted (`ManagerOptions::accept_lost_records`), as
+    /// (first, last durable).
+    pub lost_records: Option<(u64, u64)>,
     /// Whether the host and guest could be inspected.
     pub inspected: (bool, bool),
     /// The plan executed.

@@ -158,3 +158,11 @@ pub fn opts() -> JournalOptions {
 pub fn read_all(j: &Journal) -> Vec<Record> {
     j.read_from(0).collect::<Result<Vec<_>, _>>().unwrap()
 }
+
+/// Sets the durable watermark back to `seq`, as a crash between sled writing records and the
+/// flush that would make them durable leaves it: records after `seq` are then a torn tail.
+#[allow(dead_code)]
+pub fn rewind_watermark(dir: &std::path::Path, seq: u64) {
+    let line = format!("lunledger-durable {seq:020}\n");
+    std::fs::write(dir.join(lunledger_journal::watermark::WATERMARK_FILE), line).unwrap();
+}
