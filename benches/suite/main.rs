@@ -1,0 +1,888 @@
+//! lunledger benchmark suite (`cargo bench`): journal overhead per step, concurrency, against
+//! Kata-style snapshot persistence, recovery time against history length, replay throughput and
+//! peak memory. Every figure is printed with a baseline measured in the same run and the ratio,
+//! and one summary table ends the run. See docs/performance.md.
+
+mod baseline;
+mod history;
+mod physical;
+mod report;
+
+use baseline::{BaseManager, Persist};
+use lunledger::backend::sim::{SimOp, SimVm};
+use lunledger::journal::{Journal, JournalOptions, MountSpec};
+use lunledger::recovery::State;
+use lunledger::{DiskRequest, Durability, Manager, ManagerConfig, ManagerOptions, MountConfig};
+use physical::Mechanism;
+use report::{median, ms, pct, us, Table, Target};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Live attachments held in the snapshot, recovery and memory benchmarks.
+pub const LIVE: usize = 256;
+/// Write-ahead points of one add (attach + mount) + release cycle: the 5 step intents (attach,
+/// mount, unmount, unplug, detach) and the handle issue, each durable before going on.
+const DURABLE_POINTS_PER_CYCLE: f64 = 6.0;
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// hcsshim's 4 controllers x 64 LUNs.
+fn config_4x64() -> ManagerConfig {
+    ManagerConfig {
+        controllers: 4,
+        luns_per_controller: 64,
+        mount_format: "/run/mounts/scsi/m%d".into(),
+        reserved: vec![],
+    }
+}
+
+/// 8 x 64 slots, so that 256 live attachments leave room for more.
+pub fn config_8x64() -> ManagerConfig {
+    ManagerConfig {
+        controllers: 8,
+        ..config_4x64()
+    }
+}
+
+pub async fn open_manager(
+    dir: &Path,
+    vm: &SimVm,
+    config: ManagerConfig,
+    durability: Durability,
+    checkpoint_every: u64,
+) -> Manager {
+    let mut opts = ManagerOptions::new(config);
+    opts.durability = durability;
+    opts.checkpoint_every = checkpoint_every;
+    Manager::open_with(dir, opts, vm.host_backend(), vm.guest_backend())
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+}
+
+fn target_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => manifest.join(t),
+        None => manifest.join("target"),
+    }
+}
+
+fn req(path: &str) -> DiskRequest {
+    DiskRequest::new(path).mount(MountConfig::default())
+}
+
+/// Backend steps (attach, mount, unmount, unplug, detach) the VM has seen.
+fn steps(vm: &SimVm) -> u64 {
+    [
+        SimOp::Attach,
+        SimOp::Mount,
+        SimOp::Unmount,
+        SimOp::Unplug,
+        SimOp::Detach,
+    ]
+    .iter()
+    .map(|op| vm.calls(*op))
+    .sum()
+}
+
+/// `n` add + release cycles of one disk through the manager: per-cycle latencies (µs).
+async fn manager_cycles(m: &Manager, path: &str, n: usize) -> Vec<f64> {
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let h = m.add_virtual_disk(req(path)).await.expect("add");
+        h.release().await.expect("release");
+        lat.push(us(t.elapsed()));
+    }
+    lat
+}
+
+async fn base_cycles(b: &BaseManager, path: &str, n: usize) -> Vec<f64> {
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let h = b
+            .add(path, Some(MountSpec::default()))
+            .await
+            .expect("base add");
+        b.release(h).await.expect("base release");
+        lat.push(us(t.elapsed()));
+    }
+    lat
+}
+
+struct CycleRun {
+    median_us: f64,
+    mean_us: f64,
+    p99_us: f64,
+    flushes_per_cycle: f64,
+    fdatasyncs_per_cycle: f64,
+    records_per_cycle: f64,
+}
+
+async fn measure_manager(dir: &Path, durability: Durability, n: usize, live: usize) -> CycleRun {
+    let vm = SimVm::new();
+    let cfg = if live > 0 {
+        config_8x64()
+    } else {
+        config_4x64()
+    };
+    let m = open_manager(dir, &vm, cfg, durability, 10_000).await;
+    hold_live(&m, live).await;
+    manager_cycles(&m, "/disks/bench.vhdx", 20).await; // warm-up
+    m.sync().await.expect("sync");
+    let s0 = m.journal().stats();
+    let t = Instant::now();
+    let mut lat = manager_cycles(&m, "/disks/bench.vhdx", n).await;
+    let total = t.elapsed();
+    m.sync().await.expect("sync");
+    let s1 = m.journal().stats();
+    m.close().await.expect("close");
+    let n = n as f64;
+    CycleRun {
+        median_us: median(&mut lat),
+        mean_us: us(total) / n,
+        p99_us: pct(&mut lat, 99.0),
+        flushes_per_cycle: (s1.flushes - s0.flushes) as f64 / n,
+        fdatasyncs_per_cycle: (s1.fdatasyncs - s0.fdatasyncs) as f64 / n,
+        records_per_cycle: (s1.appended - s0.appended) as f64 / n,
+    }
+}
+
+/// Adds `live` distinct disks (64 at a time) and keeps their handles live.
+async fn hold_live(m: &Manager, live: usize) {
+    let mut tasks = Vec::new();
+    for t in 0..64.min(live) {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while i < live {
+                m.add_virtual_disk(req(&format!("/disks/live-{i:03}.vhdx")))
+                    .await
+                    .expect("add live");
+                i += 64;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("live task");
+    }
+}
+
+async fn base_hold_live(b: &Arc<BaseManager>, live: usize) {
+    for i in 0..live {
+        let h = b
+            .add(
+                &format!("/disks/live-{i:03}.vhdx"),
+                Some(MountSpec::default()),
+            )
+            .await
+            .expect("base add live");
+        std::mem::forget(h);
+    }
+}
+
+fn section_1(t: &mut Table, tmp: &Path) -> (f64, f64) {
+    eprintln!("== 1. journal overhead per add+release cycle (zero-latency SimVm)");
+    let raw = physical::measure(tmp, Mechanism::Fdatasync, 2000);
+    let sfr = physical::measure(tmp, Mechanism::SyncFileRange, 2000);
+    eprintln!(
+        "  raw write+fdatasync p50 {:.1} µs p99 {:.1}; write+sync_file_range p50 {:.1} µs p99 {:.1}",
+        raw.median_us, raw.p99_us, sfr.median_us, sfr.p99_us
+    );
+    let rt = runtime();
+    let base = rt.block_on(async {
+        let vm = SimVm::new();
+        let b = BaseManager::new(
+            config_4x64(),
+            vm.host_backend(),
+            vm.guest_backend(),
+            Persist::None,
+        );
+        base_cycles(&b, "/disks/bench.vhdx", 2000).await;
+        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 50_000).await;
+        median(&mut lat)
+    });
+    let flush = rt.block_on(measure_manager(
+        &tmp.join("s1-flush"),
+        Durability::Flush,
+        2000,
+        0,
+    ));
+    let sync = rt.block_on(measure_manager(
+        &tmp.join("s1-sync"),
+        Durability::Sync,
+        1000,
+        0,
+    ));
+    for (name, r) in [("Flush", &flush), ("Sync", &sync)] {
+        eprintln!(
+            "  {name}: p50 {:.1} µs mean {:.1} p99 {:.1}; {:.2} flushes, {:.2} fdatasyncs, {:.1} records per cycle",
+            r.median_us, r.mean_us, r.p99_us, r.flushes_per_cycle, r.fdatasyncs_per_cycle, r.records_per_cycle
+        );
+    }
+    t.add(
+        "1a",
+        "raw append 120 B + fdatasync, per record (physical limit)",
+        raw.median_us,
+        "µs",
+        None,
+        None,
+    );
+    t.add(
+        "1b",
+        "raw append 120 B + sync_file_range, per record (sled flush mechanism)",
+        sfr.median_us,
+        "µs",
+        None,
+        None,
+    );
+    t.add(
+        "1c",
+        "in-memory hcsshim-like manager, add+release cycle (p50)",
+        base,
+        "µs",
+        None,
+        None,
+    );
+    t.add(
+        "1d",
+        "Flush mode, add+release cycle (p50)",
+        flush.median_us,
+        "µs",
+        Some(("in-memory", base)),
+        None,
+    );
+    t.add(
+        "1e",
+        "Flush mode cycle vs 6 durable points x raw sync_file_range",
+        flush.median_us,
+        "µs",
+        Some(("6 x 1b", DURABLE_POINTS_PER_CYCLE * sfr.median_us)),
+        None,
+    );
+    t.add(
+        "1f",
+        "Sync mode, add+release cycle (p50)",
+        sync.median_us,
+        "µs",
+        Some(("in-memory", base)),
+        None,
+    );
+    t.add(
+        "1g",
+        "Sync mode cycle vs 6 durable points x raw fdatasync",
+        sync.median_us,
+        "µs",
+        Some(("6 x 1a", DURABLE_POINTS_PER_CYCLE * raw.median_us)),
+        None,
+    );
+    t.add(
+        "1h",
+        "Flush mode: durable flushes per cycle (journal stats)",
+        flush.flushes_per_cycle,
+        "flushes",
+        None,
+        None,
+    );
+    t.add(
+        "1i",
+        "Sync mode: fdatasyncs per cycle (journal stats)",
+        sync.fdatasyncs_per_cycle,
+        "fdatasyncs",
+        None,
+        None,
+    );
+    t.add(
+        "1j",
+        "Sync mode: cycle time per durable flush vs raw fdatasync per record",
+        sync.median_us / sync.fdatasyncs_per_cycle.max(1e-9),
+        "µs",
+        Some(("1a", raw.median_us)),
+        None,
+    );
+    t.add(
+        "1k",
+        "records appended per cycle",
+        flush.records_per_cycle,
+        "records",
+        None,
+        None,
+    );
+    (raw.median_us, sfr.median_us)
+}
+
+async fn concurrent_manager(
+    dir: &Path,
+    durability: Durability,
+    per_task: usize,
+) -> (f64, f64, f64) {
+    let vm = SimVm::new();
+    let m = open_manager(dir, &vm, config_4x64(), durability, 10_000).await;
+    m.sync().await.expect("sync");
+    let s0 = m.journal().stats();
+    let st0 = steps(&vm);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/disks/conc-{i:02}.vhdx");
+            for _ in 0..per_task {
+                let h = m.add_virtual_disk(req(&path)).await.expect("add");
+                h.release().await.expect("release");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let el = t.elapsed();
+    let s1 = m.journal().stats();
+    let st = (steps(&vm) - st0) as f64;
+    m.close().await.expect("close");
+    let ops = (64 * per_task * 2) as f64;
+    (
+        ops / el.as_secs_f64(),
+        (s1.flushes - s0.flushes) as f64 / st,
+        (s1.fdatasyncs - s0.fdatasyncs) as f64 / st,
+    )
+}
+
+fn section_2(t: &mut Table, tmp: &Path) {
+    eprintln!("== 2. 64 concurrent add/release loops on distinct disks (4 x 64 slots)");
+    let rt = runtime();
+    let base = rt.block_on(async {
+        let vm = SimVm::new();
+        let b = BaseManager::new(
+            config_4x64(),
+            vm.host_backend(),
+            vm.guest_backend(),
+            Persist::None,
+        );
+        let per_task = 2000;
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                let path = format!("/disks/conc-{i:02}.vhdx");
+                base_cycles(&b, &path, per_task).await;
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        (64 * per_task * 2) as f64 / t.elapsed().as_secs_f64()
+    });
+    let (f_ops, f_fps, _) = rt.block_on(concurrent_manager(
+        &tmp.join("s2-flush"),
+        Durability::Flush,
+        60,
+    ));
+    let (s_ops, s_fps, s_dps) = rt.block_on(concurrent_manager(
+        &tmp.join("s2-sync"),
+        Durability::Sync,
+        30,
+    ));
+    eprintln!("  Sync: {s_dps:.3} fdatasyncs per step");
+    t.add(
+        "2a",
+        "in-memory manager, 64 concurrent loops",
+        base,
+        "ops/s",
+        None,
+        None,
+    );
+    t.add(
+        "2b",
+        "Flush mode, 64 concurrent loops",
+        f_ops,
+        "ops/s",
+        Some(("in-memory", base)),
+        None,
+    );
+    t.add(
+        "2c",
+        "Flush mode: durable flushes per backend step",
+        f_fps,
+        "flushes",
+        None,
+        Some(Target::ValueAtMost(0.25)),
+    );
+    t.add(
+        "2d",
+        "Sync mode, 64 concurrent loops",
+        s_ops,
+        "ops/s",
+        Some(("in-memory", base)),
+        None,
+    );
+    t.add(
+        "2e",
+        "Sync mode: durable flushes per backend step",
+        s_fps,
+        "flushes",
+        None,
+        Some(Target::ValueAtMost(0.25)),
+    );
+}
+
+fn section_3(t: &mut Table, tmp: &Path) {
+    eprintln!("== 3. against Kata-style snapshot-per-change persistence, {LIVE} live attachments");
+    let rt = runtime();
+    let snapdir = tmp.join("s3-snapshot");
+    let _ = std::fs::remove_dir_all(&snapdir);
+    std::fs::create_dir_all(&snapdir).expect("snapshot dir");
+    let file = snapdir.join("persist.json");
+    let (mem, kata, fsync, snap_len) = rt.block_on(async {
+        let vm = SimVm::new();
+        let b = BaseManager::new(
+            config_8x64(),
+            vm.host_backend(),
+            vm.guest_backend(),
+            Persist::None,
+        );
+        base_hold_live(&b, LIVE).await;
+        base_cycles(&b, "/disks/bench.vhdx", 200).await;
+        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 5000).await;
+        let mem = median(&mut lat) / 2.0;
+        b.set_persist(Persist::KataNoSync(file.clone()));
+        base_cycles(&b, "/disks/bench.vhdx", 20).await;
+        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 300).await;
+        let kata = median(&mut lat) / 2.0;
+        b.set_persist(Persist::SnapshotFsync(file.clone()));
+        base_cycles(&b, "/disks/bench.vhdx", 20).await;
+        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 300).await;
+        let fsync = median(&mut lat) / 2.0;
+        (mem, kata, fsync, b.snapshot_len())
+    });
+    eprintln!("  snapshot size with {LIVE} live attachments: {snap_len} B (pretty JSON)");
+    let flush = rt.block_on(measure_manager(
+        &tmp.join("s3-flush"),
+        Durability::Flush,
+        500,
+        LIVE,
+    ));
+    let sync = rt.block_on(measure_manager(
+        &tmp.join("s3-sync"),
+        Durability::Sync,
+        300,
+        LIVE,
+    ));
+    for (name, r) in [("Flush", &flush), ("Sync", &sync)] {
+        eprintln!(
+            "  ours {name} with {LIVE} live: cycle p50 {:.1} µs mean {:.1} p99 {:.1}; {:.2} flushes/cycle",
+            r.median_us, r.mean_us, r.p99_us, r.flushes_per_cycle
+        );
+    }
+    t.add(
+        "3a",
+        "in-memory manager, per operation (add or release), 256 live",
+        mem,
+        "µs",
+        None,
+        None,
+    );
+    t.add(
+        "3b",
+        "Kata as shipped: JSON snapshot, no fsync, per operation",
+        kata,
+        "µs",
+        Some(("in-memory", mem)),
+        None,
+    );
+    t.add(
+        "3c",
+        "crash-safe JSON snapshot (tmp+fsync+rename+dir fsync), per operation",
+        fsync,
+        "µs",
+        Some(("in-memory", mem)),
+        None,
+    );
+    t.add(
+        "3d",
+        "ours Flush mode, per operation, 256 live",
+        flush.median_us / 2.0,
+        "µs",
+        Some(("3c fsync'd snapshot", fsync)),
+        Some(Target::RatioAtMost(0.2)),
+    );
+    t.add(
+        "3e",
+        "ours Sync mode (power-safe, like-for-like with 3c), per operation, 256 live",
+        sync.median_us / 2.0,
+        "µs",
+        Some(("3c fsync'd snapshot", fsync)),
+        Some(Target::RatioAtMost(0.2)),
+    );
+    t.add(
+        "3f",
+        "ours Flush mode vs Kata as shipped (no fsync)",
+        flush.median_us / 2.0,
+        "µs",
+        Some(("3b Kata no-fsync", kata)),
+        None,
+    );
+}
+
+struct OpenTimes {
+    wall_ms: Vec<f64>,
+    replayed: u64,
+    checkpoint: Option<u64>,
+}
+
+fn time_opens(h: &history::History, reps: usize) -> OpenTimes {
+    let rt = runtime();
+    let mut wall_ms = Vec::new();
+    let mut replayed = 0;
+    let mut checkpoint = None;
+    for _ in 0..reps {
+        let vm = h.vm();
+        let (w, rep, live, last) = rt.block_on(async {
+            let t = Instant::now();
+            let m = open_manager(
+                &h.journal_dir(),
+                &vm,
+                config_8x64(),
+                Durability::Flush,
+                h.checkpoint_every,
+            )
+            .await;
+            let w = ms(t.elapsed());
+            let rep = m.last_recovery().expect("recovery report");
+            let live = m.handles().len();
+            let last = m.journal().last_seq();
+            m.close().await.expect("close");
+            (w, rep, live, last)
+        });
+        assert_eq!(live, LIVE, "live handles after open");
+        if last != h.last_seq || !rep.plan.is_empty() {
+            eprintln!(
+                "  WARNING: open changed the journal (last_seq {last} vs {}), plan {:?}",
+                h.last_seq, rep.plan
+            );
+        }
+        replayed = rep.records_replayed;
+        checkpoint = rep.checkpoint_seq;
+        wall_ms.push(w);
+    }
+    eprintln!(
+        "  {}: opens (ms) {:?}; replayed {replayed} records after checkpoint {checkpoint:?}",
+        h.dir.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
+        wall_ms
+            .iter()
+            .map(|v| (v * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+    OpenTimes {
+        wall_ms,
+        replayed,
+        checkpoint,
+    }
+}
+
+fn section_4(
+    t: &mut Table,
+    cache: &Path,
+    large: u64,
+) -> (history::History, history::History, history::History) {
+    eprintln!("== 4. recovery (Manager::open_with) vs history length, {LIVE} live attachments");
+    let a = history::get(cache, 10_000, 10_000);
+    let b = history::get(cache, large, 10_000);
+    let a0 = history::get(cache, 10_000, 0);
+    let b0 = history::get(cache, large, 0);
+    let mut ta = time_opens(&a, 5);
+    let mut tb = time_opens(&b, 5);
+    let mut ta0 = time_opens(&a0, 3);
+    let mut tb0 = time_opens(&b0, 3);
+    for h in [&a, &b, &a0, &b0] {
+        if let Some(d) = h.generated {
+            eprintln!(
+                "  generated {} in this run ({:.1} s): its first open above is sled's first open after a write-heavy run",
+                h.dir.display(),
+                d.as_secs_f64()
+            );
+        }
+    }
+    let ma = median(&mut ta.wall_ms);
+    let mb = median(&mut tb.wall_ms);
+    let ma0 = median(&mut ta0.wall_ms);
+    let mb0 = median(&mut tb0.wall_ms);
+    eprintln!(
+        "  (b) replayed {} records after checkpoint {:?}; no-checkpoint (b) replayed {}",
+        tb.replayed, tb.checkpoint, tb0.replayed
+    );
+    let label_b = format!(
+        "(b) +{} records, checkpoints every 10k: open (median)",
+        large
+    );
+    t.add(
+        "4a",
+        "(a) +10k records, checkpoints every 10k: open (median)",
+        ma,
+        "ms",
+        None,
+        None,
+    );
+    t.add(
+        "4b",
+        label_b,
+        mb,
+        "ms",
+        Some(("(a)", ma)),
+        Some(Target::RatioAtMost(1.5)),
+    );
+    t.add(
+        "4c",
+        "(a) +10k records, no checkpoints: open (median)",
+        ma0,
+        "ms",
+        None,
+        None,
+    );
+    t.add(
+        "4d",
+        format!("(b) +{large} records, no checkpoints: open (median)"),
+        mb0,
+        "ms",
+        Some(("no-checkpoint (a)", ma0)),
+        None,
+    );
+    (b, b0, a)
+}
+
+fn section_5(t: &mut Table, h: &history::History) {
+    eprintln!("== 5. replay audit: read + decode + State::apply over the whole journal");
+    let t0 = Instant::now();
+    let j = Journal::open(h.journal_dir(), JournalOptions::default()).expect("open journal");
+    eprintln!(
+        "  Journal::open (no checkpoint: scans every record): {:.1} ms, scanned {}",
+        ms(t0.elapsed()),
+        j.open_report().records_scanned
+    );
+    let first = j.first_seq().expect("first_seq").unwrap_or(1);
+    let mut decode = Vec::new();
+    let mut apply = Vec::new();
+    let mut n = 0u64;
+    for _ in 0..2 {
+        let t1 = Instant::now();
+        n = 0;
+        for r in j.read_from(first) {
+            let r = r.expect("read");
+            black_box(r.seq);
+            n += 1;
+        }
+        decode.push(n as f64 / t1.elapsed().as_secs_f64());
+        let t2 = Instant::now();
+        let mut st = State::new();
+        let mut m = 0u64;
+        for r in j.read_from(first) {
+            st.apply(&r.expect("read")).expect("apply");
+            m += 1;
+        }
+        apply.push(m as f64 / t2.elapsed().as_secs_f64());
+        assert_eq!(st.handles.len(), LIVE);
+    }
+    drop(j);
+    eprintln!("  {n} records; read+decode runs {decode:.0?} rec/s; +apply runs {apply:.0?} rec/s");
+    let d = decode[1];
+    let a = apply[1];
+    t.add(
+        "5a",
+        format!("read + decode (checked iterator), {n} records"),
+        d,
+        "rec/s",
+        None,
+        None,
+    );
+    t.add(
+        "5b",
+        "read + decode + State::apply",
+        a,
+        "rec/s",
+        Some(("5a", d)),
+        Some(Target::ValueAtLeast(1e6)),
+    );
+}
+
+/// Runs this binary again as a child and returns its peak RSS (VmHWM) in bytes.
+fn child_hwm(args: &[String]) -> (f64, f64) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = Command::new(exe)
+        .arg("--rss-child")
+        .args(args)
+        .output()
+        .expect("spawn child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RSS_KB "))
+        .expect("child printed no RSS_KB line");
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|s| s.parse().expect("number"))
+        .collect();
+    (v[0] * 1024.0, v[1] * 1024.0)
+}
+
+fn status_kb(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child mode: `idle`, `base`, or `manager <journal dir> <vm file> <checkpoint_every>`.
+fn rss_child(args: &[String]) {
+    let rt = runtime();
+    match args.first().map(String::as_str) {
+        Some("idle") => rt.block_on(async { tokio::task::yield_now().await }),
+        Some("base") => rt.block_on(async {
+            let vm = SimVm::new();
+            let b = BaseManager::new(
+                config_8x64(),
+                vm.host_backend(),
+                vm.guest_backend(),
+                Persist::None,
+            );
+            base_hold_live(&b, LIVE).await;
+        }),
+        Some("manager") => {
+            let dir = PathBuf::from(&args[1]);
+            let vm_file = PathBuf::from(&args[2]);
+            let every: u64 = args[3].parse().expect("checkpoint_every");
+            let st = lunledger::backend::sim::persist::load(&vm_file)
+                .expect("vm file")
+                .expect("vm file missing");
+            let vm = SimVm::with_state(st);
+            rt.block_on(async {
+                let m = open_manager(&dir, &vm, config_8x64(), Durability::Flush, every).await;
+                assert_eq!(m.handles().len(), LIVE);
+                println!("VMHWM_AFTER_OPEN {}", status_kb("VmHWM:"));
+                m.close().await.expect("close");
+            });
+        }
+        other => panic!("unknown child mode {other:?}"),
+    }
+    println!("RSS_KB {} {}", status_kb("VmHWM:"), status_kb("VmRSS:"));
+}
+
+fn section_6(t: &mut Table, b: &history::History, b0: &history::History, a: &history::History) {
+    eprintln!("== 6. peak RSS (VmHWM) of a fresh process holding {LIVE} attachments");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let (idle, _) = child_hwm(&["idle".into()]);
+    let (base, _) = child_hwm(&["base".into()]);
+    let man = |h: &history::History| {
+        child_hwm(&[
+            "manager".into(),
+            s(&h.journal_dir()),
+            s(&h.vm_file()),
+            h.checkpoint_every.to_string(),
+        ])
+    };
+    let (hb, rb) = man(b);
+    let (ha, _) = man(a);
+    let (hb0, _) = man(b0);
+    eprintln!(
+        "  1M-history manager: VmHWM {:.1} MiB, VmRSS at exit {:.1} MiB",
+        hb / MIB,
+        rb / MIB
+    );
+    t.add(
+        "6a",
+        "idle process (tokio runtime only)",
+        idle / MIB,
+        "MiB",
+        None,
+        None,
+    );
+    t.add(
+        "6b",
+        "in-memory manager holding 256 attachments",
+        base / MIB,
+        "MiB",
+        Some(("6a idle", idle / MIB)),
+        None,
+    );
+    t.add(
+        "6c",
+        format!(
+            "manager, 256 live, after open of +{} records (checkpoints)",
+            b.last_seq
+        ),
+        hb / MIB,
+        "MiB",
+        Some(("6b in-memory", base / MIB)),
+        Some(Target::ValueAtMost(64.0)),
+    );
+    t.add(
+        "6d",
+        "manager, 256 live, +10k records (checkpoints)",
+        ha / MIB,
+        "MiB",
+        Some(("6b in-memory", base / MIB)),
+        None,
+    );
+    t.add(
+        "6e",
+        "manager, 256 live, 1M-record journal without checkpoints",
+        hb0 / MIB,
+        "MiB",
+        Some(("6b in-memory", base / MIB)),
+        None,
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
+        rss_child(&args[i + 1..]);
+        return;
+    }
+    let started = Instant::now();
+    let target = target_dir();
+    let cache = target.join("bench-cache");
+    // The large history (1M records); LUNLEDGER_BENCH_HISTORY overrides it for quick trials only.
+    let large: u64 = std::env::var("LUNLEDGER_BENCH_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    if args.iter().any(|a| a == "--prepare-cache") {
+        for (h, cp) in [(10_000, 10_000), (large, 10_000), (10_000, 0), (large, 0)] {
+            history::get(&cache, h, cp);
+        }
+        return;
+    }
+    let tmp = target.join("bench-tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("bench tmp dir");
+    let mut t = Table::default();
+    section_1(&mut t, &tmp);
+    section_2(&mut t, &tmp);
+    section_3(&mut t, &tmp);
+    let (b, b0, a) = section_4(&mut t, &cache, large);
+    section_5(&mut t, &b0);
+    section_6(&mut t, &b, &b0, &a);
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!("total bench time {:.1} s", started.elapsed().as_secs_f64());
+    t.print();
+}
