@@ -21,6 +21,20 @@ pub struct History {
 }
 
 impl History {
+    /// A journal already generated in `dir` (for the profiling modes).
+    pub fn at(dir: PathBuf, checkpoint_every: u64) -> History {
+        let last_seq = std::fs::read_to_string(dir.join("done"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("not a generated history directory");
+        History {
+            dir,
+            checkpoint_every,
+            last_seq,
+            generated: None,
+        }
+    }
+
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.join("journal")
     }

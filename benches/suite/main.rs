@@ -121,43 +121,87 @@ async fn base_cycles(b: &BaseManager, path: &str, n: usize) -> Vec<f64> {
     lat
 }
 
-struct CycleRun {
-    median_us: f64,
-    mean_us: f64,
-    p99_us: f64,
-    flushes_per_cycle: f64,
-    fdatasyncs_per_cycle: f64,
-    records_per_cycle: f64,
+/// One manager measured in interleaved rounds: latencies and journal counters accumulated over
+/// the measured cycles only.
+struct Ours {
+    m: Option<Manager>,
+    lat: Vec<f64>,
+    cycles: u64,
+    flushes: u64,
+    fdatasyncs: u64,
+    appended: u64,
 }
 
-async fn measure_manager(dir: &Path, durability: Durability, n: usize, live: usize) -> CycleRun {
-    let vm = SimVm::new();
-    let cfg = if live > 0 {
-        config_8x64()
-    } else {
-        config_4x64()
-    };
-    let m = open_manager(dir, &vm, cfg, durability, 10_000).await;
-    hold_live(&m, live).await;
-    manager_cycles(&m, "/disks/bench.vhdx", 20).await; // warm-up
-    m.sync().await.expect("sync");
-    let s0 = m.journal().stats();
-    let t = Instant::now();
-    let mut lat = manager_cycles(&m, "/disks/bench.vhdx", n).await;
-    let total = t.elapsed();
-    m.sync().await.expect("sync");
-    let s1 = m.journal().stats();
-    m.close().await.expect("close");
-    let n = n as f64;
-    CycleRun {
-        median_us: median(&mut lat),
-        mean_us: us(total) / n,
-        p99_us: pct(&mut lat, 99.0),
-        flushes_per_cycle: (s1.flushes - s0.flushes) as f64 / n,
-        fdatasyncs_per_cycle: (s1.fdatasyncs - s0.fdatasyncs) as f64 / n,
-        records_per_cycle: (s1.appended - s0.appended) as f64 / n,
+impl Ours {
+    async fn open(dir: &Path, durability: Durability, live: usize) -> Ours {
+        let vm = SimVm::new();
+        let cfg = if live > 0 {
+            config_8x64()
+        } else {
+            config_4x64()
+        };
+        let m = open_manager(dir, &vm, cfg, durability, 10_000).await;
+        hold_live(&m, live).await;
+        manager_cycles(&m, "/disks/bench.vhdx", 20).await; // warm-up
+        Ours {
+            m: Some(m),
+            lat: Vec::new(),
+            cycles: 0,
+            flushes: 0,
+            fdatasyncs: 0,
+            appended: 0,
+        }
+    }
+
+    /// Runs `n` measured cycles.
+    async fn round(&mut self, n: usize) {
+        let m = self.m.as_ref().expect("manager open");
+        m.sync().await.expect("sync");
+        let s0 = m.journal().stats();
+        let lat = manager_cycles(m, "/disks/bench.vhdx", n).await;
+        m.sync().await.expect("sync");
+        let s1 = m.journal().stats();
+        self.lat.extend(lat);
+        self.cycles += n as u64;
+        self.flushes += s1.flushes - s0.flushes;
+        self.fdatasyncs += s1.fdatasyncs - s0.fdatasyncs;
+        self.appended += s1.appended - s0.appended;
+    }
+
+    async fn close(&mut self) {
+        if let Some(m) = self.m.take() {
+            m.close().await.expect("close");
+        }
+    }
+
+    fn median_us(&mut self) -> f64 {
+        median(&mut self.lat)
+    }
+    fn mean_us(&self) -> f64 {
+        self.lat.iter().sum::<f64>() / self.lat.len() as f64
+    }
+    fn p99_us(&mut self) -> f64 {
+        pct(&mut self.lat, 99.0)
+    }
+    fn per_cycle(&self, v: u64) -> f64 {
+        v as f64 / self.cycles as f64
+    }
+    fn log(&mut self, name: &str) {
+        eprintln!(
+            "  {name}: p50 {:.1} µs mean {:.1} p99 {:.1}; {:.2} flushes, {:.2} fdatasyncs, {:.1} records per cycle",
+            self.median_us(),
+            self.mean_us(),
+            self.p99_us(),
+            self.per_cycle(self.flushes),
+            self.per_cycle(self.fdatasyncs),
+            self.per_cycle(self.appended)
+        );
     }
 }
+
+/// Rounds of interleaved measurement: the VM is shared and noisy, so every contender is measured
+/// in each round, one after another, and medians are taken over all rounds.
+const ROUNDS: usize = 5;
 
 /// Adds `live` distinct disks (64 at a time) and keeps their handles live.
 async fn hold_live(m: &Manager, live: usize) {
@@ -192,49 +236,66 @@ async fn base_hold_live(b: &Arc<BaseManager>, live: usize) {
     }
 }
 
-fn section_1(t: &mut Table, tmp: &Path) -> (f64, f64) {
+fn section_1(t: &mut Table, tmp: &Path) {
     eprintln!("== 1. journal overhead per add+release cycle (zero-latency SimVm)");
-    let raw = physical::measure(tmp, Mechanism::Fdatasync, 2000);
-    let sfr = physical::measure(tmp, Mechanism::SyncFileRange, 2000);
-    eprintln!(
-        "  raw write+fdatasync p50 {:.1} µs p99 {:.1}; write+sync_file_range p50 {:.1} µs p99 {:.1}",
-        raw.median_us, raw.p99_us, sfr.median_us, sfr.p99_us
-    );
     let rt = runtime();
-    let base = rt.block_on(async {
-        let vm = SimVm::new();
-        let b = BaseManager::new(
-            config_4x64(),
-            vm.host_backend(),
-            vm.guest_backend(),
-            Persist::None,
-        );
-        base_cycles(&b, "/disks/bench.vhdx", 2000).await;
-        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 50_000).await;
-        median(&mut lat)
+    let (mut raw, mut pre, mut sfr, mut base) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut flush, mut sync) = rt.block_on(async {
+        (
+            Ours::open(&tmp.join("s1-flush"), Durability::Flush, 0).await,
+            Ours::open(&tmp.join("s1-sync"), Durability::Sync, 0).await,
+        )
     });
-    let flush = rt.block_on(measure_manager(
-        &tmp.join("s1-flush"),
-        Durability::Flush,
-        2000,
-        0,
-    ));
-    let sync = rt.block_on(measure_manager(
-        &tmp.join("s1-sync"),
-        Durability::Sync,
-        1000,
-        0,
-    ));
-    for (name, r) in [("Flush", &flush), ("Sync", &sync)] {
-        eprintln!(
-            "  {name}: p50 {:.1} µs mean {:.1} p99 {:.1}; {:.2} flushes, {:.2} fdatasyncs, {:.1} records per cycle",
-            r.median_us, r.mean_us, r.p99_us, r.flushes_per_cycle, r.fdatasyncs_per_cycle, r.records_per_cycle
-        );
+    let vm = SimVm::new();
+    let b = BaseManager::new(
+        config_4x64(),
+        vm.host_backend(),
+        vm.guest_backend(),
+        Persist::None,
+    );
+    rt.block_on(base_cycles(&b, "/disks/bench.vhdx", 2000));
+    for _ in 0..ROUNDS {
+        raw.extend(physical::measure(tmp, Mechanism::Fdatasync, 300));
+        pre.extend(physical::measure(tmp, Mechanism::PrezeroedFdatasync, 300));
+        sfr.extend(physical::measure(tmp, Mechanism::SyncFileRange, 300));
+        rt.block_on(async {
+            base.extend(base_cycles(&b, "/disks/bench.vhdx", 10_000).await);
+            flush.round(300).await;
+            sync.round(150).await;
+        });
     }
+    rt.block_on(async {
+        flush.close().await;
+        sync.close().await;
+    });
+    let (raw_p50, pre_p50, sfr_p50, base_p50) = (
+        median(&mut raw),
+        median(&mut pre),
+        median(&mut sfr),
+        median(&mut base),
+    );
+    eprintln!(
+        "  raw write+fdatasync p50 {raw_p50:.1} µs p99 {:.1}; pre-zeroed pwrite+fdatasync p50 {pre_p50:.1} µs p99 {:.1}; write+sync_file_range p50 {sfr_p50:.1} µs p99 {:.1}",
+        pct(&mut raw, 99.0),
+        pct(&mut pre, 99.0),
+        pct(&mut sfr, 99.0)
+    );
+    flush.log("Flush");
+    sync.log("Sync");
+    let (f50, s50) = (flush.median_us(), sync.median_us());
+    let s_fdatasyncs = sync.per_cycle(sync.fdatasyncs);
     t.add(
         "1a",
         "raw append 120 B + fdatasync, per record (physical limit)",
-        raw.median_us,
+        raw_p50,
+        "µs",
+        None,
+        None,
+    );
+    t.add(
+        "1a'",
+        "raw pwrite 120 B into a pre-zeroed file + fdatasync, per record (no metadata)",
+        pre_p50,
         "µs",
         None,
         None,
@@ -242,7 +303,7 @@ fn section_1(t: &mut Table, tmp: &Path) -> (f64, f64) {
     t.add(
         "1b",
         "raw append 120 B + sync_file_range, per record (sled flush mechanism)",
-        sfr.median_us,
+        sfr_p50,
         "µs",
         None,
         None,
@@ -250,7 +311,7 @@ fn section_1(t: &mut Table, tmp: &Path) -> (f64, f64) {
     t.add(
         "1c",
         "in-memory hcsshim-like manager, add+release cycle (p50)",
-        base,
+        base_p50,
         "µs",
         None,
         None,
@@ -258,39 +319,47 @@ fn section_1(t: &mut Table, tmp: &Path) -> (f64, f64) {
     t.add(
         "1d",
         "Flush mode, add+release cycle (p50)",
-        flush.median_us,
+        f50,
         "µs",
-        Some(("in-memory", base)),
+        Some(("in-memory", base_p50)),
         None,
     );
     t.add(
         "1e",
         "Flush mode cycle vs 6 durable points x raw sync_file_range",
-        flush.median_us,
+        f50,
         "µs",
-        Some(("6 x 1b", DURABLE_POINTS_PER_CYCLE * sfr.median_us)),
+        Some(("6 x 1b", DURABLE_POINTS_PER_CYCLE * sfr_p50)),
         None,
     );
     t.add(
         "1f",
         "Sync mode, add+release cycle (p50)",
-        sync.median_us,
+        s50,
         "µs",
-        Some(("in-memory", base)),
+        Some(("in-memory", base_p50)),
         None,
     );
     t.add(
         "1g",
         "Sync mode cycle vs 6 durable points x raw fdatasync",
-        sync.median_us,
+        s50,
         "µs",
-        Some(("6 x 1a", DURABLE_POINTS_PER_CYCLE * raw.median_us)),
+        Some(("6 x 1a", DURABLE_POINTS_PER_CYCLE * raw_p50)),
+        None,
+    );
+    t.add(
+        "1g'",
+        "Sync mode cycle vs 6 durable points x pre-zeroed fdatasync",
+        s50,
+        "µs",
+        Some(("6 x 1a'", DURABLE_POINTS_PER_CYCLE * pre_p50)),
         None,
     );
     t.add(
         "1h",
         "Flush mode: durable flushes per cycle (journal stats)",
-        flush.flushes_per_cycle,
+        flush.per_cycle(flush.flushes),
         "flushes",
         None,
         None,
@@ -298,28 +367,27 @@ fn section_1(t: &mut Table, tmp: &Path) -> (f64, f64) {
     t.add(
         "1i",
         "Sync mode: fdatasyncs per cycle (journal stats)",
-        sync.fdatasyncs_per_cycle,
+        s_fdatasyncs,
         "fdatasyncs",
         None,
         None,
     );
     t.add(
         "1j",
-        "Sync mode: cycle time per durable flush vs raw fdatasync per record",
-        sync.median_us / sync.fdatasyncs_per_cycle.max(1e-9),
+        "Sync mode: cycle time per durable flush vs pre-zeroed fdatasync per record",
+        s50 / s_fdatasyncs.max(1e-9),
         "µs",
-        Some(("1a", raw.median_us)),
+        Some(("1a'", pre_p50)),
         None,
     );
     t.add(
         "1k",
         "records appended per cycle",
-        flush.records_per_cycle,
+        flush.per_cycle(flush.appended),
         "records",
         None,
         None,
     );
-    (raw.median_us, sfr.median_us)
 }
 
 async fn concurrent_manager(
@@ -385,16 +453,27 @@ fn section_2(t: &mut Table, tmp: &Path) {
         }
         (64 * per_task * 2) as f64 / t.elapsed().as_secs_f64()
     });
-    let (f_ops, f_fps, _) = rt.block_on(concurrent_manager(
-        &tmp.join("s2-flush"),
-        Durability::Flush,
-        60,
-    ));
-    let (s_ops, s_fps, s_dps) = rt.block_on(concurrent_manager(
-        &tmp.join("s2-sync"),
-        Durability::Sync,
-        30,
-    ));
+    // Flush and Sync alternate over 3 rounds (a fresh journal each); figures are the means.
+    let (mut f, mut sy) = (Vec::new(), Vec::new());
+    for r in 0..3 {
+        f.push(rt.block_on(concurrent_manager(
+            &tmp.join(format!("s2-flush-{r}")),
+            Durability::Flush,
+            40,
+        )));
+        sy.push(rt.block_on(concurrent_manager(
+            &tmp.join(format!("s2-sync-{r}")),
+            Durability::Sync,
+            30,
+        )));
+    }
+    let mean = |v: &[(f64, f64, f64)], i: usize| {
+        v.iter().map(|x| [x.0, x.1, x.2][i]).sum::<f64>() / v.len() as f64
+    };
+    eprintln!("  Flush rounds (ops/s, flushes/step, fdatasyncs/step): {f:.3?}");
+    eprintln!("  Sync rounds: {sy:.3?}");
+    let (f_ops, f_fps) = (mean(&f, 0), mean(&f, 1));
+    let (s_ops, s_fps, s_dps) = (mean(&sy, 0), mean(&sy, 1), mean(&sy, 2));
     eprintln!("  Sync: {s_dps:.3} fdatasyncs per step");
     t.add(
         "2a",
@@ -445,47 +524,47 @@ fn section_3(t: &mut Table, tmp: &Path) {
     let _ = std::fs::remove_dir_all(&snapdir);
     std::fs::create_dir_all(&snapdir).expect("snapshot dir");
     let file = snapdir.join("persist.json");
-    let (mem, kata, fsync, snap_len) = rt.block_on(async {
-        let vm = SimVm::new();
-        let b = BaseManager::new(
-            config_8x64(),
-            vm.host_backend(),
-            vm.guest_backend(),
-            Persist::None,
-        );
+    let vm = SimVm::new();
+    let b = BaseManager::new(
+        config_8x64(),
+        vm.host_backend(),
+        vm.guest_backend(),
+        Persist::None,
+    );
+    let (mut flush, mut sync) = rt.block_on(async {
         base_hold_live(&b, LIVE).await;
         base_cycles(&b, "/disks/bench.vhdx", 200).await;
-        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 5000).await;
-        let mem = median(&mut lat) / 2.0;
-        b.set_persist(Persist::KataNoSync(file.clone()));
-        base_cycles(&b, "/disks/bench.vhdx", 20).await;
-        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 300).await;
-        let kata = median(&mut lat) / 2.0;
-        b.set_persist(Persist::SnapshotFsync(file.clone()));
-        base_cycles(&b, "/disks/bench.vhdx", 20).await;
-        let mut lat = base_cycles(&b, "/disks/bench.vhdx", 300).await;
-        let fsync = median(&mut lat) / 2.0;
-        (mem, kata, fsync, b.snapshot_len())
+        (
+            Ours::open(&tmp.join("s3-flush"), Durability::Flush, LIVE).await,
+            Ours::open(&tmp.join("s3-sync"), Durability::Sync, LIVE).await,
+        )
     });
-    eprintln!("  snapshot size with {LIVE} live attachments: {snap_len} B (pretty JSON)");
-    let flush = rt.block_on(measure_manager(
-        &tmp.join("s3-flush"),
-        Durability::Flush,
-        500,
-        LIVE,
-    ));
-    let sync = rt.block_on(measure_manager(
-        &tmp.join("s3-sync"),
-        Durability::Sync,
-        300,
-        LIVE,
-    ));
-    for (name, r) in [("Flush", &flush), ("Sync", &sync)] {
-        eprintln!(
-            "  ours {name} with {LIVE} live: cycle p50 {:.1} µs mean {:.1} p99 {:.1}; {:.2} flushes/cycle",
-            r.median_us, r.mean_us, r.p99_us, r.flushes_per_cycle
-        );
-    }
+    let (mut mem, mut kata, mut fsync) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        for _ in 0..ROUNDS {
+            b.set_persist(Persist::None);
+            mem.extend(base_cycles(&b, "/disks/bench.vhdx", 1000).await);
+            b.set_persist(Persist::KataNoSync(file.clone()));
+            kata.extend(base_cycles(&b, "/disks/bench.vhdx", 60).await);
+            b.set_persist(Persist::SnapshotFsync(file.clone()));
+            fsync.extend(base_cycles(&b, "/disks/bench.vhdx", 60).await);
+            flush.round(100).await;
+            sync.round(60).await;
+        }
+        flush.close().await;
+        sync.close().await;
+    });
+    eprintln!(
+        "  snapshot size with {LIVE} live attachments: {} B (pretty JSON)",
+        b.snapshot_len()
+    );
+    flush.log("ours Flush, 256 live");
+    sync.log("ours Sync, 256 live");
+    // Per operation: a cycle is two operations (an add and a release).
+    let mem = median(&mut mem) / 2.0;
+    let kata = median(&mut kata) / 2.0;
+    let fsync = median(&mut fsync) / 2.0;
+    let (f_op, s_op) = (flush.median_us() / 2.0, sync.median_us() / 2.0);
     t.add(
         "3a",
         "in-memory manager, per operation (add or release), 256 live",
@@ -513,7 +592,7 @@ fn section_3(t: &mut Table, tmp: &Path) {
     t.add(
         "3d",
         "ours Flush mode, per operation, 256 live",
-        flush.median_us / 2.0,
+        f_op,
         "µs",
         Some(("3c fsync'd snapshot", fsync)),
         Some(Target::RatioAtMost(0.2)),
@@ -521,7 +600,7 @@ fn section_3(t: &mut Table, tmp: &Path) {
     t.add(
         "3e",
         "ours Sync mode (power-safe, like-for-like with 3c), per operation, 256 live",
-        sync.median_us / 2.0,
+        s_op,
         "µs",
         Some(("3c fsync'd snapshot", fsync)),
         Some(Target::RatioAtMost(0.2)),
@@ -529,7 +608,7 @@ fn section_3(t: &mut Table, tmp: &Path) {
     t.add(
         "3f",
         "ours Flush mode vs Kata as shipped (no fsync)",
-        flush.median_us / 2.0,
+        f_op,
         "µs",
         Some(("3b Kata no-fsync", kata)),
         None,
@@ -577,6 +656,25 @@ fn time_opens(h: &history::History, reps: usize) -> OpenTimes {
         checkpoint = rep.checkpoint_seq;
         wall_ms.push(w);
     }
+    // Phases of one open, timed apart: sled open + the journal's own scan (Journal::open), then
+    // rebuilding the state (checkpoint decode + replay, lunledger::load_state).
+    let (mut jo, mut ls) = (Vec::new(), Vec::new());
+    for _ in 0..reps.min(2) {
+        let t = Instant::now();
+        let j = Journal::open(h.journal_dir(), JournalOptions::default()).expect("journal open");
+        jo.push(ms(t.elapsed()));
+        let t = Instant::now();
+        let (st, _, _) = lunledger::load_state(&j).expect("load_state");
+        ls.push(ms(t.elapsed()));
+        assert_eq!(st.handles.len(), LIVE);
+        drop(j);
+    }
+    eprintln!(
+        "  {}: phases (median ms): Journal::open {:.1}, load_state {:.1}",
+        h.dir.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
+        median(&mut jo),
+        median(&mut ls)
+    );
     eprintln!(
         "  {}: opens (ms) {:?}; replayed {replayed} records after checkpoint {checkpoint:?}",
         h.dir.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
@@ -605,7 +703,7 @@ fn section_4(
     let mut ta = time_opens(&a, 5);
     let mut tb = time_opens(&b, 5);
     let mut ta0 = time_opens(&a0, 3);
-    let mut tb0 = time_opens(&b0, 3);
+    let mut tb0 = time_opens(&b0, 1);
     for h in [&a, &b, &a0, &b0] {
         if let Some(d) = h.generated {
             eprintln!(
@@ -852,8 +950,97 @@ fn section_6(t: &mut Table, b: &history::History, b0: &history::History, a: &his
     );
 }
 
+fn prune_experiment(src: &Path) {
+    let dst = target_dir().join("bench-tmp").join("prune-experiment");
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(dst.parent().expect("parent")).expect("tmp");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(&dst)
+        .status()
+        .expect("cp");
+    assert!(ok.success(), "copy failed");
+    let every = 10_000;
+    let h = history::History::at(dst.clone(), every);
+    eprintln!("before pruning:");
+    time_opens(&h, 3);
+    let j = Journal::open(h.journal_dir(), JournalOptions::default()).expect("open");
+    let t = Instant::now();
+    let r = j
+        .prune(&lunledger::journal::Retention {
+            keep_records: 10_000,
+            keep_for: std::time::Duration::ZERO,
+        })
+        .expect("prune");
+    eprintln!(
+        "pruned {} records in {:.1} s; first retained {:?}",
+        r.records_removed,
+        t.elapsed().as_secs_f64(),
+        r.first_retained
+    );
+    drop(j);
+    eprintln!("after pruning (first open after the prune, then later opens):");
+    time_opens(&h, 3);
+    time_opens(&h, 3);
+    let _ = std::fs::remove_dir_all(&dst);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Profiling helpers (e.g. under `perf record`): replay or open one cached journal.
+    if let Some(i) = args.iter().position(|a| a == "--profile-replay") {
+        let h = history::History::at(PathBuf::from(&args[i + 1]), 0);
+        let mut t = Table::default();
+        section_5(&mut t, &h);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--profile-open") {
+        let every: u64 = args[i + 2].parse().expect("checkpoint_every");
+        let h = history::History::at(PathBuf::from(&args[i + 1]), every);
+        time_opens(&h, 3);
+        return;
+    }
+    // Experiment (not part of the default run): does retention pruning bound the open time?
+    if let Some(i) = args.iter().position(|a| a == "--experiment-prune") {
+        prune_experiment(Path::new(&args[i + 1]));
+        return;
+    }
+    // Profiling helper: add+release cycles with 256 live attachments (Flush mode).
+    if args.iter().any(|a| a == "--profile-live") {
+        let tmp = target_dir().join("bench-tmp").join("profile-live");
+        let _ = std::fs::remove_dir_all(&tmp);
+        runtime().block_on(async {
+            let mut o = Ours::open(&tmp, Durability::Flush, LIVE).await;
+            o.round(3000).await;
+            o.log("profile-live");
+            // Allocation helpers run under the state lock on every add; time them on the live
+            // state (256 attachments, 256 mounts).
+            let st = o.m.as_ref().expect("open").state();
+            let n = 10_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(st.next_mount_path());
+            }
+            let nmp = us(t.elapsed()) / n as f64;
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(st.free_slot());
+            }
+            let fs = us(t.elapsed()) / n as f64;
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(st.clone());
+            }
+            let cl = us(t.elapsed()) / n as f64;
+            eprintln!(
+                "  with {} mounts: next_mount_path {nmp:.2} µs, free_slot {fs:.2} µs, State clone {cl:.2} µs",
+                st.mounts.len()
+            );
+            o.close().await;
+        });
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--rss-child") {
         rss_child(&args[i + 1..]);
         return;
