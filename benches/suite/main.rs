@@ -617,79 +617,102 @@ fn section_3(t: &mut Table, tmp: &Path) {
     );
 }
 
+/// One `Manager::open_with` + close of a cached journal: (wall ms, records replayed, checkpoint).
+fn open_once(h: &history::History) -> (f64, u64, Option<u64>) {
+    let rt = runtime();
+    let vm = h.vm();
+    let (w, rep, live, last) = rt.block_on(async {
+        let t = Instant::now();
+        let m = open_manager(
+            &h.journal_dir(),
+            &vm,
+            config_8x64(),
+            Durability::Flush,
+            h.checkpoint_every,
+        )
+        .await;
+        let w = ms(t.elapsed());
+        let rep = m.last_recovery().expect("recovery report");
+        let live = m.handles().len();
+        let last = m.journal().last_seq();
+        m.close().await.expect("close");
+        (w, rep, live, last)
+    });
+    assert_eq!(live, LIVE, "live handles after open");
+    if last != h.last_seq || !rep.plan.is_empty() {
+        eprintln!(
+            "  WARNING: open changed the journal (last_seq {last} vs {}), plan {:?}",
+            h.last_seq, rep.plan
+        );
+    }
+    (w, rep.records_replayed, rep.checkpoint_seq)
+}
+
+/// The phases of one open, timed apart: sled open + the journal's own scan (`Journal::open`),
+/// then rebuilding the state (checkpoint decode + replay, `lunledger::load_state`). In ms.
+fn phases_once(h: &history::History) -> (f64, f64) {
+    let t = Instant::now();
+    let j = Journal::open(h.journal_dir(), JournalOptions::default()).expect("journal open");
+    let jo = ms(t.elapsed());
+    let t = Instant::now();
+    let (st, _, _) = lunledger::load_state(&j).expect("load_state");
+    let ls = ms(t.elapsed());
+    assert_eq!(st.handles.len(), LIVE);
+    (jo, ls)
+}
+
+#[derive(Default)]
 struct OpenTimes {
     wall_ms: Vec<f64>,
+    journal_open_ms: Vec<f64>,
+    load_state_ms: Vec<f64>,
     replayed: u64,
     checkpoint: Option<u64>,
 }
 
+impl OpenTimes {
+    fn open(&mut self, h: &history::History) {
+        let (w, r, c) = open_once(h);
+        self.wall_ms.push(w);
+        self.replayed = r;
+        self.checkpoint = c;
+    }
+    fn phases(&mut self, h: &history::History) {
+        let (jo, ls) = phases_once(h);
+        self.journal_open_ms.push(jo);
+        self.load_state_ms.push(ls);
+    }
+    fn log(&mut self, h: &history::History) {
+        let name = h.dir.file_name().and_then(|s| s.to_str()).unwrap_or("?");
+        eprintln!(
+            "  {name}: opens (ms) {:?}; replayed {} records after checkpoint {:?}",
+            self.wall_ms
+                .iter()
+                .map(|v| (v * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            self.replayed,
+            self.checkpoint
+        );
+        eprintln!(
+            "  {name}: phases (median ms): Journal::open {:.1} {:.1?}, load_state {:.1} {:.1?}",
+            median(&mut self.journal_open_ms.clone()),
+            self.journal_open_ms,
+            median(&mut self.load_state_ms.clone()),
+            self.load_state_ms
+        );
+    }
+}
+
 fn time_opens(h: &history::History, reps: usize) -> OpenTimes {
-    let rt = runtime();
-    let mut wall_ms = Vec::new();
-    let mut replayed = 0;
-    let mut checkpoint = None;
+    let mut o = OpenTimes::default();
     for _ in 0..reps {
-        let vm = h.vm();
-        let (w, rep, live, last) = rt.block_on(async {
-            let t = Instant::now();
-            let m = open_manager(
-                &h.journal_dir(),
-                &vm,
-                config_8x64(),
-                Durability::Flush,
-                h.checkpoint_every,
-            )
-            .await;
-            let w = ms(t.elapsed());
-            let rep = m.last_recovery().expect("recovery report");
-            let live = m.handles().len();
-            let last = m.journal().last_seq();
-            m.close().await.expect("close");
-            (w, rep, live, last)
-        });
-        assert_eq!(live, LIVE, "live handles after open");
-        if last != h.last_seq || !rep.plan.is_empty() {
-            eprintln!(
-                "  WARNING: open changed the journal (last_seq {last} vs {}), plan {:?}",
-                h.last_seq, rep.plan
-            );
-        }
-        replayed = rep.records_replayed;
-        checkpoint = rep.checkpoint_seq;
-        wall_ms.push(w);
+        o.open(h);
     }
-    // Phases of one open, timed apart: sled open + the journal's own scan (Journal::open), then
-    // rebuilding the state (checkpoint decode + replay, lunledger::load_state).
-    let (mut jo, mut ls) = (Vec::new(), Vec::new());
     for _ in 0..reps.min(2) {
-        let t = Instant::now();
-        let j = Journal::open(h.journal_dir(), JournalOptions::default()).expect("journal open");
-        jo.push(ms(t.elapsed()));
-        let t = Instant::now();
-        let (st, _, _) = lunledger::load_state(&j).expect("load_state");
-        ls.push(ms(t.elapsed()));
-        assert_eq!(st.handles.len(), LIVE);
-        drop(j);
+        o.phases(h);
     }
-    eprintln!(
-        "  {}: phases (median ms): Journal::open {:.1}, load_state {:.1}",
-        h.dir.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
-        median(&mut jo),
-        median(&mut ls)
-    );
-    eprintln!(
-        "  {}: opens (ms) {:?}; replayed {replayed} records after checkpoint {checkpoint:?}",
-        h.dir.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
-        wall_ms
-            .iter()
-            .map(|v| (v * 10.0).round() / 10.0)
-            .collect::<Vec<_>>()
-    );
-    OpenTimes {
-        wall_ms,
-        replayed,
-        checkpoint,
-    }
+    o.log(h);
+    o
 }
 
 fn section_4(
@@ -702,10 +725,36 @@ fn section_4(
     let b = history::get(cache, large, 10_000);
     let a0 = history::get(cache, 10_000, 0);
     let b0 = history::get(cache, large, 0);
-    let mut ta = time_opens(&a, 5);
-    let mut tb = time_opens(&b, 5);
-    let mut ta0 = time_opens(&a0, 3);
-    let mut tb0 = time_opens(&b0, 1);
+    // (a) and (b) alternate over 5 rounds, so that load on the shared VM hits both alike.
+    let (mut ta, mut tb) = (OpenTimes::default(), OpenTimes::default());
+    for r in 0..5 {
+        ta.open(&a);
+        tb.open(&b);
+        if r < 3 {
+            ta.phases(&a);
+            tb.phases(&b);
+        }
+    }
+    ta.log(&a);
+    tb.log(&b);
+    let mut ta0 = OpenTimes::default();
+    for _ in 0..3 {
+        ta0.open(&a0);
+    }
+    ta0.phases(&a0);
+    ta0.log(&a0);
+    let mut tb0 = OpenTimes::default();
+    tb0.open(&b0);
+    tb0.phases(&b0);
+    tb0.log(&b0);
+    let (ja, jb) = (
+        median(&mut ta.journal_open_ms.clone()),
+        median(&mut tb.journal_open_ms.clone()),
+    );
+    let (la, lb) = (
+        median(&mut ta.load_state_ms.clone()),
+        median(&mut tb.load_state_ms.clone()),
+    );
     for h in [&a, &b, &a0, &b0] {
         if let Some(d) = h.generated {
             eprintln!(
@@ -742,6 +791,22 @@ fn section_4(
         "ms",
         Some(("(a)", ma)),
         Some(Target::RatioAtMost(1.5)),
+    );
+    t.add(
+        "4b'",
+        "  phase Journal::open (sled open + scan after checkpoint), (b) vs (a)",
+        jb,
+        "ms",
+        Some(("(a)", ja)),
+        None,
+    );
+    t.add(
+        "4b''",
+        "  phase load_state (checkpoint decode + replay), (b) vs (a)",
+        lb,
+        "ms",
+        Some(("(a)", la)),
+        None,
     );
     t.add(
         "4c",
