@@ -75,8 +75,14 @@ fn run_qemu(
     let (journal, disks) = work_paths(a.journal.as_deref(), "disks", true)?;
     println!("journal:      {}", journal.display());
     println!("disk images:  {} (removed at the end)", disks.display());
+    // QEMU runs daemonized in its own session, so Ctrl-C does not reach it: catch Ctrl-C here
+    // (only a flag) so this process lives on to stop it.
+    crate::interrupt::install();
     let result = make_images(&p.mkfs, &disks).and_then(|()| {
         let (mut vm, boot) = rt.block_on(backend::start_qemu(p))?;
+        if crate::interrupt::requested() {
+            return Err(CliError::Io("interrupted".into()));
+        }
         println!(
             "QEMU VM:      pid {} (TCG, guest agent up after {:.1} s; outlives the shim)",
             vm.pid().unwrap_or(-1),
@@ -157,6 +163,10 @@ fn story(
 ) -> CliResult {
     heading("1. the shim sets up two containers");
     let end = run_shim(a, journal, target, disks)?;
+    if crate::interrupt::requested() {
+        // Ctrl-C killed the shim (same process group); stop here so QEMU is stopped promptly.
+        return Err(CliError::Io("interrupted".into()));
+    }
     let Some(pid) = end.killed else {
         println!("{}", style::red("the shim ended before it could be killed"));
         return Ok(Outcome::Problem);
