@@ -95,13 +95,19 @@ fn run_qemu(
             }
             story(rt, a, &journal, &t, Some(&disks), started)
         });
-        // Stop QEMU before anything is reported: whatever the story's outcome.
+        // Stop QEMU whatever the story's outcome. A VM that may still run is not a pass: the
+        // story's own error wins, else the stop's.
         let pid = vm.pid();
         match vm.stop() {
-            Ok(()) => println!("\nQEMU pid {} stopped", pid.unwrap_or(-1)),
-            Err(e) => println!("{}", style::red(&format!("stopping QEMU: {e}"))),
+            Ok(()) => {
+                println!("\nQEMU pid {} stopped", pid.unwrap_or(-1));
+                r
+            }
+            Err(e) => {
+                println!("{}", style::red(&format!("stopping QEMU: {e}")));
+                r.and(Err(CliError::Io(format!("stopping QEMU: {e}"))))
+            }
         }
-        r
     });
     if let Err(e) = std::fs::remove_dir_all(&disks) {
         if e.kind() != std::io::ErrorKind::NotFound {
