@@ -165,10 +165,22 @@ pub struct DemoShimArgs {
     /// Journal directory.
     #[arg(long)]
     pub journal: PathBuf,
-    /// Simulated VM state file.
-    #[arg(long)]
-    pub sim_state: PathBuf,
-    /// Latency per backend call, ms.
+    /// The VM backend.
+    #[arg(long, value_enum, default_value = "sim")]
+    pub backend: BackendArg,
+    /// Simulated VM state file (`--backend sim`).
+    #[arg(long, required_if_eq("backend", "sim"))]
+    pub sim_state: Option<PathBuf>,
+    /// QEMU's QMP socket (`--backend qemu`).
+    #[arg(long, required_if_eq("backend", "qemu"))]
+    pub qmp: Option<PathBuf>,
+    /// QEMU's guest agent socket (`--backend qemu`).
+    #[arg(long, required_if_eq("backend", "qemu"))]
+    pub qga: Option<PathBuf>,
+    /// Directory of the disk image files (`--backend qemu`; see `demo_shim::DISKS`).
+    #[arg(long, required_if_eq("backend", "qemu"))]
+    pub disks: Option<PathBuf>,
+    /// Latency per backend call, ms (simulated VM only).
     #[arg(long, default_value_t = 40)]
     pub latency_ms: u64,
 }

@@ -1,15 +1,18 @@
-//! `lunledger demo`: the crash-and-recover story end to end on the persistent simulated VM.
+//! `lunledger demo`: the crash-and-recover story end to end, on the persistent simulated VM or
+//! on a real QEMU VM (`--backend qemu`: TCG, a small guest running qemu-guest-agent).
 //!
 //! 1. A child shim process (`demo-shim`) opens the manager and sets up two containers.
-//! 2. While it is in the middle of one more add, this process kills it with SIGKILL.
+//! 2. While it is in the middle of one more add, this process kills it with SIGKILL. The VM
+//!    (the simulated VM's state file, or the daemonized QEMU) outlives it.
 //! 3. This process opens the manager on the same journal and the same VM: recovery runs.
 //! 4. It takes the containers' handles back by owner, releases them, closes the manager and
-//!    checks that the journal's state and the VM are both empty (exit 0), else exit 1.
+//!    checks that the journal's state and the VM (asked directly) are both empty (exit 0), else
+//!    exit 1. QEMU is stopped and the disk images removed whatever happened.
 
 use crate::args::DemoArgs;
 use crate::audit::Auditor;
-use crate::backend;
-use crate::demo_shim::{self, BEGIN};
+use crate::backend::{self, Holds, QemuPrereqs, Target};
+use crate::demo_shim::{self, BEGIN, FINISHED};
 use crate::fail::{CliError, CliResult, Outcome};
 use crate::history;
 use crate::snapshot;
@@ -26,39 +29,184 @@ use std::time::{Duration, Instant};
 /// How many audit lines the demo shows at the end.
 const TAIL: usize = 25;
 
+/// Size of each QEMU disk image (sparse: only what mkfs writes takes space).
+const IMAGE_BYTES: u64 = 16 << 20;
+
+/// Size of the victim's image: formatting it in the guest takes long enough under TCG that the
+/// kill reliably lands inside its mount.
+const VICTIM_BYTES: u64 = 512 << 20;
+
+/// When the parent kills the QEMU shim, after its `begin:` line.
+const QEMU_KILL_MS: u64 = 60;
+
 /// Runs the demo.
 pub fn run(a: &DemoArgs) -> CliResult {
     let started = Instant::now();
     // Refuse an unavailable backend before creating or starting anything.
-    backend::check(a.backend)?;
-    let (journal, sim_state) = work_paths(a.journal.as_deref())?;
+    let prereqs = backend::check(a.backend)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::io("starting the async runtime", e))?;
     heading("lunledger demo: a shim crash in the middle of an add, and recovery");
+    match prereqs {
+        None => {
+            let (journal, sim_state) = work_paths(a.journal.as_deref(), "sim-vm.json", false)?;
+            println!("journal:      {}", journal.display());
+            println!("simulated VM: {} (outlives the shim)", sim_state.display());
+            let target = Target::Sim {
+                state: sim_state,
+                latency: Duration::ZERO,
+            };
+            story(&rt, a, &journal, &target, None, started)
+        }
+        Some(p) => run_qemu(&rt, a, &p, started),
+    }
+}
+
+/// The QEMU demo: disk images, a booted VM, the story, then QEMU stopped and the images removed
+/// on every path (an error or a panic included: `QemuVm` stops QEMU on drop).
+fn run_qemu(
+    rt: &tokio::runtime::Runtime,
+    a: &DemoArgs,
+    p: &QemuPrereqs,
+    started: Instant,
+) -> CliResult {
+    let (journal, disks) = work_paths(a.journal.as_deref(), "disks", true)?;
     println!("journal:      {}", journal.display());
-    println!("simulated VM: {} (outlives the shim)", sim_state.display());
+    println!("disk images:  {} (removed at the end)", disks.display());
+    // QEMU runs daemonized in its own session, so Ctrl-C does not reach it: catch Ctrl-C here
+    // (only a flag) so this process lives on to stop it.
+    crate::interrupt::install();
+    let result = make_images(&p.mkfs, &disks).and_then(|()| {
+        let (mut vm, boot) = rt.block_on(backend::start_qemu(p))?;
+        if crate::interrupt::requested() {
+            return Err(CliError::Io("interrupted".into()));
+        }
+        println!(
+            "QEMU VM:      pid {} (TCG, guest agent up after {:.1} s; outlives the shim)",
+            vm.pid().unwrap_or(-1),
+            boot.as_secs_f64()
+        );
+        let r = backend::qemu_target(&vm).and_then(|t| {
+            if let Target::Qemu { qmp, qga } = &t {
+                println!("              QMP {}", qmp.display());
+                println!("              guest agent {}", qga.display());
+            }
+            story(rt, a, &journal, &t, Some(&disks), started)
+        });
+        // Stop QEMU whatever the story's outcome. A VM that may still run is not a pass: the
+        // story's own error wins, else the stop's.
+        let pid = vm.pid();
+        match vm.stop() {
+            Ok(()) => {
+                println!("\nQEMU pid {} stopped", pid.unwrap_or(-1));
+                r
+            }
+            Err(e) => {
+                println!("{}", style::red(&format!("stopping QEMU: {e}")));
+                r.and(Err(CliError::Io(format!("stopping QEMU: {e}"))))
+            }
+        }
+    });
+    if let Err(e) = std::fs::remove_dir_all(&disks) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            println!(
+                "{}",
+                style::red(&format!("removing {}: {e}", disks.display()))
+            );
+        }
+    }
+    result
+}
+
+/// The disk image files the shim adds on QEMU: sparse files, the read-only layers formatted
+/// ext4 here (nothing formats a read-only disk), the rest blank (scratch mounts are formatted in
+/// the guest by `ensure_filesystem`).
+fn make_images(mkfs: &Path, dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
+    for (sim, formatted) in demo_shim::DISKS {
+        let f = demo_shim::image_file(dir, sim);
+        let file = std::fs::File::create(&f)
+            .map_err(|e| CliError::io(format!("creating {}", f.display()), e))?;
+        let bytes = if *sim == demo_shim::VICTIM_DISK {
+            VICTIM_BYTES
+        } else {
+            IMAGE_BYTES
+        };
+        file.set_len(bytes)
+            .map_err(|e| CliError::io(format!("sizing {}", f.display()), e))?;
+        drop(file);
+        if *formatted {
+            let out = Command::new(mkfs)
+                .args(["-F", "-q"])
+                .arg(&f)
+                .output()
+                .map_err(|e| CliError::io(format!("running {}", mkfs.display()), e))?;
+            if !out.status.success() {
+                return Err(CliError::Io(format!(
+                    "{} {} failed ({}): {}",
+                    mkfs.display(),
+                    f.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Steps 1 to 7 on the VM at `target`.
+fn story(
+    rt: &tokio::runtime::Runtime,
+    a: &DemoArgs,
+    journal: &Path,
+    target: &Target,
+    disks: Option<&Path>,
+    started: Instant,
+) -> CliResult {
     heading("1. the shim sets up two containers");
-    let killed = run_shim(&journal, &sim_state, a.latency_ms)?;
-    let Some(pid) = killed else {
+    let end = run_shim(a, journal, target, disks)?;
+    if crate::interrupt::requested() {
+        // Ctrl-C killed the shim (same process group); stop here so QEMU is stopped promptly.
+        return Err(CliError::Io("interrupted".into()));
+    }
+    let Some(pid) = end.killed else {
         println!("{}", style::red("the shim ended before it could be killed"));
         return Ok(Outcome::Problem);
     };
     println!(
         "{}",
         style::yellow(&format!(
-            "parent: sent SIGKILL to shim pid {pid} in the middle of that add"
+            "parent: sent SIGKILL to shim pid {pid} {} after that add began",
+            end.after
+                .map(|d| format!("{} ms", d.as_millis()))
+                .unwrap_or_default()
         ))
     );
+    if end.finished_first {
+        println!(
+            "{}",
+            style::yellow(
+                "parent: the add had already finished when the kill landed: recovery has nothing to roll back, and c2's extra disk is released with the rest"
+            )
+        );
+    }
     heading("2. what recovery will do (lunledger recover --dry-run, on a copy)");
-    let snap = snapshot::open(&journal, false)?;
+    let snap = snapshot::open(journal, false)?;
     let policy = lunledger::recovery::RecoveryPolicy::default();
-    let (plan, _) = crate::dry_run::plan_text(&snap, Some(&sim_state), &policy, false)?;
+    let sim = match target {
+        Target::Sim { state, .. } => Some(state.as_path()),
+        // The dry run reads only the journal; recovery itself asks QEMU and the guest below.
+        Target::Qemu { .. } => None,
+    };
+    let (plan, _) = crate::dry_run::plan_text(&snap, sim, &policy, false)?;
     drop(snap);
     print!("{}", indent(&plan));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::io("starting the async runtime", e))?;
-    let empty = rt.block_on(recover_and_clean(a, &journal, &sim_state))?;
-    print_trail(&journal)?;
+    let empty = rt.block_on(recover_and_clean(journal, target))?;
+    print_trail(journal)?;
     println!(
         "\nAudit it yourself: lunledger replay {}   (or status / verify)",
         journal.display()
@@ -76,19 +224,24 @@ fn heading(s: &str) {
     println!("\n{}", style::bold(s));
 }
 
-/// The journal directory and the VM state file: inside a new kept temporary directory, or the
-/// given journal with the VM file next to it.
-fn work_paths(journal: Option<&Path>) -> Result<(PathBuf, PathBuf), CliError> {
-    match journal {
+/// The journal directory and the VM's file (`aside`: the simulated VM's state file, or the QEMU
+/// disk image directory): inside a new kept temporary directory, or the given journal with the
+/// VM's file next to it (`DIR.aside`).
+fn work_paths(
+    journal: Option<&Path>,
+    aside: &str,
+    absolute: bool,
+) -> Result<(PathBuf, PathBuf), CliError> {
+    let (j, other) = match journal {
         Some(j) => {
             let name = j
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "journal".into());
-            let sim = j.with_file_name(format!("{name}.sim-vm.json"));
+            let other = j.with_file_name(format!("{name}.{aside}"));
             std::fs::create_dir_all(j)
                 .map_err(|e| CliError::io(format!("creating {}", j.display()), e))?;
-            Ok((j.to_path_buf(), sim))
+            (j.to_path_buf(), other)
         }
         None => {
             let dir = tempfile::Builder::new()
@@ -96,23 +249,57 @@ fn work_paths(journal: Option<&Path>) -> Result<(PathBuf, PathBuf), CliError> {
                 .tempdir()
                 .map_err(|e| CliError::io("creating a work directory", e))?
                 .keep();
-            Ok((dir.join("journal"), dir.join("sim-vm.json")))
+            (dir.join("journal"), dir.join(aside))
         }
+    };
+    if !absolute {
+        return Ok((j, other));
     }
+    // QEMU opens disk files itself, from its own working directory ("/" once daemonized).
+    let j = std::path::absolute(&j)
+        .map_err(|e| CliError::io(format!("resolving {}", j.display()), e))?;
+    let other = std::path::absolute(&other)
+        .map_err(|e| CliError::io(format!("resolving {}", other.display()), e))?;
+    Ok((j, other))
+}
+
+/// How the shim ended.
+struct ShimEnd {
+    /// The pid killed, or `None` when the shim ended on its own.
+    killed: Option<u32>,
+    /// How long after the `begin:` line the kill was sent.
+    after: Option<Duration>,
+    /// The shim said the add completed before the kill.
+    finished_first: bool,
 }
 
 /// Spawns the shim, echoes its lines, and kills it half way through the operation it announces.
-/// Returns the killed pid, or `None` when the shim ended on its own.
-fn run_shim(journal: &Path, sim_state: &Path, latency_ms: u64) -> Result<Option<u32>, CliError> {
+fn run_shim(
+    a: &DemoArgs,
+    journal: &Path,
+    target: &Target,
+    disks: Option<&Path>,
+) -> Result<ShimEnd, CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::io("finding this executable", e))?;
-    let mut child = Command::new(exe)
-        .arg("demo-shim")
-        .arg("--journal")
-        .arg(journal)
-        .arg("--sim-state")
-        .arg(sim_state)
-        .arg("--latency-ms")
-        .arg(latency_ms.to_string())
+    let mut cmd = Command::new(exe);
+    cmd.arg("demo-shim").arg("--journal").arg(journal);
+    match target {
+        Target::Sim { state, .. } => {
+            cmd.args(["--backend", "sim", "--sim-state"])
+                .arg(state)
+                .arg("--latency-ms")
+                .arg(a.latency_ms.to_string());
+        }
+        Target::Qemu { qmp, qga } => {
+            cmd.args(["--backend", "qemu", "--qmp"])
+                .arg(qmp)
+                .arg("--qga")
+                .arg(qga)
+                .arg("--disks")
+                .arg(disks.unwrap_or(Path::new("")));
+        }
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -122,14 +309,20 @@ fn run_shim(journal: &Path, sim_state: &Path, latency_ms: u64) -> Result<Option<
         .stdout
         .take()
         .ok_or_else(|| CliError::Io("the demo shim has no stdout".into()))?;
-    let mut killed = None;
+    let mut end = ShimEnd {
+        killed: None,
+        after: None,
+        finished_first: false,
+    };
     for line in BufReader::new(out).lines() {
         let line = line.map_err(|e| CliError::io("reading the demo shim", e))?;
         println!("  shim | {line}");
-        if line.starts_with(BEGIN) && killed.is_none() {
-            // Past the add's attach (one latency), inside its mount (slowed down by the shim):
-            // the mount's intent is durable, its outcome is not.
-            std::thread::sleep(Duration::from_millis(latency_ms * 3 / 2));
+        if line.starts_with(FINISHED) {
+            end.finished_first = true;
+        }
+        if line.starts_with(BEGIN) && end.killed.is_none() {
+            let begun = Instant::now();
+            std::thread::sleep(kill_delay(a, target));
             // SAFETY: kill(2) with a pid we spawned and have not reaped has no memory-safety
             // preconditions; the pid cannot be reused before we wait for it.
             let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -139,23 +332,39 @@ fn run_shim(journal: &Path, sim_state: &Path, latency_ms: u64) -> Result<Option<
                     std::io::Error::last_os_error(),
                 ));
             }
-            killed = Some(pid);
+            end.killed = Some(pid);
+            end.after = Some(begun.elapsed());
         }
     }
     let status = child
         .wait()
         .map_err(|e| CliError::io("waiting for the demo shim", e))?;
-    if killed.is_none() {
+    if end.killed.is_none() {
         println!("  shim exited: {status}");
     }
-    Ok(killed)
+    Ok(end)
+}
+
+/// How long after `begin:` to kill.
+fn kill_delay(a: &DemoArgs, target: &Target) -> Duration {
+    match target {
+        // Past the add's attach (one latency), inside its mount (slowed down by the shim): the
+        // mount's intent is durable, its outcome is not.
+        Target::Sim { .. } => Duration::from_millis(a.latency_ms * 3 / 2),
+        // On QEMU (TCG) the add's QMP attach takes ~15 ms and its mount, which formats the
+        // victim's larger image in the guest first, a few hundred: 60 ms lands in the mount. On
+        // a slow machine it may land in the attach instead, which is a crash just as well.
+        Target::Qemu { .. } => Duration::from_millis(QEMU_KILL_MS),
+    }
 }
 
 /// Steps 3 and 4: recover, take the handles back, release them, close, check emptiness.
-async fn recover_and_clean(a: &DemoArgs, journal: &Path, sim: &Path) -> Result<bool, CliError> {
+async fn recover_and_clean(journal: &Path, target: &Target) -> Result<bool, CliError> {
     heading("3. a new shim opens the same journal and VM: recovery runs in open");
-    let vm = backend::open(a.backend, sim, Duration::ZERO)?;
-    let holds = vm.holds;
+    // The shim is dead and reaped: its QMP and agent connections are closed, so ours are the
+    // only ones.
+    let vm = backend::open(target).await?;
+    let sim = vm.sim.clone();
     let m = Manager::open(journal, demo_shim::config(), vm.host, vm.guest)
         .await
         .map_err(|e| CliError::Io(format!("reopening the manager: {e}")))?;
@@ -196,11 +405,28 @@ async fn recover_and_clean(a: &DemoArgs, journal: &Path, sim: &Path) -> Result<b
     m.close()
         .await
         .map_err(|e| CliError::Io(format!("closing the manager: {e}")))?;
-    let (vm_attach, vm_mounts) = holds();
+    // Closing the manager dropped its connections: the probe below opens its own.
+    let holds = backend::holds(target, sim.as_ref()).await?;
     println!("\n  final state:");
     print!("{}", indent(&indent(&view.render())));
-    println!("  simulated VM: {vm_attach} attachment(s), {vm_mounts} mount(s)");
-    Ok(view.is_empty() && vm_attach == 0 && vm_mounts == 0)
+    println!("  {}", describe_holds(target, &holds));
+    Ok(view.is_empty() && holds.is_empty())
+}
+
+/// What the VM holds, as the VM itself says.
+fn describe_holds(target: &Target, h: &Holds) -> String {
+    match target {
+        Target::Sim { .. } => format!(
+            "simulated VM: {} attachment(s), {} mount(s)",
+            h.attachments, h.mounts
+        ),
+        Target::Qemu { .. } => format!(
+            "QEMU VM: {} disk(s) attached (QMP), {} mount(s) and {} SCSI disk(s) in the guest (guest agent)",
+            h.attachments,
+            h.mounts,
+            h.guest_devices.unwrap_or(0)
+        ),
+    }
 }
 
 /// A recovery report for people.
@@ -318,7 +544,12 @@ fn print_trail(journal: &Path) -> Result<(), CliError> {
         .cloned()
         .collect();
     heading("6. the interrupted add and its rollback, from the audit trail");
-    print!("{}", trail::table(&story));
+    if story.is_empty() {
+        // The add finished before the kill: nothing was interrupted, recovery only checked.
+        println!("  nothing was rolled back or repaired: no operation was cut short");
+    } else {
+        print!("{}", trail::table(&story));
+    }
     heading(&format!("7. the audit trail (last {TAIL} records)"));
     let skip = rows.len().saturating_sub(TAIL);
     print!("{}", trail::table(&rows[skip..]));

@@ -1,26 +1,58 @@
 //! The demo's shim: a child process (`lunledger demo-shim`, spawned by `lunledger demo`) that
-//! opens the manager on the journal and the persistent simulated VM and runs a scripted session
-//! for two containers, printing one line per step. Its last line, `begin: ...`, announces the
-//! operation during which the parent kills it with SIGKILL — a real crash, not a simulated one.
+//! opens the manager on the journal and the VM (the persistent simulated VM, or the parent's
+//! running QEMU VM through its QMP and guest agent sockets) and runs a scripted session for two
+//! containers, printing one line per step. Its last line, `begin: ...`, announces the operation
+//! during which the parent kills it with SIGKILL — a real crash, not a simulated one.
 
-use crate::args::DemoShimArgs;
+use crate::args::{BackendArg, DemoShimArgs};
+use crate::backend::{self, Target};
 use crate::fail::{CliError, CliResult, Outcome};
-use lunledger::backend::sim::{SimOp, SimVm};
+use lunledger::backend::sim::SimOp;
 use lunledger::journal::ManagerConfig;
 use lunledger::{DiskRequest, Manager, Mount, MountConfig};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The line prefix the parent waits for before it kills this process.
 pub const BEGIN: &str = "begin:";
+
+/// The line prefix saying the victim add completed before any kill (the parent reports it).
+pub const FINISHED: &str = "the add finished before the kill";
 
 /// The configuration the demo's shim and the recovering parent both open with.
 pub fn config() -> ManagerConfig {
     ManagerConfig::lcow_default()
 }
 
-/// Host path of the disk added during the kill.
+/// Host path of the disk added during the kill (on the simulated VM).
 pub const VICTIM_DISK: &str = "/scratch/c2-extra.vhdx";
+
+/// Every disk the session adds, by its simulated-VM path, and whether it must already hold a
+/// filesystem: the read-only layers (nothing formats a read-only disk). Scratch disks are blank
+/// because their mounts ask for `ensure_filesystem` (the guest formats them); block-device and
+/// attach-only disks are never mounted as filesystems. On QEMU each is a real file in the
+/// demo's disk directory, named by [`image_file`].
+pub const DISKS: &[(&str, bool)] = &[
+    ("/images/layer-base.vhdx", true),
+    ("/images/layer-app.vhdx", true),
+    ("/scratch/c1.vhdx", false),
+    ("/scratch/c2.vhdx", false),
+    ("/dev/vg0/c1-data", false),
+    ("/dev/vg0/c2-data", false),
+    ("/images/c1-config.vhdx", false),
+    ("/images/c2-config.vhdx", false),
+    (VICTIM_DISK, false),
+];
+
+/// The image file standing for simulated-VM path `sim` in `dir`: `/dev/vg0/c1-data` becomes
+/// `dir/dev-vg0-c1-data.img`. Absolute when `dir` is (QEMU resolves relative paths against its
+/// own working directory).
+pub fn image_file(dir: &Path, sim: &str) -> PathBuf {
+    let stem = sim.trim_start_matches('/').replace('/', "-");
+    let stem = stem.strip_suffix(".vhdx").unwrap_or(&stem);
+    dir.join(format!("{stem}.img"))
+}
 
 /// Runs the shim.
 pub fn run(a: &DemoShimArgs) -> CliResult {
@@ -38,22 +70,63 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
+/// Where the session's disks are: the simulated VM's made-up paths, or image files.
+struct Disks(Option<PathBuf>);
+
+impl Disks {
+    fn path(&self, sim: &str) -> String {
+        match &self.0 {
+            None => sim.to_string(),
+            Some(dir) => image_file(dir, sim).display().to_string(),
+        }
+    }
+
+    /// How a disk is shown: the image files' directory is long and the same for all of them.
+    fn shown<'a>(&self, path: &'a str) -> &'a str {
+        match &self.0 {
+            None => path,
+            Some(_) => path.rsplit('/').next().unwrap_or(path),
+        }
+    }
+}
+
+fn missing(what: &str) -> CliError {
+    CliError::Usage(format!("demo-shim --backend qemu needs {what}"))
+}
+
 async fn session(a: &DemoShimArgs) -> CliResult {
     let latency = Duration::from_millis(a.latency_ms);
-    // The shim drives the simulated VM directly: it slows the victim's mount down below.
-    let vm = SimVm::persistent(&a.sim_state).map_err(|e| CliError::Io(e.to_string()))?;
-    vm.set_latency(latency);
-    let m = Manager::open(&a.journal, config(), vm.host_backend(), vm.guest_backend())
+    let (target, disks) = match a.backend {
+        BackendArg::Sim => {
+            let state = a.sim_state.clone().ok_or_else(|| {
+                CliError::Usage("demo-shim --backend sim needs --sim-state".into())
+            })?;
+            (Target::Sim { state, latency }, Disks(None))
+        }
+        BackendArg::Qemu => (
+            Target::Qemu {
+                qmp: a.qmp.clone().ok_or_else(|| missing("--qmp"))?,
+                qga: a.qga.clone().ok_or_else(|| missing("--qga"))?,
+            },
+            Disks(Some(a.disks.clone().ok_or_else(|| missing("--disks"))?)),
+        ),
+    };
+    let vm = backend::open(&target).await?;
+    let sim = vm.sim.clone();
+    let m = Manager::open(&a.journal, config(), vm.host, vm.guest)
         .await
         .map_err(|e| CliError::Io(format!("opening the manager: {e}")))?;
     say(&format!(
-        "shim pid {} opened the manager ({} ms per VM call)",
+        "shim pid {} opened the manager ({})",
         std::process::id(),
-        a.latency_ms
+        match a.backend {
+            BackendArg::Sim => format!("{} ms per VM call", a.latency_ms),
+            BackendArg::Qemu => "QEMU over QMP and qemu-guest-agent".into(),
+        }
     ));
     let t0 = Instant::now();
     // The two containers start together, as a shim would start them.
-    let (c1, c2) = tokio::join!(container(&m, "c1"), container(&m, "c2"));
+    let (c1, c2) = tokio::join!(container(&m, &disks, "c1"), container(&m, &disks, "c2"));
     let (c1, c2) = (c1?, c2?);
     m.sync()
         .await
@@ -65,21 +138,29 @@ async fn session(a: &DemoShimArgs) -> CliResult {
         m.state().mounts.len(),
         t0.elapsed().as_millis()
     ));
-    // A slow mount (10 x the latency) keeps the kill inside this add even when the parent is
-    // slow to react (a loaded machine): the attach is done, the mount is in the VM's hands.
-    vm.set_op_latency(SimOp::Mount, latency * 10);
-    say(&format!("{BEGIN} c2 adds {VICTIM_DISK} (scratch, ext4)"));
+    if let Some(vm) = &sim {
+        // A slow mount (10 x the latency) keeps the kill inside this add even when the parent
+        // is slow to react (a loaded machine): the attach is done, the mount is in the VM's
+        // hands.
+        vm.set_op_latency(SimOp::Mount, latency * 10);
+    }
+    let victim = disks.path(VICTIM_DISK);
+    say(&format!(
+        "{BEGIN} c2 adds {} (scratch, ext4)",
+        disks.shown(&victim)
+    ));
+    let t = Instant::now();
     let r = m
-        .add_virtual_disk(
-            DiskRequest::new(VICTIM_DISK)
-                .mount(scratch_mount())
-                .owner("c2"),
-        )
+        .add_virtual_disk(DiskRequest::new(&victim).mount(scratch_mount()).owner("c2"))
         .await;
     // Normally the parent's SIGKILL lands before this point.
     say(&format!(
-        "the add finished before the kill: {:?}",
-        r.map(|h| h.handle_id())
+        "{FINISHED}: {} in {} ms",
+        match r {
+            Ok(h) => format!("handle {}", h.handle_id()),
+            Err(e) => format!("error {e}"),
+        },
+        t.elapsed().as_millis()
     ));
     tokio::time::sleep(Duration::from_secs(30)).await;
     Ok(Outcome::Ok)
@@ -95,9 +176,9 @@ fn scratch_mount() -> MountConfig {
 
 /// One container's disks: two shared read-only layers, its scratch disk, a block device and an
 /// attach-only disk.
-async fn container(m: &Manager, owner: &str) -> Result<Vec<Mount>, CliError> {
+async fn container(m: &Manager, disks: &Disks, owner: &str) -> Result<Vec<Mount>, CliError> {
     let layer = |p: &str| {
-        DiskRequest::new(p)
+        DiskRequest::new(disks.path(p))
             .read_only(true)
             .mount(MountConfig::default())
             .owner(owner)
@@ -107,14 +188,14 @@ async fn container(m: &Manager, owner: &str) -> Result<Vec<Mount>, CliError> {
         ("layer", layer("/images/layer-app.vhdx"), false),
         (
             "scratch",
-            DiskRequest::new(format!("/scratch/{owner}.vhdx"))
+            DiskRequest::new(disks.path(&format!("/scratch/{owner}.vhdx")))
                 .mount(scratch_mount())
                 .owner(owner),
             false,
         ),
         (
             "block",
-            DiskRequest::new(format!("/dev/vg0/{owner}-data"))
+            DiskRequest::new(disks.path(&format!("/dev/vg0/{owner}-data")))
                 .mount(MountConfig {
                     block_dev: true,
                     ..MountConfig::default()
@@ -124,7 +205,7 @@ async fn container(m: &Manager, owner: &str) -> Result<Vec<Mount>, CliError> {
         ),
         (
             "attach",
-            DiskRequest::new(format!("/images/{owner}-config.vhdx"))
+            DiskRequest::new(disks.path(&format!("/images/{owner}-config.vhdx")))
                 .read_only(true)
                 .owner(owner),
             false,
@@ -140,6 +221,7 @@ async fn container(m: &Manager, owner: &str) -> Result<Vec<Mount>, CliError> {
             m.add_virtual_disk(req).await
         };
         let h = r.map_err(|e| CliError::Io(format!("{owner}: add {disk}: {e}")))?;
+        let ms = t.elapsed().as_millis();
         let refs = m
             .state()
             .attachments
@@ -147,7 +229,8 @@ async fn container(m: &Manager, owner: &str) -> Result<Vec<Mount>, CliError> {
             .map(|a| a.refs)
             .unwrap_or(0);
         say(&format!(
-            "{owner}  {what:<7} {disk:<26} handle {:<2} slot {:<4} {:<22} refs {refs}  {:>4} ms",
+            "{owner}  {what:<7} {:<26} handle {:<2} slot {:<4} {:<22} refs {refs}  {ms:>4} ms",
+            disks.shown(&disk),
             h.handle_id(),
             h.slot().to_string(),
             if h.guest_path().is_empty() {
@@ -155,7 +238,6 @@ async fn container(m: &Manager, owner: &str) -> Result<Vec<Mount>, CliError> {
             } else {
                 h.guest_path()
             },
-            t.elapsed().as_millis()
         ));
         held.push(h);
     }
