@@ -10,9 +10,7 @@
 //! schema must keep the version as the first array element.
 
 use crate::error::JournalError;
-use crate::record::{ChainHash, Record, SCHEMA_VERSION};
-use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
-use std::fmt;
+use crate::record::{ChainHash, Record, RecordV1, SCHEMA_VERSION};
 
 /// Length of the per-record check appended to the payload.
 pub const CHECK_LEN: usize = 8;
@@ -46,6 +44,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, JournalError> {
     let schema = peek_schema(payload)?;
     match schema {
         1 => decode_v1(payload),
+        2 => decode_v2(payload),
         s if s > SCHEMA_VERSION => Err(JournalError::NewerSchema {
             found: s,
             supported: SCHEMA_VERSION,
@@ -74,41 +73,34 @@ pub fn key_seq(key: &[u8]) -> Option<u64> {
 }
 
 fn decode_v1(payload: &[u8]) -> Result<Record, JournalError> {
-    let rec: Record = rmp_serde::from_slice(payload).map_err(|e| JournalError::Decode {
+    let rec: RecordV1 = rmp_serde::from_slice(payload).map_err(|e| JournalError::Decode {
         seq: None,
         what: e.to_string(),
     })?;
-    Ok(rec)
+    Ok(rec.into())
 }
 
-/// Reads only the first element (the schema version) of the record's array.
+fn decode_v2(payload: &[u8]) -> Result<Record, JournalError> {
+    rmp_serde::from_slice(payload).map_err(|e| JournalError::Decode {
+        seq: None,
+        what: e.to_string(),
+    })
+}
+
+/// Reads only the schema version: the array header and its first element. Everything else is
+/// left to the version's own decoder.
 fn peek_schema(payload: &[u8]) -> Result<u16, JournalError> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(payload);
-    let peek = (&mut de)
-        .deserialize_seq(SchemaPeek)
-        .map_err(|e| JournalError::Decode {
-            seq: None,
-            what: format!("cannot read schema version: {e}"),
-        })?;
-    Ok(peek)
-}
-
-struct SchemaPeek;
-
-impl<'de> Visitor<'de> for SchemaPeek {
-    type Value = u16;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a record array starting with its schema version")
+    let bad = |what: String| JournalError::Decode {
+        seq: None,
+        what: format!("cannot read schema version: {what}"),
+    };
+    let mut rd = payload;
+    let len = rmp::decode::read_array_len(&mut rd).map_err(|e| bad(e.to_string()))?;
+    if len == 0 {
+        return Err(bad("empty record array".into()));
     }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u16, A::Error> {
-        let schema: u16 = seq
-            .next_element()?
-            .ok_or_else(|| serde::de::Error::custom("empty record array"))?;
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(schema)
-    }
+    let v: u64 = rmp::decode::read_int(&mut rd).map_err(|e| bad(e.to_string()))?;
+    u16::try_from(v).map_err(|_| bad(format!("{v} is not a schema version")))
 }
 
 #[cfg(test)]
@@ -140,8 +132,8 @@ mod tests {
             matches!(
                 e,
                 JournalError::NewerSchema {
-                    found: 2,
-                    supported: 1
+                    found: 3,
+                    supported: 2
                 }
             ),
             "{e}"

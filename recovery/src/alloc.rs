@@ -5,6 +5,7 @@
 
 use crate::state::{Handle, Mount, State};
 use lunledger_journal::{DiskSpec, HandleId, MountId, MountSpec, Slot};
+use std::collections::BTreeSet;
 
 impl State {
     /// The shareable attachment with this key, if any.
@@ -48,8 +49,9 @@ impl State {
     /// The lowest mount index no mount holds. Every new mount takes one, even one at a requested
     /// path (as in hcsshim).
     pub fn lowest_free_index(&self) -> u32 {
+        let used = self.used_indexes();
         (0..=u32::MAX)
-            .find(|i| !self.mounts.values().any(|m| m.index == Some(*i)))
+            .find(|i| !used.contains(i))
             .unwrap_or(u32::MAX)
     }
 
@@ -57,12 +59,17 @@ impl State {
     /// configuration is missing or its format is invalid.
     pub fn next_mount_path(&self) -> Option<(u32, String)> {
         let cfg = self.config.as_ref()?;
-        (0..=u32::MAX)
-            .filter(|i| !self.mounts.values().any(|m| m.index == Some(*i)))
-            .find_map(|i| {
-                let path = cfg.mount_path(i)?;
-                self.mount_at_path(&path).is_none().then_some((i, path))
-            })
+        // Collected once: this runs on every add, under the manager's state lock.
+        let used = self.used_indexes();
+        let paths: BTreeSet<&str> = self.mounts.values().map(|m| m.path.as_str()).collect();
+        (0..=u32::MAX).filter(|i| !used.contains(i)).find_map(|i| {
+            let path = cfg.mount_path(i)?;
+            (!paths.contains(path.as_str())).then_some((i, path))
+        })
+    }
+
+    fn used_indexes(&self) -> BTreeSet<u32> {
+        self.mounts.values().filter_map(|m| m.index).collect()
     }
 
     /// Live handles labelled with `owner`.

@@ -1,14 +1,16 @@
-//! The frozen schema-v1 journal under `tests/fixtures/v1/` still opens and reads back the events
-//! it was written with. Regenerate (only when deliberately changing the fixture) with
-//! `cargo test -p lunledger-journal --test fixture_v1 -- --ignored generate_v1_fixture`.
+//! Every frozen journal under `tests/fixtures/v<N>/` (one per schema version ever written) still
+//! opens, reads back the events it was written with, verifies, and takes new appends (in the
+//! current schema) on the same hash chain. When SCHEMA_VERSION changes, freeze a fixture of the
+//! new version with `cargo test -p lunledger-journal --test fixtures -- --ignored
+//! generate_current_fixture`, and never regenerate an old one.
 
 mod common;
 use common::*;
 use lunledger_journal::*;
 use std::path::{Path, PathBuf};
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn fixture_dir(version: u16) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{version}"))
 }
 
 fn slot() -> Slot {
@@ -195,8 +197,8 @@ fn expected() -> Vec<(u64, Event)> {
 
 #[test]
 #[ignore]
-fn generate_v1_fixture() {
-    let dir = fixture_dir();
+fn generate_current_fixture() {
+    let dir = fixture_dir(SCHEMA_VERSION);
     let _ = std::fs::remove_dir_all(&dir);
     let j = Journal::open(&dir, opts()).unwrap();
     j.store_config(&config()).unwrap();
@@ -222,17 +224,27 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
-fn v1_fixture_opens_and_reads_the_expected_events() {
+fn every_frozen_fixture_opens_and_reads_the_expected_events() {
+    for version in 1..=SCHEMA_VERSION {
+        assert!(
+            fixture_dir(version).is_dir(),
+            "no frozen fixture for schema {version}"
+        );
+        fixture_opens(version);
+    }
+}
+
+fn fixture_opens(version: u16) {
     // Work on a copy: opening writes (sled snapshot, lock file).
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&fixture_dir(), tmp.path());
+    copy_dir(&fixture_dir(version), tmp.path());
     let j = Journal::open(tmp.path(), opts()).unwrap();
     assert_eq!(j.open_report().tail_quarantined, None);
     assert_eq!(j.open_report().middle_damage, None);
     let recs = read_all(&j);
     let got: Vec<(u64, Event)> = recs.iter().map(|r| (r.op, r.event.clone())).collect();
     assert_eq!(got, expected());
-    assert!(recs.iter().all(|r| r.schema == 1));
+    assert!(recs.iter().all(|r| r.schema == version), "schema {version}");
     assert_eq!(j.stored_config().unwrap(), Some(config()));
     let cp = j.latest_checkpoint().unwrap().unwrap();
     assert_eq!(
@@ -240,8 +252,15 @@ fn v1_fixture_opens_and_reads_the_expected_events() {
         (13, &b"opaque state at 13"[..])
     );
     assert_eq!(j.verify().unwrap().problem, None);
+    let next = expected().len() as u64 + 1;
+    assert_eq!(j.append(9, Event::OpFinished).unwrap(), next);
+    j.wait_durable_blocking(next).unwrap();
+    // The new record is written in the current schema on the old chain.
+    let last = j.newest(1).unwrap();
+    assert_eq!(last[0].schema, SCHEMA_VERSION);
     assert_eq!(
-        j.append(9, Event::OpFinished).unwrap(),
-        expected().len() as u64 + 1
+        j.verify().unwrap().problem,
+        None,
+        "schema {version} + current"
     );
 }
