@@ -79,6 +79,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (add_args(), prop_oneof![Just(AddFault::Attach), Just(AddFault::Mount)])
             .prop_map(|(args, fault)| Op::AddFailing { args, fault }),
         1 => add_args().prop_map(Op::AddCancelled),
+        1 => add_args().prop_map(Op::AddTwiceConcurrently),
         1 => (add_args(), 0u8..16).prop_map(|(args, point)| Op::CrashInAdd { args, point }),
         1 => (any::<u8>(), 0u8..12).prop_map(|(handle, point)| Op::CrashInRelease { handle, point }),
         1 => Just(Op::Restart),
@@ -607,4 +608,48 @@ async fn recovery_finishes_a_release_whose_release_started_record_was_lost() {
     );
     let st = m.state();
     assert!(st.ops.is_empty(), "operations left in flight: {:?}", st.ops);
+}
+
+/// Found while extending the model's faults to `succeed_but_fail_nth` (a backend call that took
+/// effect on the VM but reported `BackendError::Timeout`, "its effect is unknown"). The add's
+/// step is journaled as failed and the rollback forgets the attachment or mount without a
+/// detach or unmount, though the VM holds it:
+/// - attach: the disk stays at the slot the state now calls free; every later add that picks
+///   that slot fails with "slot 0:0 is occupied", and `retry_teardowns` sees nothing to do;
+/// - mount: the guest keeps the mount at a path the state calls free, so the next generated
+///   path collides, and the attachment's unplug fails "device busy" forever.
+///
+/// Proposed fix (src/manager/add.rs, `add_steps`/`take_mount`): treat a `Timeout` from attach or
+/// mount as "may have happened", as the recovery planner does for an unknown outcome: journal
+/// the step as done (or settle it with `inspect`) and let the rollback unmount / unplug / detach,
+/// which are idempotent.
+#[tokio::test]
+#[ignore = "bug: an attach or mount that times out after taking effect is forgotten, not torn down (src/manager/add.rs)"]
+async fn an_attach_or_mount_that_times_out_after_taking_effect_leaks_nothing() {
+    use lunledger::backend::sim::{FaultPlan, SimOp};
+    let mut leaks = Vec::new();
+    for op in [SimOp::Attach, SimOp::Mount] {
+        let dir = common::tempdir();
+        let vm = SimVm::new();
+        let m = Manager::open(
+            dir.path(),
+            model::harness_config(),
+            vm.host_backend(),
+            vm.guest_backend(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"));
+        vm.set_faults(FaultPlan::new().succeed_but_fail_nth(op, 1, 5));
+        assert!(m.add_virtual_disk(mounted("/d/0")).await.is_err());
+        vm.clear_faults();
+        let _ = m.retry_teardowns().await;
+        if !vm.snapshot().is_empty() {
+            leaks.push(format!("{op:?}: the VM still holds {:?}", vm.snapshot()));
+        }
+        // The next add must not trip over what the failed one left behind.
+        if let Err(e) = m.add_virtual_disk(mounted("/d/1")).await {
+            leaks.push(format!("{op:?}: the next add fails: {e}"));
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
 }
