@@ -7,7 +7,7 @@
 //! - `allocation_matches_hcsshim*`: without faults, every add gets exactly the slot and guest
 //!   path hcsshim's own allocator (modelled literally from its source, below) would give.
 //!
-//! Case counts: `LUNLEDGER_PROPTEST_CASES` (default 16 for the state machine, 4x that for the
+//! Case counts: `LUNLEDGER_PROPTEST_CASES` (default 32 for the state machine, 4x that for the
 //! cheaper allocation properties). Failures shrink to a minimal sequence.
 
 mod common;
@@ -76,6 +76,12 @@ fn op() -> impl Strategy<Value = Op> {
                 Just(ReleaseFault::Detach)
             ])
             .prop_map(|(handle, fault)| Op::ReleaseFailing { handle, fault }),
+        1 => (any::<u8>(), prop_oneof![
+                Just(ReleaseFault::Unmount),
+                Just(ReleaseFault::Unplug),
+                Just(ReleaseFault::Detach)
+            ])
+            .prop_map(|(handle, fault)| Op::ReleaseTimingOut { handle, fault }),
         2 => (add_args(), prop_oneof![Just(AddFault::Attach), Just(AddFault::Mount)])
             .prop_map(|(args, fault)| Op::AddFailing { args, fault }),
         1 => add_args().prop_map(Op::AddCancelled),
@@ -89,7 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: cases(16),
+        cases: cases(32),
         max_shrink_iters: 2000,
         failure_persistence: None,
         .. ProptestConfig::default()
@@ -444,7 +450,7 @@ fn run_alloc(ops: &[AllocOp]) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: cases(16) * 4,
+        cases: cases(32) * 4,
         max_shrink_iters: 2000,
         failure_persistence: None,
         .. ProptestConfig::default()

@@ -128,6 +128,14 @@ pub enum AddFault {
     Mount,
 }
 
+fn release_op(f: ReleaseFault) -> SimOp {
+    match f {
+        ReleaseFault::Unmount => SimOp::Unmount,
+        ReleaseFault::Unplug => SimOp::Unplug,
+        ReleaseFault::Detach => SimOp::Detach,
+    }
+}
+
 /// A teardown step a release is made to fail at.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseFault {
@@ -147,6 +155,12 @@ pub enum Op {
     },
     /// Releases a handle with the first backend call of `fault`'s kind failing once.
     ReleaseFailing {
+        handle: u8,
+        fault: ReleaseFault,
+    },
+    /// Releases a handle with the first backend call of `fault`'s kind taking effect on the VM
+    /// and then reporting a timeout (its outcome unknown to the manager).
+    ReleaseTimingOut {
         handle: u8,
         fault: ReleaseFault,
     },
@@ -208,6 +222,8 @@ pub struct MAtt {
     key: DiskKey,
     refs: u32,
     phase: APhase,
+    /// Detached on the VM by a detach that then reported a timeout; still due in the journal.
+    vm_gone: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -220,6 +236,8 @@ pub struct MMount {
     refs: u32,
     /// The last reference is gone; the unmount has not succeeded yet (path and index reserved).
     due: bool,
+    /// Unmounted on the VM by an unmount that then reported a timeout; still due in the journal.
+    vm_gone: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,14 +260,18 @@ pub enum AddError {
     MountFailed,
 }
 
-/// A fault that fails the first backend call of its kind, once.
-struct Fault(Option<SimOp>);
+/// A fault that fails the first backend call of its kind, once; `applied`: the call takes effect
+/// on the VM before it reports failure (a timeout after the VM did it).
+struct Fault {
+    op: Option<SimOp>,
+    applied: bool,
+}
 
 impl Fault {
     /// Whether this call fails (consuming the fault).
     fn fires(&mut self, op: SimOp) -> bool {
-        if self.0 == Some(op) {
-            self.0 = None;
+        if self.op == Some(op) {
+            self.op = None;
             true
         } else {
             false
@@ -327,10 +349,13 @@ impl Model {
         fault: Option<AddFault>,
     ) -> (Model, Result<MHandle, AddError>) {
         let mut m = self.clone();
-        let mut f = Fault(fault.map(|f| match f {
-            AddFault::Attach => SimOp::Attach,
-            AddFault::Mount => SimOp::Mount,
-        }));
+        let mut f = Fault {
+            op: fault.map(|f| match f {
+                AddFault::Attach => SimOp::Attach,
+                AddFault::Mount => SimOp::Mount,
+            }),
+            applied: false,
+        };
         let r = m.add_in_place(args, &mut f);
         (m, r)
     }
@@ -364,6 +389,7 @@ impl Model {
                         key,
                         refs: 1,
                         phase: APhase::Live,
+                        vm_gone: false,
                     },
                 );
                 self.next_gen += 1;
@@ -424,6 +450,7 @@ impl Model {
                         key: mkey,
                         refs: 1,
                         due: false,
+                        vm_gone: false,
                     },
                 );
                 id
@@ -459,6 +486,9 @@ impl Model {
     fn teardown_mount(&mut self, id: u64, f: &mut Fault) -> Result<(), ()> {
         if self.mounts.get(&id).is_some_and(|m| m.due) {
             if f.fires(SimOp::Unmount) {
+                if let (true, Some(m)) = (f.applied, self.mounts.get_mut(&id)) {
+                    m.vm_gone = true;
+                }
                 return Err(());
             }
             self.mounts.remove(&id);
@@ -495,6 +525,9 @@ impl Model {
                 }
             } else {
                 if f.fires(SimOp::Detach) {
+                    if let (true, Some(a)) = (f.applied, self.atts.get_mut(&slot)) {
+                        a.vm_gone = true;
+                    }
                     return Err(());
                 }
                 self.atts.remove(&slot);
@@ -504,13 +537,18 @@ impl Model {
 
     /// Predicts a release (or the retry of a failed one): `Ok` and the handle is gone, or `Err`
     /// and it stays, holding nothing, with the failed teardown and everything after it due.
-    pub fn release(&self, id: HandleId, fault: Option<ReleaseFault>) -> (Model, Result<(), ()>) {
+    /// `applied`: the failing call takes effect on the VM before it reports a timeout.
+    pub fn release(
+        &self,
+        id: HandleId,
+        fault: Option<ReleaseFault>,
+        applied: bool,
+    ) -> (Model, Result<(), ()>) {
         let mut m = self.clone();
-        let mut f = Fault(fault.map(|f| match f {
-            ReleaseFault::Unmount => SimOp::Unmount,
-            ReleaseFault::Unplug => SimOp::Unplug,
-            ReleaseFault::Detach => SimOp::Detach,
-        }));
+        let mut f = Fault {
+            op: fault.map(release_op),
+            applied,
+        };
         let r = m.release_in_place(id, &mut f);
         (m, r)
     }
@@ -703,8 +741,13 @@ impl Harness {
         match op {
             Op::Add(args) => self.add(args, None).await,
             Op::AddFailing { args, fault } => self.add(args, Some(*fault)).await,
-            Op::Release { handle } => self.release(*handle, None).await,
-            Op::ReleaseFailing { handle, fault } => self.release(*handle, Some(*fault)).await,
+            Op::Release { handle } => self.release(*handle, None, false).await,
+            Op::ReleaseFailing { handle, fault } => {
+                self.release(*handle, Some(*fault), false).await
+            }
+            Op::ReleaseTimingOut { handle, fault } => {
+                self.release(*handle, Some(*fault), true).await
+            }
             Op::AddCancelled(args) => self.add_cancelled(args).await,
             Op::AddTwiceConcurrently(args) => self.add_twice(args).await,
             Op::CrashInAdd { args, point } => self.crash_in_add(args, *point).await,
@@ -790,17 +833,16 @@ impl Harness {
         }
     }
 
-    async fn release(&mut self, i: u8, fault: Option<ReleaseFault>) {
+    async fn release(&mut self, i: u8, fault: Option<ReleaseFault>, applied: bool) {
         let Some(id) = self.pick(i) else { return };
-        let (next, want) = self.model.release(id, fault);
+        let (next, want) = self.model.release(id, fault, applied);
         if let Some(f) = fault {
-            let op = match f {
-                ReleaseFault::Unmount => SimOp::Unmount,
-                ReleaseFault::Unplug => SimOp::Unplug,
-                ReleaseFault::Detach => SimOp::Detach,
+            let plan = if applied {
+                FaultPlan::new().succeed_but_fail_nth(release_op(f), 1, 5)
+            } else {
+                FaultPlan::new().fail_nth(release_op(f), 1, "injected")
             };
-            self.vm
-                .set_faults(FaultPlan::new().fail_nth(op, 1, "injected"));
+            self.vm.set_faults(plan);
         }
         let got = match self.handles.get(&id) {
             Some(h) => h.release().await,
@@ -936,7 +978,7 @@ impl Harness {
     async fn crash_in_release(&mut self, i: u8, point: u8) {
         let Some(id) = self.pick(i) else { return };
         let was_releasing = self.model.handles.get(&id).is_some_and(|h| h.releasing);
-        let (next, _) = self.model.release(id, None);
+        let (next, _) = self.model.release(id, None, false);
         // Crash points from the second on: a crash at the very first one can lose the release's
         // `ReleaseStarted` record after its `OpStarted`, which recovery cannot finish (a bug:
         // see recovery_finishes_a_release_whose_release_started_record_was_lost).
@@ -1019,20 +1061,34 @@ impl Harness {
         );
         check_state_against_model(&st, &self.model, step, op);
         assert_replay_equals_live(m).await;
-        if st.handles.values().any(|h| h.releasing) {
+        let vm_ahead = self.model.atts.values().any(|a| a.vm_gone)
+            || self.model.mounts.values().any(|m| m.vm_gone);
+        if vm_ahead || st.handles.values().any(|h| h.releasing) {
             // The shared helper wants every handle's slot and path on the VM, but a handle owed
-            // a release holds nothing (its teardown may be done or half done).
+            // a release holds nothing (its teardown may be done or half done), and a teardown
+            // that timed out after taking effect is due in the journal but gone from the VM.
             assert_vm_holds_live_handles(&st, &self.vm, step);
         } else {
             super::common::assert_vm_matches(m, &self.vm);
         }
         let snap = self.vm.snapshot();
         let vm_slots: BTreeSet<Slot> = snap.attachments.iter().map(|a| a.slot).collect();
-        let model_slots: BTreeSet<Slot> = self.model.atts.keys().copied().collect();
+        let model_slots: BTreeSet<Slot> = self
+            .model
+            .atts
+            .iter()
+            .filter(|(_, a)| !a.vm_gone)
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(vm_slots, model_slots, "step {step} ({op:?}): VM slots");
         let vm_paths: BTreeSet<String> = snap.mounts.keys().cloned().collect();
-        let model_paths: BTreeSet<String> =
-            self.model.mounts.values().map(|m| m.path.clone()).collect();
+        let model_paths: BTreeSet<String> = self
+            .model
+            .mounts
+            .values()
+            .filter(|m| !m.vm_gone)
+            .map(|m| m.path.clone())
+            .collect();
         assert_eq!(vm_paths, model_paths, "step {step} ({op:?}): VM mounts");
     }
 
