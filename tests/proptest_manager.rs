@@ -141,6 +141,12 @@ struct Hcs {
     slots: Vec<Vec<Option<HcsAttachment>>>,
     mounts: Vec<Option<HcsMount>>,
     mount_fmt: String,
+    /// hcsshim: `true`. `false` models lunledger's two known deviations, both about requested
+    /// paths, to check that nothing else differs: a requested path takes no index (such mounts
+    /// live in `unindexed`), and a matching mount anywhere wins over a conflicting path found
+    /// earlier in the scan.
+    requested_takes_index: bool,
+    unindexed: Vec<Option<HcsMount>>,
 }
 
 /// What an hcsshim `Mount` handle remembers.
@@ -165,6 +171,8 @@ impl Hcs {
             slots,
             mounts: Vec::new(),
             mount_fmt: cfg.mount_format.clone(),
+            requested_takes_index: true,
+            unindexed: Vec::new(),
         }
     }
 
@@ -217,11 +225,30 @@ impl Hcs {
         path: &str,
         config: (MountChoice, bool),
     ) -> Result<String, HcsError> {
+        if !self.requested_takes_index {
+            // lunledger: match first, anywhere.
+            let found = self
+                .mounts
+                .iter_mut()
+                .chain(self.unindexed.iter_mut())
+                .flatten()
+                .find(|m| m.controller == controller && m.lun == lun && m.config == config);
+            if let Some(m) = found {
+                m.ref_count += 1;
+                return Ok(m.path.clone());
+            }
+        }
         let mut free = None;
-        for (i, m) in self.mounts.iter_mut().enumerate() {
+        let indexed = self.mounts.len();
+        for (i, m) in self
+            .mounts
+            .iter_mut()
+            .chain(self.unindexed.iter_mut())
+            .enumerate()
+        {
             match m {
                 None => {
-                    if free.is_none() {
+                    if free.is_none() && i < indexed {
                         free = Some(i);
                     }
                 }
@@ -234,6 +261,17 @@ impl Hcs {
                 }
                 Some(_) => {}
             }
+        }
+        let new = HcsMount {
+            path: path.to_string(),
+            controller,
+            lun,
+            config,
+            ref_count: 1,
+        };
+        if !self.requested_takes_index && !path.is_empty() {
+            self.unindexed.push(Some(new));
+            return Ok(path.to_string());
         }
         let index = match free {
             Some(i) => i,
@@ -249,17 +287,14 @@ impl Hcs {
         };
         self.mounts[index] = Some(HcsMount {
             path: path.clone(),
-            controller,
-            lun,
-            config,
-            ref_count: 1,
+            ..new
         });
         Ok(path)
     }
 
     /// `unmount`: looked up by path; refcount down; at zero the index is freed.
     fn unmount(&mut self, path: &str) {
-        for m in self.mounts.iter_mut() {
+        for m in self.mounts.iter_mut().chain(self.unindexed.iter_mut()) {
             if let Some(x) = m {
                 if x.path == path {
                     x.ref_count -= 1;
@@ -367,7 +402,7 @@ fn hcs_request(a: &AddArgs) -> (DiskRequest, String) {
 
 /// Runs `ops` on a manager and on hcsshim's allocator; every add must get the same slot and
 /// guest path (or the same error) from both.
-fn run_alloc(ops: &[AllocOp]) -> Result<(), TestCaseError> {
+fn run_alloc(ops: &[AllocOp], requested_takes_index: bool) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -385,6 +420,7 @@ fn run_alloc(ops: &[AllocOp]) -> Result<(), TestCaseError> {
         .await
         .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
         let mut hcs = Hcs::new(&cfg);
+        hcs.requested_takes_index = requested_takes_index;
         let mut live: BTreeMap<u64, (Mount, HcsHandle)> = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
             match op {
@@ -459,7 +495,14 @@ proptest! {
     /// Generated paths only: slots and paths are exactly hcsshim's.
     #[test]
     fn allocation_matches_hcsshim(ops in alloc_ops(false)) {
-        run_alloc(&ops)?;
+        run_alloc(&ops, true)?;
+    }
+
+    /// With requested guest paths, allowing the two known deviations (see `Hcs`): everything else
+    /// is hcsshim's.
+    #[test]
+    fn allocation_matches_hcsshim_but_for_requested_path_indexes(ops in alloc_ops(true)) {
+        run_alloc(&ops, false)?;
     }
 
     /// With requested guest paths too.
@@ -468,7 +511,7 @@ proptest! {
                 every new mount one), so later generated paths differ from hcsshim's; see \
                 requested_guest_path_consumes_a_mount_index_like_hcsshim"]
     fn allocation_matches_hcsshim_with_requested_paths(ops in alloc_ops(true)) {
-        run_alloc(&ops)?;
+        run_alloc(&ops, true)?;
     }
 }
 
@@ -658,4 +701,44 @@ async fn an_attach_or_mount_that_times_out_after_taking_effect_leaks_nothing() {
         }
     }
     assert!(leaks.is_empty(), "{leaks:#?}");
+}
+
+/// Found by `allocation_matches_hcsshim_but_for_requested_path_indexes` (before it allowed this
+/// deviation too). hcsshim's `trackMount` scans mounts in index order and the first element that
+/// decides wins: a mount holding the requested path at a lower index is a conflict even when a
+/// matching mount (same slot and config) exists at a higher index (reference section 3.3: "A
+/// conflicting path at a lower index than a matching mount produces the error"). lunledger looks
+/// for a match anywhere first (src/manager/add.rs `take_mount`), so it shares instead. Arguably
+/// better, but not "exactly hcsshim": for the owners of the allocation rules to decide.
+#[tokio::test]
+#[ignore = "deviation: a matching mount wins over an earlier conflicting requested path, unlike hcsshim's scan order (src/manager/add.rs take_mount)"]
+async fn a_conflicting_requested_path_scanned_before_a_match_is_an_error_like_hcsshim() {
+    let dir = common::tempdir();
+    let vm = SimVm::new();
+    let m = Manager::open(
+        dir.path(),
+        model::harness_config(),
+        vm.host_backend(),
+        vm.guest_backend(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("open: {e}"));
+    // Index 0 in hcsshim: another disk at /req/2.
+    let _a = m
+        .add_virtual_disk(mounted("/d/1").guest_path("/req/2"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Index 1: the disk we will match, at /req/0.
+    let _b = m
+        .add_virtual_disk(mounted("/d/0").guest_path("/req/0"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Same disk and config as b, requesting a's path: hcsshim meets a first and refuses.
+    let c = m
+        .add_virtual_disk(mounted("/d/0").guest_path("/req/2"))
+        .await;
+    assert!(
+        matches!(c, Err(Error::GuestPathConflict { .. })),
+        "hcsshim refuses with 'cannot mount over an existing mountpoint'; lunledger gave {c:?}"
+    );
 }
