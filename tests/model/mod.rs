@@ -114,10 +114,14 @@ impl AddArgs {
         if let Some(p) = self.requested_path() {
             r = r.guest_path(p);
         }
-        if let Some(o) = self.owner {
-            r = r.owner(format!("c{}", o % 3));
+        if let Some(o) = self.owner_label() {
+            r = r.owner(o);
         }
         r
+    }
+
+    fn owner_label(&self) -> Option<String> {
+        self.owner.map(|o| format!("c{}", o % 3))
     }
 }
 
@@ -246,6 +250,8 @@ pub struct MHandle {
     gen: u64,
     mount: Option<u64>,
     pub path: String,
+    /// The owner label given at add (a restarted shim finds its handles by it).
+    pub owner: Option<String>,
     /// A release started and failed part way: the handle holds nothing but is still owed one.
     pub releasing: bool,
 }
@@ -403,6 +409,7 @@ impl Model {
                 gen,
                 mount: None,
                 path: String::new(),
+                owner: args.owner_label(),
                 releasing: false,
             });
         };
@@ -466,6 +473,7 @@ impl Model {
             gen,
             mount: Some(mount),
             path,
+            owner: args.owner_label(),
             releasing: false,
         })
     }
@@ -1041,18 +1049,32 @@ impl Harness {
         self.quiesce().await;
         let m = self.m();
         let st = m.state();
-        let real: BTreeMap<HandleId, (Slot, String, bool)> = st
+        type Seen = (Slot, String, Option<String>, bool);
+        let real: BTreeMap<HandleId, Seen> = st
             .handles
             .iter()
-            .map(|(id, h)| (*id, (h.slot, h.path.clone(), h.releasing)))
+            .map(|(id, h)| (*id, (h.slot, h.path.clone(), h.owner.clone(), h.releasing)))
             .collect();
-        let want: BTreeMap<HandleId, (Slot, String, bool)> = self
+        let want: BTreeMap<HandleId, Seen> = self
             .model
             .handles
             .iter()
-            .map(|(id, h)| (*id, (h.slot, h.path.clone(), h.releasing)))
+            .map(|(id, h)| (*id, (h.slot, h.path.clone(), h.owner.clone(), h.releasing)))
             .collect();
         assert_eq!(real, want, "step {step} ({op:?}): live handles differ");
+        for owner in ["c0", "c1", "c2"] {
+            let got: BTreeSet<HandleId> = m
+                .handles_by_owner(owner)
+                .iter()
+                .map(|h| h.handle_id())
+                .collect();
+            let want_owned: BTreeSet<HandleId> = want
+                .iter()
+                .filter(|(_, h)| h.2.as_deref() == Some(owner))
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(got, want_owned, "step {step}: handles of owner {owner}");
+        }
         let handle_ids: BTreeSet<HandleId> = self.handles.keys().copied().collect();
         assert_eq!(
             handle_ids,
@@ -1073,6 +1095,11 @@ impl Harness {
         }
         let snap = self.vm.snapshot();
         let vm_slots: BTreeSet<Slot> = snap.attachments.iter().map(|a| a.slot).collect();
+        assert_eq!(
+            vm_slots.len(),
+            snap.attachments.len(),
+            "step {step}: a slot is double-booked on the VM"
+        );
         let model_slots: BTreeSet<Slot> = self
             .model
             .atts
