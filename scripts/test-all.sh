@@ -34,6 +34,8 @@ if [ -x scripts/install-qemu.sh ]; then
   timed scripts/install-qemu.sh
   timed scripts/build-guest.sh
   timed cargo test --features qemu-tests --test 'qemu_*' -- --test-threads=2 --nocapture
+  # The demo on a real VM (lunledger demo --backend qemu), from the CLI tests.
+  timed cargo test --features qemu-tests --test cli -- qemu --nocapture
 else
   echo "QEMU TIER MISSING: scripts/install-qemu.sh not found" >&2
   exit 1
