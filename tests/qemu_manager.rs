@@ -14,7 +14,6 @@ use common::assert_replay_equals_live;
 use lunledger::backend::qemu::{QemuGuest, QemuHost};
 use lunledger::backend::{GuestBackend, HostBackend};
 use lunledger::journal::{HandleId, ManagerConfig};
-use lunledger::recovery::{AttachPhase, MountPhase};
 use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use std::collections::BTreeSet;
@@ -270,24 +269,7 @@ impl RecheckState {
             .map(|m| m.path)
             .collect();
         drop(guest);
-        let st = &self.0;
-        let want_slots: BTreeSet<_> = st
-            .attachments
-            .iter()
-            .filter(|(_, a)| {
-                matches!(
-                    a.phase,
-                    AttachPhase::Attached | AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach
-                )
-            })
-            .map(|(s, _)| *s)
-            .collect();
-        let want_paths: BTreeSet<_> = st
-            .mounts
-            .values()
-            .filter(|m| matches!(m.phase, MountPhase::Mounted | MountPhase::NeedsUnmount))
-            .map(|m| m.path.clone())
-            .collect();
+        let (want_slots, want_paths) = self.0.needed_on_vm();
         assert_eq!(
             seen_slots, want_slots,
             "{what}: QEMU's disks differ from the journal's"

@@ -2,7 +2,8 @@
 //! every workload and by `lunledger verify`.
 
 use crate::state::{AttachPhase, MountPhase, State};
-use std::collections::BTreeMap;
+use lunledger_journal::Slot;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl State {
     /// Every invariant violation, described (empty when the state is consistent).
@@ -126,5 +127,31 @@ impl State {
             && self.mounts.is_empty()
             && self.handles.is_empty()
             && self.ops.is_empty()
+    }
+}
+
+impl State {
+    /// What the VM must hold according to the journal: the slots of every attachment that is
+    /// attached or still due for teardown, and the guest paths of every mount that is mounted or
+    /// still due for unmount. Tests compare a backend's `inspect` against it.
+    pub fn needed_on_vm(&self) -> (BTreeSet<Slot>, BTreeSet<String>) {
+        let slots = self
+            .attachments
+            .iter()
+            .filter(|(_, a)| {
+                matches!(
+                    a.phase,
+                    AttachPhase::Attached | AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach
+                )
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        let paths = self
+            .mounts
+            .values()
+            .filter(|m| matches!(m.phase, MountPhase::Mounted | MountPhase::NeedsUnmount))
+            .map(|m| m.path.clone())
+            .collect();
+        (slots, paths)
     }
 }

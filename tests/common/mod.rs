@@ -3,7 +3,7 @@
 
 use lunledger::backend::sim::SimVm;
 use lunledger::journal::ManagerConfig;
-use lunledger::recovery::{AttachPhase, MountPhase, State};
+use lunledger::recovery::State;
 use lunledger::{Manager, ManagerOptions};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -52,28 +52,12 @@ pub fn assert_vm_matches(m: &Manager, vm: &SimVm) {
     let st = m.state();
     let snap = vm.snapshot();
     let vm_slots: BTreeSet<_> = snap.attachments.iter().map(|a| a.slot).collect();
-    let want_slots: BTreeSet<_> = st
-        .attachments
-        .iter()
-        .filter(|(_, a)| {
-            matches!(
-                a.phase,
-                AttachPhase::Attached | AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach
-            )
-        })
-        .map(|(s, _)| *s)
-        .collect();
+    let vm_paths: BTreeSet<_> = snap.mounts.keys().cloned().collect();
+    let (want_slots, want_paths) = st.needed_on_vm();
     assert_eq!(
         vm_slots, want_slots,
         "VM attachments differ from the journal's"
     );
-    let vm_paths: BTreeSet<_> = snap.mounts.keys().cloned().collect();
-    let want_paths: BTreeSet<_> = st
-        .mounts
-        .values()
-        .filter(|m| matches!(m.phase, MountPhase::Mounted | MountPhase::NeedsUnmount))
-        .map(|m| m.path.clone())
-        .collect();
     assert_eq!(vm_paths, want_paths, "VM mounts differ from the journal's");
     for (id, h) in &st.handles {
         assert!(
