@@ -112,7 +112,6 @@ fn open_journal_dir_template_is_intact() {
 /// hit it. Timing-dependent: about one reopen in a thousand fails here, so this test (3200
 /// reopens on 8 threads) fails in most runs.
 #[test]
-#[ignore = "bug: Journal::open fails transiently right after the previous handle is dropped (sled releases its lock asynchronously; journal/src/store.rs)"]
 fn journal_reopens_right_after_close() {
     use lunledger::journal::{Event, Journal, JournalOptions};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -425,7 +424,6 @@ fn write_seed_corpus() {
 /// ("a corrupt or truncated journal is a clear error ... nothing already journaled is lost"): the
 /// manager then rebuilds a stale state and hands out slots the VM still holds.
 #[test]
-#[ignore = "bug: damage to sled's data file silently drops journaled records on open (journal/src/store.rs, recover.rs)"]
 fn damaged_sled_data_file_is_never_silent_record_loss() {
     use lunledger::journal::{Journal, JournalOptions};
     use targets::open_journal_dir::{apply, template, Edit};
