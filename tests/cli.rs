@@ -612,6 +612,30 @@ fn verify_passes_a_good_journal_and_names_a_flipped_byte() {
 }
 
 #[test]
+fn verify_names_durable_records_lost_at_the_tail() {
+    let (dir, recs) = made_journal();
+    let d = dir.path().to_str().unwrap();
+    let last = recs.last().unwrap().seq;
+    // The newest records had been flushed (durable); losing them is what sled's silent prefix
+    // recovery looks like.
+    {
+        let db = raw_sled(dir.path());
+        let t = db.open_tree("records").unwrap();
+        t.remove(last.to_be_bytes()).unwrap().unwrap();
+        t.remove((last - 1).to_be_bytes()).unwrap().unwrap();
+        db.flush().unwrap();
+    }
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let v = &json_lines(&o)[0];
+    assert_eq!(v["problem"]["seq"], last - 1, "{v}");
+    assert!(
+        v["problem"]["what"].as_str().unwrap().contains("durable"),
+        "{v}"
+    );
+}
+
+#[test]
 fn verify_names_a_deleted_record() {
     let (dir, _recs) = made_journal();
     let d = dir.path().to_str().unwrap();

@@ -49,6 +49,15 @@ pub fn run(a: &CommonArgs) -> CliResult {
             what: format!("damaged tail of {} record(s): {}", t.records, t.what),
         });
     }
+    if let Some((first, durable)) = opened.lost_records {
+        problems.push(Finding {
+            seq: first,
+            check: "lost",
+            what: format!(
+                "records {first}..={durable} had been made durable but are missing or damaged"
+            ),
+        });
+    }
     if let Some(m) = &opened.middle_damage {
         problems.push(Finding {
             seq: m.seq,
