@@ -334,28 +334,10 @@ fn examine(dir: &Path) -> Outcome {
     }
 }
 
-/// Opens again right after the previous handle was dropped. sled releases its file lock
-/// asynchronously after the last handle goes (spacejam/sled#1234), so an immediate reopen can
-/// fail with "could not acquire lock": a journal bug, reported and pinned by
-/// `journal_reopens_right_after_close` in tests/fuzz_corpus.rs. Retrying here (up to ~2.5 s)
-/// keeps the fuzzer looking for other bugs instead of stopping on that one.
+/// Opens again right after the previous handle was dropped (the journal itself waits out sled's
+/// asynchronous lock release; this used to fail now and then).
 fn reopen(dir: &Path) -> Result<Journal, JournalError> {
-    let mut delay = Duration::from_millis(5);
-    for _ in 0..9 {
-        match Journal::open(dir, journal_opts()) {
-            Err(e) if is_sled_lock_contention(&e) => {
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
-            other => return other,
-        }
-    }
     Journal::open(dir, journal_opts())
-}
-
-/// sled 0.34 reports a held lock as `ErrorKind::Other` with this message.
-pub fn is_sled_lock_contention(e: &JournalError) -> bool {
-    matches!(e, JournalError::Sled(_)) && e.to_string().contains("could not acquire lock")
 }
 
 /// Renders a typed error (the point of the match: every `JournalError` is a value, not a panic).
