@@ -82,5 +82,17 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// Whether this error stopped the manager (a journal failure, a fail-stop, a simulated
+    /// crash): nothing more may be journaled, so it is passed up as it is, never recorded as a
+    /// step's or an operation's failure and never retried. Reopen the manager to recover.
+    pub fn stops_manager(&self) -> bool {
+        matches!(
+            self,
+            Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)
+        )
+    }
+}
+
 /// The manager's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //! every workload and by `lunledger verify`.
 
 use crate::state::{AttachPhase, MountPhase, State};
-use lunledger_journal::Slot;
+use lunledger_journal::{MountId, Slot};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl State {
@@ -61,7 +61,7 @@ impl State {
                     a.refs
                 ));
             }
-            let torn = matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach);
+            let torn = a.phase.teardown_due();
             if torn && a.refs != 0 {
                 v.push(format!("attachment {slot} is torn down while referenced"));
             }
@@ -138,20 +138,35 @@ impl State {
         let slots = self
             .attachments
             .iter()
-            .filter(|(_, a)| {
-                matches!(
-                    a.phase,
-                    AttachPhase::Attached | AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach
-                )
-            })
+            .filter(|(_, a)| a.phase.on_vm())
             .map(|(s, _)| *s)
             .collect();
         let paths = self
             .mounts
             .values()
-            .filter(|m| matches!(m.phase, MountPhase::Mounted | MountPhase::NeedsUnmount))
+            .filter(|m| m.phase.on_vm())
             .map(|m| m.path.clone())
             .collect();
         (slots, paths)
+    }
+}
+
+impl State {
+    /// Teardowns that are due: mounts to unmount and attachments to unplug or detach, in id and
+    /// slot order. Releases, recovery and `retry_teardowns` work through these.
+    pub fn due_teardowns(&self) -> (Vec<MountId>, Vec<Slot>) {
+        let mounts = self
+            .mounts
+            .iter()
+            .filter(|(_, m)| m.phase.teardown_due())
+            .map(|(id, _)| *id)
+            .collect();
+        let slots = self
+            .attachments
+            .iter()
+            .filter(|(_, a)| a.phase.teardown_due())
+            .map(|(s, _)| *s)
+            .collect();
+        (mounts, slots)
     }
 }

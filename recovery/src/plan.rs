@@ -5,7 +5,7 @@
 //! Order: settle steps whose outcome was lost, then drift, then operations in flight (roll back
 //! adds whose caller never got a handle, finish releases), then teardowns still due.
 
-use crate::state::{AttachPhase, MountPhase, State};
+use crate::state::State;
 use lunledger_journal::{
     AttachId, Drift, Event, HandleId, MountId, OpId, OpKind, Resolution, Slot, Step, Target,
 };
@@ -178,16 +178,9 @@ pub fn plan(state: &State, seen: &Observation, policy: &RecoveryPolicy) -> Vec<A
             actions.push(Action::ResumeRelease { handle: *id });
         }
     }
-    for (id, m) in &sim.mounts {
-        if m.phase == MountPhase::NeedsUnmount {
-            actions.push(Action::Unmount { mount: *id });
-        }
-    }
-    for (slot, a) in &sim.attachments {
-        if matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach) {
-            actions.push(Action::Teardown { slot: *slot });
-        }
-    }
+    let (mounts, slots) = sim.due_teardowns();
+    actions.extend(mounts.into_iter().map(|mount| Action::Unmount { mount }));
+    actions.extend(slots.into_iter().map(|slot| Action::Teardown { slot }));
     actions
 }
 
@@ -251,12 +244,7 @@ fn drift(
         let lost: Vec<Slot> = sim
             .attachments
             .iter()
-            .filter(|(slot, a)| {
-                matches!(
-                    a.phase,
-                    AttachPhase::Attached | AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach
-                ) && !holds(host, **slot, a.attach)
-            })
+            .filter(|(slot, a)| a.phase.on_vm() && !holds(host, **slot, a.attach))
             .map(|(slot, _)| *slot)
             .collect();
         for slot in lost {
@@ -298,10 +286,7 @@ fn drift(
         let lost: Vec<MountId> = sim
             .mounts
             .iter()
-            .filter(|(_, m)| {
-                matches!(m.phase, MountPhase::Mounted | MountPhase::NeedsUnmount)
-                    && !guest.mounts.contains(&m.path)
-            })
+            .filter(|(_, m)| m.phase.on_vm() && !guest.mounts.contains(&m.path))
             .map(|(id, _)| *id)
             .collect();
         for mount in lost {

@@ -39,6 +39,17 @@ impl AttachPhase {
             AttachPhase::Reserved | AttachPhase::Attaching | AttachPhase::Attached
         )
     }
+
+    /// Whether its teardown (unplug, then detach) is due: no reference remains, the slot stays
+    /// reserved until the detach succeeds.
+    pub fn teardown_due(self) -> bool {
+        matches!(self, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach)
+    }
+
+    /// Whether the VM must hold it: attached, or attached still and due for teardown.
+    pub fn on_vm(self) -> bool {
+        self == AttachPhase::Attached || self.teardown_due()
+    }
 }
 
 /// One attachment at a slot.
@@ -82,6 +93,17 @@ impl MountPhase {
             self,
             MountPhase::Reserved | MountPhase::Mounting | MountPhase::Mounted
         )
+    }
+
+    /// Whether its unmount is due: no reference remains, the path stays reserved until the
+    /// unmount succeeds.
+    pub fn teardown_due(self) -> bool {
+        self == MountPhase::NeedsUnmount
+    }
+
+    /// Whether the guest must hold it: mounted, or mounted still and due for unmount.
+    pub fn on_vm(self) -> bool {
+        self == MountPhase::Mounted || self.teardown_due()
     }
 }
 

@@ -104,7 +104,7 @@ async fn add_op(
     })?;
     match add_steps(inner, op, req, &disk, mount.as_ref()).await {
         Ok(m) => Ok((op, m)),
-        Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => Err(e),
+        Err(e) if e.stops_manager() => Err(e),
         Err(e) => {
             let end = Event::OpFailed {
                 error: e.to_string(),

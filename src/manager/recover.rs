@@ -8,7 +8,7 @@ use crate::backend::{DetachRequest, GuestView, HostView};
 use crate::error::{Error, Result};
 use lunledger_journal::{Drift, Event, OpId, OpKind, Resolution, Step, Target};
 use lunledger_recovery::{
-    plan, Action, AttachPhase, MountPhase, Observation, ReleaseEnd, SeenAttachment, SeenGuest,
+    plan, Action, AttachPhase, Observation, ReleaseEnd, SeenAttachment, SeenGuest,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -118,9 +118,7 @@ pub(crate) async fn recover(
         for action in actions {
             match execute(inner, op, action, &mut report).await {
                 Ok(()) => {}
-                Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => {
-                    return Err(e)
-                }
+                Err(e) if e.stops_manager() => return Err(e),
                 Err(e) => report.errors.push(e.to_string()),
             }
         }
@@ -150,30 +148,26 @@ pub(crate) async fn recover(
 }
 
 fn pending_teardowns(st: &lunledger_recovery::State) -> Vec<String> {
-    let mut v = Vec::new();
-    for (id, m) in &st.mounts {
-        if m.phase == MountPhase::NeedsUnmount {
-            v.push(format!(
-                "unmount of mount {id} at {} ({})",
-                m.path,
-                m.last_error.as_deref().unwrap_or("not tried")
-            ));
-        }
-    }
-    for (slot, a) in &st.attachments {
-        if matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach) {
-            let what = if a.phase == AttachPhase::NeedsUnplug {
-                "unplug"
-            } else {
-                "detach"
-            };
-            v.push(format!(
-                "{what} at {slot} ({})",
-                a.last_error.as_deref().unwrap_or("not tried")
-            ));
-        }
-    }
-    v
+    let (mounts, slots) = st.due_teardowns();
+    let not_tried = |e: &Option<String>| e.clone().unwrap_or_else(|| "not tried".into());
+    let mounts = mounts.into_iter().filter_map(|id| {
+        let m = st.mounts.get(&id)?;
+        Some(format!(
+            "unmount of mount {id} at {} ({})",
+            m.path,
+            not_tried(&m.last_error)
+        ))
+    });
+    let slots = slots.into_iter().filter_map(|slot| {
+        let a = st.attachments.get(&slot)?;
+        let what = if a.phase == AttachPhase::NeedsUnplug {
+            "unplug"
+        } else {
+            "detach"
+        };
+        Some(format!("{what} at {slot} ({})", not_tried(&a.last_error)))
+    });
+    mounts.chain(slots).collect()
 }
 
 async fn execute(
@@ -304,44 +298,22 @@ async fn execute(
 /// Retries, with backoff, every teardown still due after the plan ran (a rollback whose teardown
 /// failed has ended its operation, but its teardown stays due and is retried here).
 async fn sweep(inner: &Arc<Inner>, op: OpId, report: &mut RecoveryReport) -> Result<()> {
-    let (mounts, slots) = due(&inner.state());
+    let (mounts, slots) = inner.state().due_teardowns();
     for m in mounts {
         match with_retries(inner, || inner.teardown_mount(op, m)).await {
             Ok(()) => report.teardowns_done += 1,
-            Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => return Err(e),
+            Err(e) if e.stops_manager() => return Err(e),
             Err(e) => report.errors.push(e.to_string()),
         }
     }
     for s in slots {
         match with_retries(inner, || inner.teardown_attachment(op, s)).await {
             Ok(()) => report.teardowns_done += 1,
-            Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) => return Err(e),
+            Err(e) if e.stops_manager() => return Err(e),
             Err(e) => report.errors.push(e.to_string()),
         }
     }
     Ok(())
-}
-
-/// Mounts and attachments whose teardown is due.
-fn due(
-    st: &lunledger_recovery::State,
-) -> (
-    Vec<lunledger_journal::MountId>,
-    Vec<lunledger_journal::Slot>,
-) {
-    let mounts = st
-        .mounts
-        .iter()
-        .filter(|(_, m)| m.phase == MountPhase::NeedsUnmount)
-        .map(|(id, _)| *id)
-        .collect();
-    let slots = st
-        .attachments
-        .iter()
-        .filter(|(_, a)| matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach))
-        .map(|(s, _)| *s)
-        .collect();
-    (mounts, slots)
 }
 
 /// Starts a new release operation for a handle whose release had failed.
@@ -368,7 +340,7 @@ where
         last = f().await;
         match &last {
             Ok(()) => return Ok(()),
-            Err(Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)) => return last,
+            Err(e) if e.stops_manager() => return last,
             Err(e) if i + 1 < attempts => {
                 tracing::warn!(attempt = i + 1, error = %e, "recovery step failed; retrying");
                 tokio::time::sleep(delay).await;
@@ -391,7 +363,7 @@ pub(crate) async fn retry_teardowns(inner: &Arc<Inner>) -> Result<usize> {
             .filter(|(id, h)| h.releasing && !in_flight.contains(id))
             .map(|(id, _)| *id)
             .collect();
-        (due(&st), handles)
+        (st.due_teardowns(), handles)
     };
     if mounts.is_empty() && slots.is_empty() && handles.is_empty() {
         return Ok(0);
@@ -414,7 +386,7 @@ pub(crate) async fn retry_teardowns(inner: &Arc<Inner>) -> Result<usize> {
             first_err.get_or_insert(e);
         }
     }
-    if let Some(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) = first_err {
+    if let Some(e) = first_err.filter(Error::stops_manager) {
         return Err(e);
     }
     let st = inner.state();

@@ -5,7 +5,7 @@
 
 use super::{lock, Inner};
 use crate::error::{Error, Result};
-use lunledger_journal::{Event, HandleId, OpId, OpKind};
+use lunledger_journal::{AttachId, Event, HandleId, MountId, OpId, OpKind, Slot};
 use lunledger_recovery::ReleaseEnd;
 use std::sync::Arc;
 
@@ -63,8 +63,11 @@ impl Inner {
         if h.holds_attach {
             self.record(op, Event::AttachRefDropped { slot: h.slot })?;
         }
-        if let Err(e) = self.teardown_for(op, h.mount, h.slot, h.attach).await {
-            if !matches!(e, Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)) {
+        if let Err(e) = self
+            .teardown_for(op, h.mount, Some((h.slot, h.attach)))
+            .await
+        {
+            if !e.stops_manager() {
                 self.record(
                     op,
                     Event::OpFailed {
@@ -101,36 +104,34 @@ impl Inner {
         if let Some(slot) = o.holds_attach {
             self.record(op, Event::AttachRefDropped { slot })?;
         }
-        let teardown = match (attach, o.holds_mount) {
-            (Some((slot, a)), m) => self.teardown_for(op, m, slot, a).await,
-            (None, Some(m)) => self.teardown_mount(op, m).await,
-            (None, None) => Ok(()),
-        };
-        if let Err(e @ (Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_))) = teardown {
-            return Err(e);
+        let teardown = self.teardown_for(op, o.holds_mount, attach).await;
+        if teardown.as_ref().is_err_and(Error::stops_manager) {
+            return teardown;
         }
         self.record(op, end)?;
         teardown
     }
 
-    /// Runs the teardowns due on a mount and on an attachment generation.
+    /// Runs the teardowns due on a mount and on an attachment generation (at its slot; a
+    /// newer generation at the same slot is left alone).
     async fn teardown_for(
         &self,
         op: OpId,
-        mount: Option<lunledger_journal::MountId>,
-        slot: lunledger_journal::Slot,
-        attach: lunledger_journal::AttachId,
+        mount: Option<MountId>,
+        attachment: Option<(Slot, AttachId)>,
     ) -> Result<()> {
         if let Some(m) = mount {
             self.teardown_mount(op, m).await?;
         }
-        let same = self
-            .state()
-            .attachments
-            .get(&slot)
-            .is_some_and(|a| a.attach == attach);
-        if same {
-            self.teardown_attachment(op, slot).await?;
+        if let Some((slot, attach)) = attachment {
+            let same = self
+                .state()
+                .attachments
+                .get(&slot)
+                .is_some_and(|a| a.attach == attach);
+            if same {
+                self.teardown_attachment(op, slot).await?;
+            }
         }
         Ok(())
     }

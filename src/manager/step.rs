@@ -6,7 +6,7 @@ use crate::backend::{BackendError, DetachRequest, MountRequest};
 use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
 use lunledger_journal::{Event, MountId, OpId, Resolution, Slot, Step, Target};
-use lunledger_recovery::{AttachPhase, MountPhase};
+use lunledger_recovery::AttachPhase;
 use std::future::Future;
 
 impl Inner {
@@ -100,7 +100,7 @@ impl Inner {
         let due = |st: &lunledger_recovery::State| {
             st.mounts
                 .get(&mount)
-                .is_some_and(|m| m.phase == MountPhase::NeedsUnmount)
+                .is_some_and(|m| m.phase.teardown_due())
         };
         let Some(_claim) = self.claim(Target::Mount(mount), due).await? else {
             return Ok(());
@@ -139,9 +139,9 @@ impl Inner {
     /// the rest due and the slot reserved.
     pub(crate) async fn teardown_attachment(&self, op: OpId, slot: Slot) -> Result<()> {
         let due = |st: &lunledger_recovery::State| {
-            st.attachments.get(&slot).is_some_and(|a| {
-                matches!(a.phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach)
-            })
+            st.attachments
+                .get(&slot)
+                .is_some_and(|a| a.phase.teardown_due())
         };
         let Some(_claim) = self.claim(Target::Slot(slot), due).await? else {
             return Ok(());
@@ -156,15 +156,13 @@ impl Inner {
                     .mounts
                     .iter()
                     .filter(|(_, m)| {
-                        m.slot == slot
-                            && m.attach == a.attach
-                            && m.phase == MountPhase::NeedsUnmount
+                        m.slot == slot && m.attach == a.attach && m.phase.teardown_due()
                     })
                     .map(|(id, _)| *id)
                     .collect();
                 (a.phase, a.attach, a.disk.path.clone(), due)
             };
-            if !matches!(phase, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach) {
+            if !phase.teardown_due() {
                 return Ok(());
             }
             for m in due_mounts {

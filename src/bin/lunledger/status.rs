@@ -9,7 +9,7 @@ use crate::replay::{say_banner, write_out};
 use crate::snapshot;
 use crate::style;
 use crate::table::Table;
-use crate::view::{attach_pending_teardown, indent, mount_pending_teardown, StateView};
+use crate::view::{indent, StateView};
 use lunledger::recovery::AttachPhase;
 use serde::Serialize;
 
@@ -74,7 +74,7 @@ pub fn run(a: &StatusArgs) -> CliResult {
     let st = auditor.state();
     let mut pending = Vec::new();
     for (id, m) in &st.mounts {
-        if mount_pending_teardown(m.phase) {
+        if m.phase.teardown_due() {
             pending.push(Pending {
                 step: "unmount",
                 target: format!("mount {id}"),
@@ -85,7 +85,7 @@ pub fn run(a: &StatusArgs) -> CliResult {
         }
     }
     for (slot, at) in &st.attachments {
-        if attach_pending_teardown(at.phase) {
+        if at.phase.teardown_due() {
             pending.push(Pending {
                 step: if at.phase == AttachPhase::NeedsUnplug {
                     "unplug"

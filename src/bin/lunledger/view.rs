@@ -6,7 +6,7 @@ use crate::audit::describe_drift;
 use crate::clock::format_micros;
 use crate::style;
 use crate::table::Table;
-use lunledger::recovery::{AttachPhase, MountPhase, State};
+use lunledger::recovery::State;
 use serde::Serialize;
 
 /// The state, flattened for output.
@@ -305,16 +305,6 @@ impl StateView {
         }
         out
     }
-}
-
-/// Whether an attachment phase means a teardown is still due.
-pub fn attach_pending_teardown(p: AttachPhase) -> bool {
-    matches!(p, AttachPhase::NeedsUnplug | AttachPhase::NeedsDetach)
-}
-
-/// Whether a mount phase means an unmount is still due.
-pub fn mount_pending_teardown(p: MountPhase) -> bool {
-    p == MountPhase::NeedsUnmount
 }
 
 fn phase_paint(phase: &str) -> Option<fn(&str) -> String> {
