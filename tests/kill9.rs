@@ -14,9 +14,8 @@ use lunledger::backend::sim::SimVm;
 use lunledger::journal::HandleId;
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const CHILD_ENV: &str = "LUNLEDGER_KILL9_CHILD";
@@ -129,65 +128,23 @@ async fn sigkill_at_random_moments_then_recover() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let mut child = Command::new(&exe)
-            .args(["kill9_child", "--exact", "--nocapture", "--test-threads=1"])
+        let mut cmd = Command::new(&exe);
+        cmd.args(["kill9_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, work.path())
-            .env("LUNLEDGER_KILL9_SEED", (x | 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
+            .env("LUNLEDGER_KILL9_SEED", (x | 1).to_string());
+        let victim = Victim::spawn(cmd);
         // Let the child open (and recover) and run for a random while before the kill.
-        let stdout = child.stdout.take().unwrap();
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.is_empty() {
-                    let _ = started_tx.send(());
-                }
-                lines.push(l);
-            }
-            lines
-        });
-        // The clock starts at the child's first result, so the kill lands in its workload rather
-        // than in its start-up.
-        let _ = started_rx.recv_timeout(Duration::from_secs(30));
+        victim.wait_started(Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(5 + x % 250));
-        // SAFETY: kill(2) on the pid of our own child process.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let status = child.wait().unwrap();
-        assert!(
-            !status.success(),
-            "kill {i}: the child exited on its own: {status}"
-        );
-        let lines = reader.join().unwrap();
-        let mut got = BTreeSet::new();
-        let mut releasing = BTreeSet::new();
-        for l in &lines {
-            if let Some(n) = l
-                .strip_prefix("got ")
-                .and_then(|n| n.parse::<HandleId>().ok())
-            {
-                got.insert(n);
-            } else if let Some(n) = l
-                .strip_prefix("releasing ")
-                .and_then(|n| n.parse::<HandleId>().ok())
-            {
-                releasing.insert(n);
-            }
-        }
+        let (exited, reported) = victim.kill();
+        assert!(!exited, "kill {i}: the child exited on its own");
 
         let (m, vm) = open_persistent(work.path()).await;
         let report = m.last_recovery().unwrap();
         rolled_back += report.rolled_back.len();
         finished += report.releases_finished.len();
         let live: BTreeSet<HandleId> = m.handles().iter().map(|h| h.handle_id()).collect();
-        let lost: Vec<_> = got
-            .difference(&releasing)
-            .filter(|h| !live.contains(h))
-            .collect();
+        let lost = reported.lost(&live);
         if !lost.is_empty() {
             violations += 1;
             eprintln!("kill {i}: handles returned before the kill were lost: {lost:?}");

@@ -10,16 +10,15 @@
 
 mod common;
 
-use common::assert_replay_equals_live;
+use common::{assert_replay_equals_live, Victim};
 use lunledger::backend::qemu::{QemuGuest, QemuHost};
 use lunledger::backend::{GuestBackend, HostBackend};
 use lunledger::journal::{HandleId, ManagerConfig};
 use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,48 +153,22 @@ async fn sigkill_the_shim_while_qemu_lives_on() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let mut child = Command::new(&exe)
-            .args([
-                "qemu_manager_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, work.path())
-            .env("LUNLEDGER_QMP", &qmp)
-            .env("LUNLEDGER_QGA", &qga)
-            .env("LUNLEDGER_SEED", (x | 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.is_empty() {
-                    let _ = started_tx.send(());
-                }
-                lines.push(l);
-            }
-            lines
-        });
-        let _ = started_rx.recv_timeout(Duration::from_secs(60));
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "qemu_manager_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, work.path())
+        .env("LUNLEDGER_QMP", &qmp)
+        .env("LUNLEDGER_QGA", &qga)
+        .env("LUNLEDGER_SEED", (x | 1).to_string());
+        let victim = Victim::spawn(cmd);
+        victim.wait_started(Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(100 + x % 1500));
-        // SAFETY: kill(2) on the pid of our own child process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        let _ = child.wait();
-        let lines = reader.join().unwrap();
+        let (_, reported) = victim.kill();
         assert!(vm.is_alive(), "QEMU died with the shim");
-        let got: BTreeSet<HandleId> = lines
-            .iter()
-            .filter_map(|l| l.strip_prefix("got ")?.parse().ok())
-            .collect();
-        let releasing: BTreeSet<HandleId> = lines
-            .iter()
-            .filter_map(|l| l.strip_prefix("releasing ")?.parse().ok())
-            .collect();
 
         let what = format!("kill {i}");
         let m = open(&work.path().join("journal"), &qmp, &qga).await;
@@ -209,10 +182,7 @@ async fn sigkill_the_shim_while_qemu_lives_on() {
             report.errors
         );
         let live: BTreeSet<HandleId> = m.handles().iter().map(|h| h.handle_id()).collect();
-        let lost: Vec<_> = got
-            .difference(&releasing)
-            .filter(|h| !live.contains(h))
-            .collect();
+        let lost = reported.lost(&live);
         assert!(lost.is_empty(), "{what}: handles lost: {lost:?}");
         assert_replay_equals_live(&m).await;
         assert!(m.state().ops.is_empty(), "{what}: operations in flight");

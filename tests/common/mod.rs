@@ -74,3 +74,86 @@ pub fn assert_vm_matches(m: &Manager, vm: &SimVm) {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
 }
+
+/// A child process the kill -9 tests run and SIGKILL: it prints `got N` when an add returned
+/// handle N and `releasing N` before it starts releasing N.
+pub struct Victim {
+    child: std::process::Child,
+    started: std::sync::mpsc::Receiver<()>,
+    reader: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// What a killed child reported: handles it got, and handles it had started releasing (those
+/// may be live or released after recovery; the others must be live).
+pub struct Reported {
+    /// `got N` lines.
+    pub got: BTreeSet<lunledger::journal::HandleId>,
+    /// `releasing N` lines.
+    pub releasing: BTreeSet<lunledger::journal::HandleId>,
+}
+
+impl Reported {
+    /// Handles the child got, never started releasing, and that are not in `live`.
+    pub fn lost(&self, live: &BTreeSet<lunledger::journal::HandleId>) -> Vec<u64> {
+        self.got
+            .difference(&self.releasing)
+            .filter(|h| !live.contains(h))
+            .copied()
+            .collect()
+    }
+}
+
+impl Victim {
+    /// Spawns `cmd` with its stdout read line by line on a thread.
+    pub fn spawn(mut cmd: std::process::Command) -> Victim {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, started) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.is_empty() {
+                    let _ = tx.send(());
+                }
+                lines.push(l);
+            }
+            lines
+        });
+        Victim {
+            child,
+            started,
+            reader,
+        }
+    }
+
+    /// Waits (up to `limit`) for the child's first line: the kill clock starts there, so the
+    /// kill lands in its workload rather than in its start-up.
+    pub fn wait_started(&self, limit: std::time::Duration) {
+        let _ = self.started.recv_timeout(limit);
+    }
+
+    /// SIGKILLs the child, reaps it, and returns whether it had exited on its own and what it
+    /// reported.
+    pub fn kill(mut self) -> (bool, Reported) {
+        // SAFETY: kill(2) on the pid of our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let status = self.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+        let lines = self.reader.join().unwrap_or_default();
+        let ids = |prefix: &str| -> BTreeSet<_> {
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix(prefix)?.parse().ok())
+                .collect()
+        };
+        let reported = Reported {
+            got: ids("got "),
+            releasing: ids("releasing "),
+        };
+        (status.success(), reported)
+    }
+}
