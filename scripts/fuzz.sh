@@ -23,7 +23,14 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 targets=(decode_record open_journal_dir manager_ops)
-cargo +nightly fuzz build 2>&1 | tail -n 1 >&2
+mkdir -p "$root/fuzz/target"
+build_log="$root/fuzz/target/fuzz-build.log"
+if ! cargo +nightly fuzz build >"$build_log" 2>&1; then
+  echo "FUZZ BUILD FAILED (full log: $build_log):" >&2
+  grep -E '^(error|warning: unused)' -A8 "$build_log" | head -n 60 >&2 || tail -n 40 "$build_log" >&2
+  exit 1
+fi
+tail -n 1 "$build_log" >&2
 
 # sled flushes on every durable append; a RAM-backed temp dir keeps executions fast.
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then

@@ -140,8 +140,8 @@ impl Victim {
     /// SIGKILLs the child, reaps it, and returns whether it had exited on its own and what it
     /// reported.
     pub fn kill(mut self) -> (bool, Reported) {
-        // SAFETY: kill(2) on the pid of our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        // std's kill is SIGKILL on Unix.
+        self.child.kill().unwrap_or_else(|e| panic!("kill: {e}"));
         let status = self.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
         let lines = self.reader.join().unwrap_or_default();
         let ids = |prefix: &str| -> BTreeSet<_> {
