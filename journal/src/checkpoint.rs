@@ -5,11 +5,18 @@
 //! bounds the open scan and lets older records be pruned: `prune` never removes records after the
 //! newest checkpoint, and before removing anything it stores an *anchor* (the first retained
 //! sequence number and the hash its `prev_hash` must equal) so verification stays anchored.
+//!
+//! A checkpoint is also where the journal rotates (see `rotate.rs`): once the active sled
+//! generation holds `segment_records` records up to it, they are sealed into a segment.
+//! Pruning removes whole sealed segments first, then records of the active generation.
 
+use crate::active::Active;
 use crate::codec::{chain_hash, decode_record, key_seq, seq_key};
 use crate::error::JournalError;
+use crate::iter::RawIter;
 use crate::record::{ChainHash, HASH_LEN};
-use crate::store::{Journal, META_ANCHOR};
+use crate::store::{lock, Journal, META_ANCHOR};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A stored checkpoint.
@@ -91,40 +98,49 @@ pub(crate) fn anchor(meta: &sled::Tree) -> Result<Option<(u64, ChainHash)>, Jour
 impl Journal {
     /// Stores a checkpoint at `at_seq` (waiting first until that record is durable); durable
     /// before returning. Fails with [`JournalError::NoSuchRecord`] when no record is stored there.
+    /// When the active generation has grown past `segment_records`, also rotates (seals the
+    /// records up to `at_seq` into a segment; see [`Journal::segments`]).
     pub fn write_checkpoint(&self, at_seq: u64, blob: Vec<u8>) -> Result<(), JournalError> {
         self.wait_durable_blocking(at_seq)?;
         let s = self.shared();
-        let stored = s
-            .records
-            .get(seq_key(at_seq))?
+        let _m = lock(&s.maint);
+        let hash = self
+            .stored_hash(at_seq)?
             .ok_or(JournalError::NoSuchRecord { seq: at_seq })?;
         let mut v = Vec::with_capacity(HASH_LEN + blob.len());
-        v.extend_from_slice(&chain_hash(&stored));
+        v.extend_from_slice(&hash);
         v.extend_from_slice(&blob);
-        s.checkpoints.insert(seq_key(at_seq), v)?;
-        s.flush_durable()
+        let active = s.active();
+        active.checkpoints.insert(seq_key(at_seq), v)?;
+        active.flush_durable(s.durability, &s.counters)?;
+        crate::rotate::maybe_rotate(self, &active, at_seq)
     }
 
     /// The newest checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, JournalError> {
-        latest_checkpoint_in(&self.shared().checkpoints)
+        latest_checkpoint_in(&self.shared().active().checkpoints)
     }
 
     /// Removes records older than `retention` keeps behind the newest checkpoint (nothing without
-    /// a checkpoint), durable before returning.
+    /// a checkpoint), durable before returning. Sealed segments go whole (a segment is removed
+    /// only when all of it is outside `retention`), oldest first; records of the active
+    /// generation only once no segment is left before them.
     pub fn prune(&self, retention: &Retention) -> Result<PruneReport, JournalError> {
         let s = self.shared();
+        let _m = lock(&s.maint);
         let mut report = PruneReport::default();
-        let cp = match self.latest_checkpoint()? {
+        let view = s.view();
+        let cp = match latest_checkpoint_in(&view.active.checkpoints)? {
             Some(cp) => cp,
             None => {
                 report.first_retained = self.first_seq()?;
                 return Ok(report);
             }
         };
-        let newest = match s.records.last()? {
-            Some((k, _)) => key_seq(&k).unwrap_or(0),
-            None => return Ok(report),
+        let newest = match (view.active.last_seq()?, view.segments.last()) {
+            (Some(n), _) => n,
+            (None, Some(seg)) => seg.last,
+            (None, None) => return Ok(report),
         };
         let limit = cp
             .at_seq
@@ -136,53 +152,95 @@ impl Journal {
             .unwrap_or(0);
         let cutoff = now.saturating_sub(retention.keep_for.as_micros() as u64);
 
-        // First pass: find the last record to remove (contiguous from the oldest).
+        // Whole sealed segments, oldest first: a segment goes when its newest record does.
+        let mut gone = Vec::new();
         let mut last_removed: Option<(u64, ChainHash)> = None;
-        for item in s.records.range(..=seq_key(limit)) {
-            let (k, v) = item?;
-            let seq = key_seq(&k)
-                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
-            let rec = decode_record(&v).map_err(|e| e.at_seq(seq))?;
-            if rec.ts_micros >= cutoff {
+        for seg in view.segments.iter() {
+            if seg.last > limit {
                 break;
             }
-            last_removed = Some((seq, chain_hash(&v)));
-        }
-        let (last, hash) = match last_removed {
-            Some(x) => x,
-            None => {
-                report.first_retained = self.first_seq()?;
-                return Ok(report);
+            let mut newest_in_seg = None;
+            for item in RawIter::segment_only(seg) {
+                newest_in_seg = Some(item?);
             }
-        };
-        // Anchor first, so a crash part way leaves verification anchored.
-        let mut a = Vec::with_capacity(8 + HASH_LEN);
-        a.extend_from_slice(&(last + 1).to_be_bytes());
-        a.extend_from_slice(&hash);
-        s.meta.insert(META_ANCHOR, a)?;
-        s.flush_durable()?;
-        let keys: Vec<sled::IVec> = s
-            .records
-            .range(..=seq_key(last))
-            .keys()
-            .collect::<Result<_, _>>()?;
-        for k in keys {
-            s.records.remove(k)?;
-            report.records_removed += 1;
-        }
-        let old_cps: Vec<sled::IVec> = s
-            .checkpoints
-            .range(..seq_key(last + 1))
-            .keys()
-            .collect::<Result<_, _>>()?;
-        for k in old_cps {
-            if key_seq(&k) != Some(cp.at_seq) {
-                s.checkpoints.remove(k)?;
-                report.checkpoints_removed += 1;
+            let Some((seq, v)) = newest_in_seg else { break };
+            let rec = decode_record(v.as_slice()).map_err(|e| e.at_seq(seq))?;
+            if seq != seg.last || rec.ts_micros >= cutoff {
+                break;
             }
+            last_removed = Some((seq, chain_hash(v.as_slice())));
+            gone.push(seg.clone());
         }
-        s.flush_durable()?;
+        if let Some((last, hash)) = last_removed {
+            store_anchor(&view.active, last, hash)?;
+            view.active.flush_durable(s.durability, &s.counters)?;
+            s.view_write().segments = Arc::new(view.segments[gone.len()..].to_vec());
+            crate::segment::remove(&s.dir, &gone)?;
+            report.records_removed += gone.iter().map(|g| g.last - g.first + 1).sum::<u64>();
+        }
+        if gone.len() == view.segments.len() {
+            prune_active(s, &view.active, &cp, limit, cutoff, &mut report)?;
+        }
         report.first_retained = self.first_seq()?;
         Ok(report)
     }
+}
+
+/// Stores the pruning anchor: `last + 1` is the first retained record and must link to `hash`.
+fn store_anchor(active: &Active, last: u64, hash: ChainHash) -> Result<(), JournalError> {
+    let mut a = Vec::with_capacity(8 + HASH_LEN);
+    a.extend_from_slice(&(last + 1).to_be_bytes());
+    a.extend_from_slice(&hash);
+    active.meta.insert(META_ANCHOR, a)?;
+    Ok(())
+}
+
+/// Prunes records (and older checkpoints) of the active generation up to `limit`.
+fn prune_active(
+    s: &crate::store::Shared,
+    active: &Active,
+    cp: &Checkpoint,
+    limit: u64,
+    cutoff: u64,
+    report: &mut PruneReport,
+) -> Result<(), JournalError> {
+    // First pass: find the last record to remove (contiguous from the oldest).
+    let mut last_removed: Option<(u64, ChainHash)> = None;
+    for item in active.records.range(..=seq_key(limit)) {
+        let (k, v) = item?;
+        let seq =
+            key_seq(&k).ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
+        let rec = decode_record(&v).map_err(|e| e.at_seq(seq))?;
+        if rec.ts_micros >= cutoff {
+            break;
+        }
+        last_removed = Some((seq, chain_hash(&v)));
+    }
+    let Some((last, hash)) = last_removed else {
+        return Ok(());
+    };
+    // Anchor first, so a crash part way leaves verification anchored.
+    store_anchor(active, last, hash)?;
+    active.flush_durable(s.durability, &s.counters)?;
+    let keys: Vec<sled::IVec> = active
+        .records
+        .range(..=seq_key(last))
+        .keys()
+        .collect::<Result<_, _>>()?;
+    for k in keys {
+        active.records.remove(k)?;
+        report.records_removed += 1;
+    }
+    let old_cps: Vec<sled::IVec> = active
+        .checkpoints
+        .range(..seq_key(last + 1))
+        .keys()
+        .collect::<Result<_, _>>()?;
+    for k in old_cps {
+        if key_seq(&k) != Some(cp.at_seq) {
+            active.checkpoints.remove(k)?;
+            report.checkpoints_removed += 1;
+        }
+    }
+    active.flush_durable(s.durability, &s.counters)
 }

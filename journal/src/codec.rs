@@ -41,6 +41,31 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, JournalError> {
     if blake3::hash(payload).as_bytes()[..CHECK_LEN] != *check {
         return Err(JournalError::corrupt(None, "record check mismatch"));
     }
+    decode_payload(payload)
+}
+
+/// [`decode_record`] that also returns [`chain_hash`] of the stored bytes, hashing them once:
+/// the check is blake3 of the payload and the chain hash blake3 of payload ‖ check, so one
+/// incremental hasher finalised twice computes both (a checked read used to hash twice).
+pub fn decode_record_hashed(bytes: &[u8]) -> Result<(Record, ChainHash), JournalError> {
+    if bytes.len() <= CHECK_LEN {
+        return Err(JournalError::corrupt(
+            None,
+            format!("record is {} bytes, too short to hold a check", bytes.len()),
+        ));
+    }
+    let (payload, check) = bytes.split_at(bytes.len() - CHECK_LEN);
+    let mut h = blake3::Hasher::new();
+    h.update(payload);
+    if h.finalize().as_bytes()[..CHECK_LEN] != *check {
+        return Err(JournalError::corrupt(None, "record check mismatch"));
+    }
+    h.update(check);
+    let chain = *h.finalize().as_bytes();
+    Ok((decode_payload(payload)?, chain))
+}
+
+fn decode_payload(payload: &[u8]) -> Result<Record, JournalError> {
     let schema = peek_schema(payload)?;
     match schema {
         1 => decode_v1(payload),
@@ -123,6 +148,19 @@ mod tests {
     fn round_trip() {
         let r = rec(SCHEMA_VERSION);
         assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn hashed_decode_agrees_with_the_two_hashes() {
+        for schema in [1, SCHEMA_VERSION] {
+            let bytes = encode_record(&rec(schema));
+            let (r, h) = decode_record_hashed(&bytes).unwrap();
+            assert_eq!(r, decode_record(&bytes).unwrap());
+            assert_eq!(h, chain_hash(&bytes));
+            let mut bad = bytes.clone();
+            bad[3] ^= 1;
+            assert!(decode_record_hashed(&bad).is_err());
+        }
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! This crate knows nothing of managers: it stores and returns events.
 //!
 //! # Layout on disk
-//! `dir/LOCK` (flock, exclusive use), `dir/sled/` (sled 0.34; `dir/sled/db` is the data file
-//! that `Durability::Sync` fdatasyncs). sled trees: `records` (big-endian seq → stored record),
-//! `checkpoints` (big-endian seq → chain hash ‖ blob), `meta` (configuration, pruning anchor,
-//! quarantine epoch), `quarantine` (epoch ‖ seq → damaged stored bytes, never deleted).
+//! `dir/LOCK` (flock, exclusive use); the active sled generation (sled 0.34): `dir/sled/`
+//! (generation 0) or `dir/sled-<n:06>/`, named by `dir/CURRENT` (absent: `sled`); its `db` is
+//! the data file that `Durability::Sync` fdatasyncs. sled trees: `records` (big-endian seq →
+//! stored record), `checkpoints` (big-endian seq → chain hash ‖ blob), `meta` (configuration,
+//! pruning anchor, quarantine epoch), `quarantine` (epoch ‖ seq → damaged stored bytes, never
+//! deleted). `dir/archive/<first>-<last>.seg`: sealed history, the stored bytes of every record
+//! before the active generation (see [`segment`]). `dir/durable-watermark`: see [`watermark`].
 //!
 //! # Invariants
 //! - Sequence numbers are assigned by [`Journal::append`] under one lock: gap-free, monotonic,
@@ -19,14 +22,23 @@
 //!   data file) that covers the record; one flush serves every waiter of its batch.
 //! - Open never deletes: a damaged tail moves to `quarantine`; damage followed by intact records
 //!   stays in place and is reported (open report, reads, `verify`).
+//! - Every stored record is in exactly one place: a sealed segment or the active generation,
+//!   segments before the active generation in seq order. A rotation (at a checkpoint, once the
+//!   generation holds `segment_records` records) seals the records up to the checkpoint into a
+//!   durable segment, builds the next generation from the checkpoint, configuration, anchor,
+//!   quarantine and the records after it, and commits by replacing `CURRENT`; open removes
+//!   whatever an interrupted rotation left (an uncommitted generation and its repeated segment,
+//!   or a retired generation). sled therefore only ever opens a bounded database.
 //! - `prune` removes only records at or before the newest checkpoint and never the newest
-//!   record; it stores the pruning anchor first, so `verify` stays anchored.
+//!   record (sealed segments whole, oldest first); it stores the pruning anchor first, so
+//!   `verify` stays anchored.
 //! - A record with a schema newer than [`SCHEMA_VERSION`] fails the open with
 //!   [`JournalError::NewerSchema`] and is left untouched.
 //! - No library path panics on input, disk contents or sled errors; everything is a
 //!   [`JournalError`].
 #![deny(missing_docs)]
 
+mod active;
 pub mod checkpoint;
 pub mod codec;
 pub mod error;
@@ -37,6 +49,8 @@ pub mod model;
 pub mod options;
 pub mod record;
 pub mod recover;
+mod rotate;
+pub mod segment;
 mod snapshot;
 pub mod stats;
 pub mod store;
@@ -45,7 +59,7 @@ pub mod watermark;
 mod writer;
 
 pub use checkpoint::{Checkpoint, PruneReport, Retention};
-pub use codec::{decode_record, encode_record};
+pub use codec::{decode_record, decode_record_hashed, encode_record};
 pub use error::JournalError;
 pub use event::{Drift, Event, OpKind, Resolution, Step, Target};
 pub use iter::{RecordIter, Tail};
@@ -56,6 +70,7 @@ pub use model::{
 pub use options::JournalOptions;
 pub use record::{ChainHash, Record, HASH_LEN, SCHEMA_VERSION};
 pub use recover::{OpenReport, TailDamage};
+pub use segment::SegmentInfo;
 pub use stats::JournalStats;
-pub use store::Journal;
+pub use store::{is_journal_dir, Journal};
 pub use verify::{Problem, VerifyReport};

@@ -1,4 +1,5 @@
-//! How a journal is opened: durability mode, cache size and sled's background flush interval.
+//! How a journal is opened: durability mode, cache size, sled's background flush interval and
+//! when history is sealed into archive segments.
 
 use crate::model::Durability;
 
@@ -16,6 +17,11 @@ pub struct JournalOptions {
     /// [`crate::OpenReport::lost_records`]); by default such an open is refused with
     /// [`crate::JournalError::LostRecords`].
     pub accept_lost_records: bool,
+    /// Seal history into an archive segment (and start a fresh sled generation) at a checkpoint
+    /// once the active generation holds at least this many records up to it (default 10 000;
+    /// 0 never rotates). Bounds what sled loads on open, so recovery time does not grow with
+    /// history (see `segment.rs`).
+    pub segment_records: u64,
 }
 
 impl Default for JournalOptions {
@@ -25,6 +31,7 @@ impl Default for JournalOptions {
             cache_capacity: 8 * 1024 * 1024,
             flush_every_ms: Some(500),
             accept_lost_records: false,
+            segment_records: 10_000,
         }
     }
 }

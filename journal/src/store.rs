@@ -1,30 +1,28 @@
 //! The journal handle: opening the sled store, configuration, reads, and the public API that
 //! the writer, checkpoint, verify and tail modules implement.
 
-use crate::codec::{chain_hash, decode_record, key_seq, seq_key};
+use crate::active::Active;
+use crate::codec::{chain_hash, decode_record, key_seq};
 use crate::error::JournalError;
 use crate::event::Event;
-use crate::iter::{RecordIter, Tail};
+use crate::iter::{RawIter, RecordIter, Tail};
 use crate::lock::DirLock;
 use crate::model::{Durability, ManagerConfig, OpId};
 use crate::options::JournalOptions;
 use crate::record::{ChainHash, Record};
 use crate::recover::{scan_on_open, OpenReport};
+use crate::segment::SegmentInfo;
 use crate::stats::{Counters, JournalStats};
 use crate::writer::{DurableState, Queue, Status};
-use std::fs::File;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Name of sled's directory inside the journal directory.
-pub const SLED_DIR: &str = "sled";
-/// Name of sled's data file inside [`SLED_DIR`] (the file `Durability::Sync` fdatasyncs).
-pub const SLED_DATA_FILE: &str = "db";
+pub use crate::active::{is_journal_dir, CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
 
 pub(crate) const TREE_RECORDS: &str = "records";
 pub(crate) const TREE_CHECKPOINTS: &str = "checkpoints";
@@ -34,16 +32,28 @@ pub(crate) const META_CONFIG: &[u8] = b"config";
 pub(crate) const META_ANCHOR: &[u8] = b"anchor";
 pub(crate) const META_QUARANTINE_EPOCH: &[u8] = b"quarantine_epoch";
 
+/// What is stored right now: the active sled generation and the sealed segments before it.
+/// Replaced as a whole (under the write lock) by a rotation; prune replaces the segment list.
+#[derive(Clone)]
+pub(crate) struct View {
+    pub active: Arc<Active>,
+    pub segments: Arc<Vec<SegmentInfo>>,
+}
+
 /// State shared by handles, iterators and the writer thread. Field order is drop order: sled
 /// first, the directory lock last.
 pub(crate) struct Shared {
-    pub db: sled::Db,
-    pub records: sled::Tree,
-    pub checkpoints: sled::Tree,
-    pub meta: sled::Tree,
-    pub quarantine: sled::Tree,
-    pub data_file: File,
-    pub data_path: PathBuf,
+    /// The writer holds a read guard across each batch (insert and flush), so a rotation, which
+    /// takes the write guard, never meets a half-written batch.
+    pub view: RwLock<View>,
+    /// Serialises everything that writes outside the writer thread (configuration, checkpoints,
+    /// rotation, pruning), so a rotation copies a generation nobody else is changing.
+    pub maint: Mutex<()>,
+    pub cache_capacity: u64,
+    pub flush_every_ms: Option<u64>,
+    pub segment_records: u64,
+    /// TEST HOOK: stop (as a crash would) before rotation step `n` (0: never).
+    pub rotation_fault: AtomicU8,
     pub durability: Durability,
     pub flush_every: Option<Duration>,
     pub queue: Mutex<Queue>,
@@ -56,22 +66,9 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub dir: PathBuf,
     pub watermark: crate::watermark::Watermark,
-    pub _lock: LockAfterSled,
-}
-
-/// The directory lock, released only once sled has let go of its data file (declared last in
-/// [`Shared`], so it drops after the sled handles).
-pub(crate) struct LockAfterSled {
-    _lock: DirLock,
-    data_path: PathBuf,
-}
-
-impl Drop for LockAfterSled {
-    fn drop(&mut self) {
-        if !crate::lock::wait_flock_free(&self.data_path, Duration::from_secs(5)) {
-            tracing::warn!(path = %self.data_path.display(), "sled still holds its data file");
-        }
-    }
+    /// Declared last: released after the generations drop, and each generation waits for sled
+    /// to let go of its data file as it drops (see `active::Closer`).
+    pub _lock: DirLock,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data are plain
@@ -81,17 +78,31 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Makes everything handed to sled so far durable under the configured mode.
+    /// A consistent picture of what is stored (cheap: two `Arc` clones).
+    pub fn view(&self) -> View {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The active sled generation.
+    pub fn active(&self) -> Arc<Active> {
+        self.view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .active
+            .clone()
+    }
+
+    pub fn view_read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn view_write(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes everything handed to the active generation durable under the configured mode.
     pub fn flush_durable(&self) -> Result<(), JournalError> {
-        self.db.flush()?;
-        Counters::add(&self.counters.flushes, 1);
-        if self.durability == Durability::Sync {
-            self.data_file
-                .sync_data()
-                .map_err(|e| JournalError::io(&self.data_path, e))?;
-            Counters::add(&self.counters.fdatasyncs, 1);
-        }
-        Ok(())
+        self.active().flush_durable(self.durability, &self.counters)
     }
 }
 
@@ -112,7 +123,7 @@ impl Drop for Inner {
             let _ = h.join();
         }
         if !self.shared.halted.load(Ordering::SeqCst) {
-            let _ = self.shared.db.flush();
+            let _ = self.shared.active().db.flush();
         }
     }
 }
@@ -144,22 +155,23 @@ impl Journal {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
-        let sled_path = dir.join(SLED_DIR);
-        let set_aside = crate::snapshot::set_aside_unfinished(&sled_path, &dir)?;
-        let config = sled::Config::new()
-            .path(&sled_path)
-            .cache_capacity(opts.cache_capacity)
-            .flush_every_ms(opts.flush_every_ms);
-        let db = open_sled(&config)?;
-        let records = db.open_tree(TREE_RECORDS)?;
-        let checkpoints = db.open_tree(TREE_CHECKPOINTS)?;
-        let meta = db.open_tree(TREE_META)?;
-        let quarantine = db.open_tree(TREE_QUARANTINE)?;
-        let data_path = sled_path.join(SLED_DATA_FILE);
-        let data_file = File::open(&data_path).map_err(|e| JournalError::io(&data_path, e))?;
+        // Which generation is active, and what an interrupted rotation left behind.
+        let gen = crate::active::read_current(&dir)?;
+        for p in crate::active::remove_inactive(&dir, gen)? {
+            tracing::info!(dir = %p.display(), "removed an inactive sled generation (retired or never committed)");
+        }
+        let gen_path = dir.join(crate::active::gen_dir_name(gen));
+        let set_aside = crate::snapshot::set_aside_unfinished(&gen_path, &dir)?;
+        let active = Active::open(&dir, gen, opts.cache_capacity, opts.flush_every_ms)?;
 
         let scan = catch_unwind(AssertUnwindSafe(|| {
-            scan_on_open(&db, &records, &checkpoints, &meta, &quarantine)
+            scan_on_open(
+                &active.db,
+                &active.records,
+                &active.checkpoints,
+                &active.meta,
+                &active.quarantine,
+            )
         }))
         .map_err(|p| {
             JournalError::Internal(format!("panic while scanning: {}", panic_msg(&p)))
@@ -179,10 +191,12 @@ impl Journal {
         }
         if scan.report.tail_quarantined.is_some() && opts.durability == Durability::Sync {
             // The scan flushed the quarantine move; make it power-safe too.
-            data_file
+            active
+                .data_file
                 .sync_data()
-                .map_err(|e| JournalError::io(&data_path, e))?;
+                .map_err(|e| JournalError::io(&active.data_path, e))?;
         }
+        let segments = sealed_segments(&dir, &active)?;
         let initial = DurableState {
             seq: scan.last_seq,
             status: Status::Running,
@@ -190,13 +204,15 @@ impl Journal {
         let (durable_tx, _) = watch::channel(initial.clone());
         let (written_tx, _) = watch::channel(scan.last_seq);
         let shared = Arc::new(Shared {
-            db,
-            records,
-            checkpoints,
-            meta,
-            quarantine,
-            data_file,
-            data_path: data_path.clone(),
+            view: RwLock::new(View {
+                active: Arc::new(active),
+                segments: Arc::new(segments),
+            }),
+            maint: Mutex::new(()),
+            cache_capacity: opts.cache_capacity,
+            flush_every_ms: opts.flush_every_ms,
+            segment_records: opts.segment_records,
+            rotation_fault: AtomicU8::new(0),
             durability: opts.durability,
             flush_every: opts.flush_every_ms.map(Duration::from_millis),
             queue: Mutex::new(Queue::new(scan.last_seq.saturating_add(1))),
@@ -209,10 +225,7 @@ impl Journal {
             counters: Counters::default(),
             dir,
             watermark,
-            _lock: LockAfterSled {
-                _lock: dir_lock,
-                data_path: data_path.clone(),
-            },
+            _lock: dir_lock,
         });
         let writer = crate::writer::spawn(shared.clone(), scan.prev_hash, scan.last_seq)?;
         Ok(Journal {
@@ -244,7 +257,7 @@ impl Journal {
 
     /// The manager configuration stored in the journal, if any.
     pub fn stored_config(&self) -> Result<Option<ManagerConfig>, JournalError> {
-        match self.inner.shared.meta.get(META_CONFIG)? {
+        match self.inner.shared.active().meta.get(META_CONFIG)? {
             None => Ok(None),
             Some(v) => rmp_serde::from_slice(&v)
                 .map(Some)
@@ -267,7 +280,8 @@ impl Journal {
             return Err(JournalError::Halted);
         }
         let bytes = rmp_serde::to_vec(cfg).map_err(|e| JournalError::Internal(e.to_string()))?;
-        s.meta.insert(META_CONFIG, bytes)?;
+        let _m = lock(&s.maint);
+        s.active().meta.insert(META_CONFIG, bytes)?;
         s.flush_durable()
     }
 
@@ -314,19 +328,32 @@ impl Journal {
 
     /// The oldest retained record's sequence number, if any record is stored.
     pub fn first_seq(&self) -> Result<Option<u64>, JournalError> {
-        match self.shared().records.first()? {
-            None => Ok(None),
-            Some((k, _)) => key_seq(&k)
-                .map(Some)
-                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes")),
+        let view = self.shared().view();
+        match view.segments.first() {
+            Some(s) => Ok(Some(s.first)),
+            None => view.active.first_seq(),
         }
     }
 
-    /// Stored records from `seq` on, in sequence order. The iterator checks each record's check,
-    /// key, sequence continuity and hash link to the record before it; a problem is yielded as a
-    /// typed error and ends the iteration.
+    /// The sealed archive segments (oldest first): history before the active sled generation.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared().view().segments.to_vec()
+    }
+
+    /// Which sled generation is active (0 until the first rotation).
+    pub fn generation(&self) -> u64 {
+        self.shared().active().gen
+    }
+
+    /// Stored records from `seq` on, in sequence order (sealed segments, then the active
+    /// generation). The iterator checks each record's check, key, sequence continuity and hash
+    /// link to the record before it; a problem is yielded as a typed error and ends the
+    /// iteration.
     pub fn read_from(&self, seq: u64) -> RecordIter {
-        RecordIter::new(self.clone(), self.shared().records.range(seq_key(seq)..))
+        RecordIter::new(
+            self.clone(),
+            RawIter::new(&self.shared().view(), seq, u64::MAX),
+        )
     }
 
     /// Stored records with `from <= seq <= to_inclusive`, in sequence order (checked as
@@ -337,27 +364,44 @@ impl Journal {
         }
         RecordIter::new(
             self.clone(),
-            self.shared()
-                .records
-                .range(seq_key(from)..=seq_key(to_inclusive)),
+            RawIter::new(&self.shared().view(), from, to_inclusive),
         )
     }
 
     /// The newest `n` stored records, oldest first.
     pub fn newest(&self, n: usize) -> Result<Vec<Record>, JournalError> {
-        let mut out = Vec::with_capacity(n.min(1024));
-        for item in self.shared().records.iter().rev().take(n) {
-            let (k, v) = item?;
-            let seq = key_seq(&k)
-                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
-            let rec = decode_record(&v).map_err(|e| e.at_seq(seq))?;
+        let view = self.shared().view();
+        let check = |seq: u64, v: &[u8]| -> Result<Record, JournalError> {
+            let rec = decode_record(v).map_err(|e| e.at_seq(seq))?;
             if rec.seq != seq {
                 return Err(JournalError::corrupt(
                     seq,
                     format!("stored under seq {seq} but holds seq {}", rec.seq),
                 ));
             }
-            out.push(rec);
+            Ok(rec)
+        };
+        let mut out = Vec::with_capacity(n.min(1024));
+        for item in view.active.records.iter().rev().take(n) {
+            let (k, v) = item?;
+            let seq = key_seq(&k)
+                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))?;
+            out.push(check(seq, &v)?);
+        }
+        // Reach back into the sealed segments, newest first, for the rest.
+        for seg in view.segments.iter().rev() {
+            if out.len() >= n {
+                break;
+            }
+            let want = n - out.len();
+            let mut recs = Vec::new();
+            for item in RawIter::segment_only(seg) {
+                let (seq, v) = item?;
+                recs.push((seq, v));
+            }
+            for (seq, v) in recs.iter().rev().take(want) {
+                out.push(check(*seq, v.as_slice())?);
+            }
         }
         out.reverse();
         Ok(out)
@@ -385,7 +429,7 @@ impl Journal {
     /// oldest quarantine first.
     pub fn quarantined(&self) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
         let mut out = Vec::new();
-        for item in self.shared().quarantine.iter() {
+        for item in self.shared().active().quarantine.iter() {
             let (k, v) = item?;
             let seq = if k.len() == 16 {
                 key_seq(&k[8..]).unwrap_or(0)
@@ -399,18 +443,50 @@ impl Journal {
 
     /// The blake3 chain hash of the stored record at `seq`, if stored.
     pub fn stored_hash(&self, seq: u64) -> Result<Option<ChainHash>, JournalError> {
-        Ok(self
-            .shared()
-            .records
-            .get(seq_key(seq))?
-            .map(|v| chain_hash(&v)))
+        match RawIter::new(&self.shared().view(), seq, seq).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (s, v) = item?;
+                Ok((s == seq).then(|| chain_hash(v.as_slice())))
+            }
+        }
     }
+
+    /// TEST HOOK simulating a crash part way through a rotation: the next rotation stops (and
+    /// halts the journal, as [`Journal::halt`] does) just before its step `step` (1: sealing the
+    /// segment, 2: building the next generation, 3: committing it, 4: switching to it, 5:
+    /// removing the old generation). `0` turns it off.
+    #[doc(hidden)]
+    pub fn set_rotation_fault(&self, step: u8) {
+        self.shared().rotation_fault.store(step, Ordering::SeqCst);
+    }
+}
+
+/// The sealed segments, without those an interrupted rotation wrote but never committed (they
+/// repeat records the active generation still holds).
+fn sealed_segments(dir: &Path, active: &Active) -> Result<Vec<SegmentInfo>, JournalError> {
+    let mut segments = crate::segment::list(dir)?;
+    if let Some(first) = active.first_seq()? {
+        let (keep, redundant): (Vec<_>, Vec<_>) =
+            // A rotation seals from the active generation's first record; only an exact match
+            // is such a copy (anything else is left for `verify` to report).
+            segments.into_iter().partition(|s| s.first != first);
+        if !redundant.is_empty() {
+            tracing::info!(
+                count = redundant.len(),
+                "removing segments sealed by a rotation that never committed"
+            );
+            crate::segment::remove(dir, &redundant)?;
+        }
+        segments = keep;
+    }
+    Ok(segments)
 }
 
 /// Opens sled. While we hold the directory lock, sled's own lock on its data file can only be
 /// held by a sled instance that is still shutting down (ours, or a raw handle just dropped), so a
 /// lock failure is retried for a short while.
-fn open_sled(config: &sled::Config) -> Result<sled::Db, JournalError> {
+pub(crate) fn open_sled(config: &sled::Config) -> Result<sled::Db, JournalError> {
     let start = std::time::Instant::now();
     loop {
         let res = catch_unwind(AssertUnwindSafe(|| config.open())).map_err(|p| {

@@ -1,10 +1,11 @@
-//! Integrity verification: every retained record's check, key, sequence continuity and hash
-//! link, anchored at the start (all-zero hash for seq 1, the pruning anchor or a checkpoint hash
+//! Integrity verification: every retained record's (sealed segments, then the active sled
+//! generation) check, key, sequence continuity and hash link, anchored at the start (all-zero hash for seq 1, the pruning anchor or a checkpoint hash
 //! after pruning) and cross-checked against every stored checkpoint.
 
 use crate::checkpoint::{anchor, decode_checkpoint};
 use crate::codec::{chain_hash, decode_record, key_seq};
 use crate::error::JournalError;
+use crate::iter::RawIter;
 use crate::record::ChainHash;
 use crate::store::Journal;
 use std::collections::BTreeMap;
@@ -43,7 +44,8 @@ impl Journal {
                 report.problem = Some(Problem { seq, what });
             }
         };
-        for item in s.checkpoints.iter() {
+        let view = s.view();
+        for item in view.active.checkpoints.iter() {
             let (k, v) = item?;
             match decode_checkpoint(&k, &v) {
                 Ok(cp) => {
@@ -56,21 +58,27 @@ impl Journal {
                 ),
             }
         }
-        let anchor = anchor(&s.meta)?;
+        let anchor = anchor(&view.active.meta)?;
         let mut prev: Option<(u64, ChainHash)> = None;
-        for item in s.records.iter() {
-            let (k, v) = item?;
-            let Some(seq) = key_seq(&k) else {
-                let at = prev.map(|p| p.0.saturating_add(1)).unwrap_or(0);
-                note(&mut report, at, "record key is not 8 bytes".into());
-                continue;
+        for item in RawIter::new(&view, 0, u64::MAX) {
+            let (seq, v) = match item {
+                Ok(x) => x,
+                Err(JournalError::Corrupt { seq, what }) => {
+                    // A bad key, or a damaged or missing segment: note it and go on.
+                    let at =
+                        seq.unwrap_or_else(|| prev.map(|p| p.0.saturating_add(1)).unwrap_or(0));
+                    note(&mut report, at, what);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
+            let v = v.as_slice();
             report.records_checked += 1;
             if report.first_seq.is_none() {
                 report.first_seq = Some(seq);
             }
             report.last_seq = Some(seq);
-            let hash = chain_hash(&v);
+            let hash = chain_hash(v);
             if let Some(h) = cps.get(&seq) {
                 if *h != hash {
                     note(
@@ -80,7 +88,7 @@ impl Journal {
                     );
                 }
             }
-            match decode_record(&v) {
+            match decode_record(v) {
                 Err(e) => note(&mut report, seq, e.to_string()),
                 Ok(rec) => {
                     if rec.seq != seq {
@@ -118,12 +126,25 @@ impl Journal {
                             } else {
                                 cps.get(&seq.saturating_sub(1)).copied()
                             };
-                            if let Some(h) = expect {
-                                if rec.prev_hash != h {
+                            match expect {
+                                Some(h) if rec.prev_hash != h => note(
+                                    &mut report,
+                                    seq,
+                                    "first retained record does not link to its anchor".into(),
+                                ),
+                                Some(_) => {}
+                                // Only pruning removes the oldest records, and it leaves an
+                                // anchor: without one, they were lost (a deleted segment, say).
+                                None => {
+                                    let from =
+                                        anchor.map(|a| a.0).filter(|a| *a < seq).unwrap_or(1);
                                     note(
                                         &mut report,
-                                        seq,
-                                        "first retained record does not link to its anchor".into(),
+                                        from,
+                                        format!(
+                                            "records {from}..{} are missing (no pruning anchor accounts for them)",
+                                            seq - 1
+                                        ),
                                     );
                                 }
                             }

@@ -266,6 +266,9 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
             (std::mem::take(&mut q.pending), q.want_durable, q.shutdown)
         };
 
+        // Held until this batch is inserted and flushed: a rotation waits for it, so it never
+        // copies a generation with half a batch in it, nor loses a batch to the old one.
+        let view = s.view_read();
         let n = batch.len() as u64;
         for p in batch {
             if s.halted.load(Ordering::SeqCst) {
@@ -281,7 +284,7 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
             };
             let bytes = encode_record(&rec);
             prev_hash = chain_hash(&bytes);
-            s.records.insert(seq_key(p.seq), bytes)?;
+            view.active.records.insert(seq_key(p.seq), bytes)?;
             written = p.seq;
         }
         if n > 0 {
@@ -289,13 +292,14 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
             s.written_tx.send_replace(written);
         }
         if s.halted.load(Ordering::SeqCst) {
+            drop(view);
             continue;
         }
         // Under a steady stream of non-durable appends the writer never idles: flush at least
         // every `flush_every` anyway, so `durable_seq` keeps up.
         let periodic = s.flush_every.is_some_and(|d| last_flush.elapsed() >= d);
         if written > durable && (want > durable || shutdown || idle_flush || periodic) {
-            s.flush_durable()?;
+            view.active.flush_durable(s.durability, &s.counters)?;
             if let Err(e) = s.watermark.record(written) {
                 // Only the detection of lost records weakens; the records themselves are durable.
                 tracing::warn!(error = %e, "could not record the durable watermark");
@@ -304,6 +308,7 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
             durable = written;
             publish(s, |st| st.seq = durable);
         }
+        drop(view);
         if shutdown {
             publish(s, |st| {
                 if st.status == Status::Running {

@@ -1,0 +1,266 @@
+//! The active sled generation: the database that takes appends, and which generation it is.
+//!
+//! Generation 0 lives in `sled/` (the only layout before segments existed); generation `n > 0`
+//! in `sled-<n:06>/`. The file `CURRENT` names the active one (absent: `sled`). Replacing
+//! `CURRENT` (write a temporary file, fsync, rename, fsync the directory) is the commit point of a
+//! rotation, so after any crash exactly one generation is active; the others are leftovers,
+//! either retired (everything they held is sealed or copied) or never committed (a partial copy),
+//! and open removes them.
+
+use crate::error::JournalError;
+use crate::model::Durability;
+use crate::segment::sync_dir;
+use crate::stats::Counters;
+use crate::store::{TREE_CHECKPOINTS, TREE_META, TREE_QUARANTINE, TREE_RECORDS};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Generation 0's directory name.
+pub const SLED_DIR: &str = "sled";
+/// sled's data file inside a generation's directory (the file `Durability::Sync` fdatasyncs).
+pub const SLED_DATA_FILE: &str = "db";
+/// The file naming the active generation.
+pub const CURRENT_FILE: &str = "CURRENT";
+
+/// The directory name of generation `gen`.
+pub(crate) fn gen_dir_name(gen: u64) -> String {
+    if gen == 0 {
+        SLED_DIR.to_string()
+    } else {
+        format!("{SLED_DIR}-{gen:06}")
+    }
+}
+
+/// The generation a directory name denotes, if it is a generation directory.
+pub(crate) fn parse_gen_dir(name: &str) -> Option<u64> {
+    if name == SLED_DIR {
+        return Some(0);
+    }
+    let n = name.strip_prefix("sled-")?;
+    if n.len() < 6 || !n.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok().filter(|g| *g > 0)
+}
+
+/// Whether `dir` looks like a journal directory (has a generation to open).
+pub fn is_journal_dir(dir: &Path) -> bool {
+    dir.join(CURRENT_FILE).is_file() || dir.join(SLED_DIR).is_dir()
+}
+
+/// The active generation named by `CURRENT` (0 when there is no `CURRENT`).
+pub(crate) fn read_current(journal_dir: &Path) -> Result<u64, JournalError> {
+    let path = journal_dir.join(CURRENT_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(JournalError::io(&path, e)),
+    };
+    std::str::from_utf8(&text)
+        .ok()
+        .map(str::trim)
+        .and_then(parse_gen_dir)
+        .ok_or_else(|| {
+            JournalError::corrupt(
+                None,
+                format!(
+                    "{} does not name a sled generation ({:?})",
+                    path.display(),
+                    String::from_utf8_lossy(&text[..text.len().min(64)])
+                ),
+            )
+        })
+}
+
+/// Makes generation `gen` the active one, durably (the commit point of a rotation).
+pub(crate) fn write_current(journal_dir: &Path, gen: u64) -> Result<(), JournalError> {
+    let path = journal_dir.join(CURRENT_FILE);
+    let tmp = journal_dir.join(format!("{CURRENT_FILE}.tmp"));
+    let mut f = File::create(&tmp).map_err(|e| JournalError::io(&tmp, e))?;
+    writeln!(f, "{}", gen_dir_name(gen)).map_err(|e| JournalError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
+    sync_dir(journal_dir)
+}
+
+/// Removes every generation directory but the active one, and a stray `CURRENT.tmp`. Returns
+/// the directories removed. Safe because a non-active generation is either retired (all it
+/// held was sealed into segments or copied into its successor before `CURRENT` moved) or an
+/// uncommitted partial copy of the active one.
+pub(crate) fn remove_inactive(
+    journal_dir: &Path,
+    active: u64,
+) -> Result<Vec<PathBuf>, JournalError> {
+    let tmp = journal_dir.join(format!("{CURRENT_FILE}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_file(&tmp).map_err(|e| JournalError::io(&tmp, e))?;
+    }
+    let entries = std::fs::read_dir(journal_dir).map_err(|e| JournalError::io(journal_dir, e))?;
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| JournalError::io(journal_dir, e))?;
+        let name = entry.file_name();
+        let Some(gen) = parse_gen_dir(&name.to_string_lossy()) else {
+            continue;
+        };
+        if gen != active && entry.path().is_dir() {
+            let p = entry.path();
+            std::fs::remove_dir_all(&p).map_err(|e| JournalError::io(&p, e))?;
+            removed.push(p);
+        }
+    }
+    Ok(removed)
+}
+
+/// One open sled generation.
+pub(crate) struct Active {
+    pub gen: u64,
+    pub db: sled::Db,
+    pub records: sled::Tree,
+    pub checkpoints: sled::Tree,
+    pub meta: sled::Tree,
+    pub quarantine: sled::Tree,
+    pub data_file: File,
+    pub data_path: PathBuf,
+    /// Declared last: runs after sled's handles are dropped.
+    pub closer: Closer,
+}
+
+/// Waits for sled to let go of the generation's data file when the generation is dropped, and
+/// removes the directory of a retired generation.
+pub(crate) struct Closer {
+    data_path: PathBuf,
+    dir: PathBuf,
+    retired: AtomicBool,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if !crate::lock::wait_flock_free(&self.data_path, Duration::from_secs(5)) {
+            tracing::warn!(path = %self.data_path.display(), "sled still holds its data file");
+        }
+        if self.retired.load(Ordering::SeqCst) {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                // The next open removes it.
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove a retired sled generation");
+            }
+        }
+    }
+}
+
+impl Active {
+    /// Opens (creating when missing) generation `gen` of the journal in `journal_dir`.
+    pub fn open(
+        journal_dir: &Path,
+        gen: u64,
+        cache_capacity: u64,
+        flush_every_ms: Option<u64>,
+    ) -> Result<Active, JournalError> {
+        let dir = journal_dir.join(gen_dir_name(gen));
+        let config = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(flush_every_ms);
+        let db = crate::store::open_sled(&config)?;
+        let records = db.open_tree(TREE_RECORDS)?;
+        let checkpoints = db.open_tree(TREE_CHECKPOINTS)?;
+        let meta = db.open_tree(TREE_META)?;
+        let quarantine = db.open_tree(TREE_QUARANTINE)?;
+        let data_path = dir.join(SLED_DATA_FILE);
+        let data_file = File::open(&data_path).map_err(|e| JournalError::io(&data_path, e))?;
+        Ok(Active {
+            gen,
+            db,
+            records,
+            checkpoints,
+            meta,
+            quarantine,
+            data_file,
+            data_path: data_path.clone(),
+            closer: Closer {
+                data_path,
+                dir,
+                retired: AtomicBool::new(false),
+            },
+        })
+    }
+
+    /// The generation's directory.
+    pub fn dir(&self) -> &Path {
+        &self.closer.dir
+    }
+
+    /// Marks the generation retired: its directory goes when its last handle does.
+    pub fn retire(&self) {
+        self.closer.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes everything handed to this generation durable under `durability`.
+    pub fn flush_durable(
+        &self,
+        durability: Durability,
+        counters: &Counters,
+    ) -> Result<(), JournalError> {
+        self.db.flush()?;
+        Counters::add(&counters.flushes, 1);
+        if durability == Durability::Sync {
+            self.data_file
+                .sync_data()
+                .map_err(|e| JournalError::io(&self.data_path, e))?;
+            Counters::add(&counters.fdatasyncs, 1);
+        }
+        Ok(())
+    }
+
+    /// The sequence number of the first stored record, if any.
+    pub fn first_seq(&self) -> Result<Option<u64>, JournalError> {
+        match self.records.first()? {
+            None => Ok(None),
+            Some((k, _)) => crate::codec::key_seq(&k)
+                .map(Some)
+                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes")),
+        }
+    }
+
+    /// The sequence number of the last stored record, if any.
+    pub fn last_seq(&self) -> Result<Option<u64>, JournalError> {
+        match self.records.last()? {
+            None => Ok(None),
+            Some((k, _)) => crate::codec::key_seq(&k)
+                .map(Some)
+                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_names() {
+        assert_eq!(parse_gen_dir(&gen_dir_name(0)), Some(0));
+        assert_eq!(parse_gen_dir(&gen_dir_name(7)), Some(7));
+        assert_eq!(parse_gen_dir(&gen_dir_name(1_234_567)), Some(1_234_567));
+        assert_eq!(parse_gen_dir("sled-unfinished-snapshots"), None);
+        assert_eq!(parse_gen_dir("sled-000000"), None);
+        assert_eq!(parse_gen_dir("sled-12"), None);
+    }
+
+    #[test]
+    fn current_round_trip_and_garbage_is_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_current(dir.path()).unwrap(), 0);
+        write_current(dir.path(), 3).unwrap();
+        assert_eq!(read_current(dir.path()).unwrap(), 3);
+        std::fs::write(dir.path().join(CURRENT_FILE), b"../../etc\n").unwrap();
+        assert!(matches!(
+            read_current(dir.path()),
+            Err(JournalError::Corrupt { .. })
+        ));
+    }
+}
