@@ -375,6 +375,23 @@ fn open_journal_dir_seeds() {
             );
         }
     }
+    // A sealed segment holds every record before the active sled generation: flips spread
+    // across it hit frame lengths, checks and payloads.
+    if let Some((i, (_, bytes))) = files
+        .iter()
+        .enumerate()
+        .find(|(_, (p, _))| p.extension().is_some_and(|e| e == "seg"))
+    {
+        let len = bytes.len() as u32;
+        for k in 1..=8u32 {
+            let off = len / 9 * k;
+            write_seed(
+                "open_journal_dir",
+                &format!("segment-flip-{k}of9"),
+                &cmd(0, i, off, 0x04, &[]),
+            );
+        }
+    }
     let mut multi = cmd(0, 0, 100, 0x20, &[]);
     multi.extend(cmd(2, 1, 4096, 4, &[1, 2, 3, 4]));
     multi.extend(cmd(1, 2, 9000, 0, &[]));

@@ -22,8 +22,10 @@ const CHILD_ENV: &str = "LUNLEDGER_KILL9_CHILD";
 
 fn options() -> ManagerOptions {
     let mut o = ManagerOptions::new(config());
-    // Small enough that checkpoints are taken (and crashed into) during the run.
+    // Small enough that checkpoints are taken (and crashed into) during the run, and that each
+    // one rotates the journal (seals history into a segment), so kills land in rotations too.
     o.checkpoint_every = 200;
+    o.segment_records = 200;
     o
 }
 

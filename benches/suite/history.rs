@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Bump when the generated journals would differ (workload, configuration, record format).
-pub const CACHE_VERSION: &str = "v2-schema2-8x64-live256-64tasks";
+pub const CACHE_VERSION: &str = "v3-segments10k-8x64-live256-64tasks";
 
 /// One generated journal.
 pub struct History {

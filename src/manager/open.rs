@@ -28,6 +28,10 @@ pub struct ManagerOptions {
     pub cache_capacity: u64,
     /// Write a checkpoint every this many records (0: never).
     pub checkpoint_every: u64,
+    /// At a checkpoint, seal history into an archive segment once the journal's active sled
+    /// generation holds this many records (0: never), so recovery time does not grow with
+    /// history. See `JournalOptions::segment_records`.
+    pub segment_records: u64,
     /// Recovery choices.
     pub recovery: RecoveryPolicy,
     /// Attempts per teardown during recovery.
@@ -47,13 +51,14 @@ pub struct ManagerOptions {
 
 impl ManagerOptions {
     /// Defaults around `config`: Flush durability, 8 MiB cache, a checkpoint every 10 000 records,
-    /// 3 teardown attempts from 20 ms, 10 s inspect timeout.
+    /// history sealed at a checkpoint once 10 000 records are in sled, 3 teardown attempts from 20 ms, 10 s inspect timeout.
     pub fn new(config: ManagerConfig) -> Self {
         ManagerOptions {
             config,
             durability: Durability::Flush,
             cache_capacity: 8 << 20,
             checkpoint_every: 10_000,
+            segment_records: 10_000,
             recovery: RecoveryPolicy::default(),
             teardown_attempts: 3,
             teardown_backoff: Duration::from_millis(20),
@@ -181,6 +186,7 @@ impl Manager {
             durability: opts.durability,
             cache_capacity: opts.cache_capacity,
             accept_lost_records: opts.accept_lost_records,
+            segment_records: opts.segment_records,
             ..JournalOptions::default()
         };
         let (journal, state, checkpoint, replayed) = tokio::task::spawn_blocking(move || {

@@ -1,5 +1,5 @@
 //! A damaged journal directory: a real journal (written by a manager workload, with a
-//! checkpoint) is copied to a fresh directory, its files are flipped, truncated, overwritten,
+//! checkpoint and a rotation: a sealed segment, `CURRENT`, a second sled generation) is copied to a fresh directory, its files are flipped, truncated, overwritten,
 //! extended or removed as the input says, and then `Journal::open`, reading every record,
 //! `verify`, the checkpoint, the stored configuration, the quarantine, rebuilding the manager's
 //! state, one durable append and a second open must each return a value or a typed error: never
@@ -58,8 +58,10 @@ fn build_template() -> Template {
             reserved: vec![],
         };
         let mut opts = ManagerOptions::new(cfg);
-        // A checkpoint part way through, so the open scan starts after it.
+        // A checkpoint part way through, so the open scan starts after it; rotation at it, so
+        // the directory holds a sealed segment, `CURRENT` and a later sled generation too.
         opts.checkpoint_every = 12;
+        opts.segment_records = 12;
         let m = Manager::open_with(dir.path(), opts, vm.host_backend(), vm.guest_backend())
             .await
             .unwrap_or_else(|e| panic!("open: {e}"));

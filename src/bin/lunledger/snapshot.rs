@@ -10,7 +10,7 @@
 
 use crate::fail::CliError;
 use lunledger::journal::lock::LOCK_FILE;
-use lunledger::journal::store::SLED_DIR;
+use lunledger::journal::store::{is_journal_dir, CURRENT_FILE, SLED_DIR};
 use lunledger::journal::{Journal, JournalOptions};
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -61,10 +61,9 @@ impl Snapshot {
 
 /// Copies `dir` (see the module docs) and opens the copy. `allow_live`: `--copy`.
 pub fn open(dir: &Path, allow_live: bool) -> Result<Snapshot, CliError> {
-    let sled = dir.join(SLED_DIR);
-    if !sled.is_dir() {
+    if !is_journal_dir(dir) {
         return Err(CliError::Io(format!(
-            "{} is not a lunledger journal directory (no {SLED_DIR}/ inside)",
+            "{} is not a lunledger journal directory (no {CURRENT_FILE} or {SLED_DIR}/ inside)",
             dir.display()
         )));
     }
