@@ -3,7 +3,8 @@
 #   1. fmt + clippy (-D warnings)
 #   2. the default tier: `cargo test --workspace` (unit, manager, crash matrix, kill -9 x25,
 #      property tests, fuzz corpora on stable)
-#   3. the long tier: kill -9 harness x200, property tests with more cases
+#   3. the long tier: kill -9 harness x200, journal rotation SIGKILL loop x100, property tests
+#      with more cases
 #   4. the QEMU tier: real QEMU (TCG) over QMP, without and with a guest (qemu-guest-agent)
 #   5. a short fuzz campaign per target when a nightly toolchain is present
 #   6. the demo (the README's main job) must exit 0
@@ -25,6 +26,7 @@ timed cargo test --workspace
 
 tier "3. long tier"
 LUNLEDGER_KILLS="${LUNLEDGER_KILLS:-200}" timed cargo test --test kill9 -- --nocapture
+LUNLEDGER_ROTATE_KILLS="${LUNLEDGER_ROTATE_KILLS:-100}" timed cargo test -p lunledger-journal --test kill9 sigkill_during_rotations -- --nocapture
 if [ -f tests/proptest_manager.rs ]; then
   LUNLEDGER_PROPTEST_CASES="${LUNLEDGER_PROPTEST_CASES:-256}" timed cargo test --test proptest_manager
 fi
