@@ -84,6 +84,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(handle, fault)| Op::ReleaseTimingOut { handle, fault }),
         2 => (add_args(), prop_oneof![Just(AddFault::Attach), Just(AddFault::Mount)])
             .prop_map(|(args, fault)| Op::AddFailing { args, fault }),
+        1 => (add_args(), prop_oneof![Just(AddFault::Attach), Just(AddFault::Mount)])
+            .prop_map(|(args, fault)| Op::AddTimingOut { args, fault }),
         1 => add_args().prop_map(Op::AddCancelled),
         1 => add_args().prop_map(Op::AddTwiceConcurrently),
         1 => (add_args(), 0u8..16).prop_map(|(args, point)| Op::CrashInAdd { args, point }),

@@ -173,6 +173,13 @@ pub enum Op {
         args: AddArgs,
         fault: AddFault,
     },
+    /// Adds with the first backend call of `fault`'s kind taking effect on the VM and then
+    /// reporting a timeout: the manager must settle it with `inspect` (it happened), so the add
+    /// succeeds exactly as a plain one would, and nothing is attached or mounted twice.
+    AddTimingOut {
+        args: AddArgs,
+        fault: AddFault,
+    },
     /// Adds with backend latency and drops the caller's future before it completes.
     AddCancelled(AddArgs),
     /// Two identical adds at once, with backend latency: the second shares (or waits for) the
@@ -744,6 +751,7 @@ impl Harness {
         match op {
             Op::Add(args) => self.add(args, None).await,
             Op::AddFailing { args, fault } => self.add(args, Some(*fault)).await,
+            Op::AddTimingOut { args, fault } => self.add_timing_out(args, *fault).await,
             Op::Release { handle } => self.release(*handle, None, false).await,
             Op::ReleaseFailing { handle, fault } => {
                 self.release(*handle, Some(*fault), false).await
@@ -800,6 +808,19 @@ impl Harness {
             self.vm
                 .set_faults(FaultPlan::new().fail_nth(op, 1, "injected"));
         }
+        let got = self.m().add_any(args).await;
+        self.vm.clear_faults();
+        self.commit_add(args, next, want, got);
+    }
+
+    async fn add_timing_out(&mut self, args: &AddArgs, fault: AddFault) {
+        let (next, want) = self.model.add(args, None);
+        let op = match fault {
+            AddFault::Attach => SimOp::Attach,
+            AddFault::Mount => SimOp::Mount,
+        };
+        self.vm
+            .set_faults(FaultPlan::new().succeed_but_fail_nth(op, 1, 5));
         let got = self.m().add_any(args).await;
         self.vm.clear_faults();
         self.commit_add(args, next, want, got);
