@@ -358,40 +358,22 @@ fn open_journal_dir_seeds() {
             &cmd(5, i, len / 3, 64, &[]),
         );
     }
-    // sled's data file holds every record: flips spread across it hit headers, segment
-    // trailers and record payloads.
-    if let Some((i, (_, bytes))) = files
-        .iter()
-        .enumerate()
-        .find(|(_, (p, _))| p.ends_with("db"))
-    {
-        let len = bytes.len() as u32;
-        for k in 1..=8u32 {
-            let off = len / 9 * k;
-            write_seed(
-                "open_journal_dir",
-                &format!("sled_db-flip-{k}of9"),
-                &cmd(0, i, off, 0x04, &[]),
-            );
+    // Flips spread across the files that hold records: sled's data file (headers, segment
+    // trailers, payloads) and the first sealed segment (frame lengths, checks, payloads).
+    let spread_flips = |name: &str, is: &dyn Fn(&Path) -> bool| {
+        if let Some((i, (_, bytes))) = files.iter().enumerate().find(|(_, (p, _))| is(p)) {
+            let len = bytes.len() as u32;
+            for k in 1..=8u32 {
+                write_seed(
+                    "open_journal_dir",
+                    &format!("{name}-flip-{k}of9"),
+                    &cmd(0, i, len / 9 * k, 0x04, &[]),
+                );
+            }
         }
-    }
-    // A sealed segment holds every record before the active sled generation: flips spread
-    // across it hit frame lengths, checks and payloads.
-    if let Some((i, (_, bytes))) = files
-        .iter()
-        .enumerate()
-        .find(|(_, (p, _))| p.extension().is_some_and(|e| e == "seg"))
-    {
-        let len = bytes.len() as u32;
-        for k in 1..=8u32 {
-            let off = len / 9 * k;
-            write_seed(
-                "open_journal_dir",
-                &format!("segment-flip-{k}of9"),
-                &cmd(0, i, off, 0x04, &[]),
-            );
-        }
-    }
+    };
+    spread_flips("sled_db", &|p| p.ends_with("db"));
+    spread_flips("segment", &|p| p.extension().is_some_and(|e| e == "seg"));
     let mut multi = cmd(0, 0, 100, 0x20, &[]);
     multi.extend(cmd(2, 1, 4096, 4, &[1, 2, 3, 4]));
     multi.extend(cmd(1, 2, 9000, 0, &[]));

@@ -218,23 +218,22 @@ impl Active {
 
     /// The sequence number of the first stored record, if any.
     pub fn first_seq(&self) -> Result<Option<u64>, JournalError> {
-        match self.records.first()? {
-            None => Ok(None),
-            Some((k, _)) => crate::codec::key_seq(&k)
-                .map(Some)
-                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes")),
-        }
+        entry_seq(self.records.first()?)
     }
 
     /// The sequence number of the last stored record, if any.
     pub fn last_seq(&self) -> Result<Option<u64>, JournalError> {
-        match self.records.last()? {
-            None => Ok(None),
-            Some((k, _)) => crate::codec::key_seq(&k)
-                .map(Some)
-                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes")),
-        }
+        entry_seq(self.records.last()?)
     }
+}
+
+fn entry_seq(entry: Option<(sled::IVec, sled::IVec)>) -> Result<Option<u64>, JournalError> {
+    entry
+        .map(|(k, _)| {
+            crate::codec::key_seq(&k)
+                .ok_or_else(|| JournalError::corrupt(None, "record key is not 8 bytes"))
+        })
+        .transpose()
 }
 
 #[cfg(test)]

@@ -14,6 +14,12 @@ fn child_append_forever() {
         return;
     };
     let j = Journal::open(&dir, JournalOptions::default()).unwrap();
+    append_and_ack_forever(&j, 8);
+}
+
+/// Appends durably from `writers` tasks forever, printing `ACK <seq>` for each acknowledged
+/// record (the parent's proof of what must survive).
+fn append_and_ack_forever(j: &Journal, writers: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -21,19 +27,14 @@ fn child_append_forever() {
         .unwrap();
     rt.block_on(async {
         let mut hs = Vec::new();
-        for w in 0..8u64 {
+        for w in 0..writers {
             let j = j.clone();
             hs.push(tokio::spawn(async move {
                 for i in 0.. {
-                    let seq = j
-                        .append_durable(vec![(
-                            w,
-                            Event::OpFailed {
-                                error: format!("{w}/{i}"),
-                            },
-                        )])
-                        .await
-                        .unwrap();
+                    let event = Event::OpFailed {
+                        error: format!("{w}/{i}"),
+                    };
+                    let seq = j.append_durable(vec![(w, event)]).await.unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {seq}").unwrap();
                     out.flush().unwrap();
@@ -113,36 +114,7 @@ fn child_append_and_rotate_forever() {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut hs = Vec::new();
-        for w in 0..4u64 {
-            let j = j.clone();
-            hs.push(tokio::spawn(async move {
-                for i in 0.. {
-                    let seq = j
-                        .append_durable(vec![(
-                            w,
-                            Event::OpFailed {
-                                error: format!("{w}/{i}"),
-                            },
-                        )])
-                        .await
-                        .unwrap();
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "ACK {seq}").unwrap();
-                    out.flush().unwrap();
-                }
-            }));
-        }
-        for h in hs {
-            h.await.unwrap();
-        }
-    });
+    append_and_ack_forever(&j, 4);
 }
 
 /// What an interrupted rotation leaves on disk (before open cleans it up): a second sled
