@@ -10,7 +10,8 @@
 //! Optionally it persists Kata-style: after every operation (add or release) it serializes its
 //! whole state to JSON (`to_writer_pretty`, as Kata's `persist` crate) and writes it, either as
 //! Kata does (truncate and write in place, no fsync) or crash-safe (temporary file, fsync,
-//! rename, fsync of the directory).
+//! rename, fsync of the directory); and, for a like-for-like guarantee with a write-ahead
+//! journal, crash-safe before every backend call too.
 
 use lunledger::backend::{AttachRequest, DetachRequest, GuestBackend, HostBackend, MountRequest};
 use lunledger::journal::{DiskKind, DiskSpec, ManagerConfig, MountSpec, Slot};
@@ -30,6 +31,11 @@ pub enum Persist {
     KataNoSync(PathBuf),
     /// Crash-safe snapshot: write `<file>.tmp`, fsync, rename over `<file>`, fsync the directory.
     SnapshotFsync(PathBuf),
+    /// The crash-safe snapshot also before every backend call (attach, mount, unmount, unplug,
+    /// detach), as well as after the operation: what snapshot persistence needs to give the
+    /// crash guarantee of a write-ahead journal (after a crash the state names every call that
+    /// may have happened).
+    SnapshotFsyncWriteAhead(PathBuf),
 }
 
 #[derive(Serialize)]
@@ -156,6 +162,7 @@ impl BaseManager {
                 attach,
                 disk: disk.clone(),
             };
+            self.persist_before_call()?;
             self.host.attach(&req).await.map_err(|e| e.to_string())?;
         }
         let mut mount_id = None;
@@ -201,6 +208,7 @@ impl BaseManager {
                 }
             };
             if let Some(req) = new_mount {
+                self.persist_before_call()?;
                 self.guest.mount(&req).await.map_err(|e| e.to_string())?;
             }
         }
@@ -251,20 +259,35 @@ impl BaseManager {
             (unmount, detach)
         };
         if let Some((index, req)) = unmount {
+            self.persist_before_call()?;
             self.guest.unmount(&req).await.map_err(|e| e.to_string())?;
             self.lock().mount_index_used[index] = false;
         }
         if let Some(req) = detach {
+            self.persist_before_call()?;
             self.guest
                 .unplug(req.slot)
                 .await
                 .map_err(|e| e.to_string())?;
+            self.persist_before_call()?;
             self.host.detach(&req).await.map_err(|e| e.to_string())?;
             let luns = self.config.luns_per_controller as usize;
             let i = req.slot.controller as usize * luns + req.slot.lun as usize;
             self.lock().slots_used[i] = false;
         }
         self.persist_now()
+    }
+
+    /// In write-ahead mode, persists before a backend call.
+    fn persist_before_call(&self) -> Result<(), String> {
+        let write_ahead = matches!(
+            *self.persist.lock().unwrap_or_else(|e| e.into_inner()),
+            Persist::SnapshotFsyncWriteAhead(_)
+        );
+        if write_ahead {
+            self.persist_now()?;
+        }
+        Ok(())
     }
 
     /// Serializes the whole state and writes it, as `self.persist` says.
@@ -285,7 +308,7 @@ impl BaseManager {
                 let mut f = File::create(file).map_err(io)?;
                 f.write_all(&bytes).map_err(io)?;
             }
-            Persist::SnapshotFsync(file) => {
+            Persist::SnapshotFsync(file) | Persist::SnapshotFsyncWriteAhead(file) => {
                 let tmp = file.with_extension("json.tmp");
                 let mut f = File::create(&tmp).map_err(io)?;
                 f.write_all(&bytes).map_err(io)?;
