@@ -686,6 +686,10 @@ fn opts(hook: &Arc<Hook>) -> ManagerOptions {
     o.crash_hook = Some(hook.clone() as Arc<dyn CrashHook>);
     // Keep recovery's retries fast: they only matter when a fault is still armed.
     o.teardown_backoff = Duration::from_millis(1);
+    // Checkpoints and rotations every few dozen records, so restarts and recoveries rebuild
+    // from a checkpoint in a later sled generation and replay reads sealed segments.
+    o.checkpoint_every = 25;
+    o.segment_records = 25;
     o
 }
 
