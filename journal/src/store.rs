@@ -161,6 +161,18 @@ impl Journal {
             tracing::info!(dir = %p.display(), "removed an inactive sled generation (retired or never committed)");
         }
         let gen_path = dir.join(crate::active::gen_dir_name(gen));
+        if gen > 0 && !gen_path.is_dir() {
+            // sled would create an empty database there and the journal would start over.
+            return Err(JournalError::corrupt(
+                None,
+                format!(
+                    "{} names sled generation {} but {} is missing",
+                    dir.join(crate::active::CURRENT_FILE).display(),
+                    gen,
+                    gen_path.display()
+                ),
+            ));
+        }
         let set_aside = crate::snapshot::set_aside_unfinished(&gen_path, &dir)?;
         let active = Active::open(&dir, gen, opts.cache_capacity, opts.flush_every_ms)?;
 
@@ -197,6 +209,19 @@ impl Journal {
                 .map_err(|e| JournalError::io(&active.data_path, e))?;
         }
         let segments = sealed_segments(&dir, &active)?;
+        if let Some(seg) = segments.last().filter(|seg| seg.last > scan.last_seq) {
+            // The active generation lost its checkpoint and records (damage): appending would
+            // reuse sequence numbers the sealed history already holds.
+            return Err(JournalError::corrupt(
+                scan.last_seq.saturating_add(1),
+                format!(
+                    "the active sled generation ends at seq {} but sealed segment {} ends at {}",
+                    scan.last_seq,
+                    seg.path.display(),
+                    seg.last
+                ),
+            ));
+        }
         let initial = DurableState {
             seq: scan.last_seq,
             status: Status::Running,

@@ -329,3 +329,54 @@ fn tail_reads_sealed_history_then_follows() {
         w.await.unwrap();
     });
 }
+
+#[test]
+fn a_missing_active_generation_is_refused_not_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(dir.path(), small_segments()).unwrap();
+        append_durable(&j, 12);
+        j.write_checkpoint(12, vec![]).unwrap();
+        assert_eq!(j.generation(), 1);
+    }
+    std::fs::remove_dir_all(dir.path().join("sled-000001")).unwrap();
+    match Journal::open(dir.path(), small_segments()) {
+        Err(JournalError::Corrupt { what, .. }) => assert!(what.contains("sled-000001"), "{what}"),
+        other => panic!("expected Corrupt naming the generation, got {other:?}"),
+    }
+    // Nothing was created in its place.
+    assert!(!dir.path().join("sled-000001").exists());
+}
+
+#[test]
+fn a_generation_that_lost_its_checkpoint_never_reuses_sealed_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(dir.path(), small_segments()).unwrap();
+        append_durable(&j, 12);
+        j.write_checkpoint(12, vec![]).unwrap();
+        assert_eq!(j.generation(), 1);
+    }
+    {
+        let db = sled::open(dir.path().join("sled-000001")).unwrap();
+        db.open_tree("checkpoints").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+    let accepting = JournalOptions {
+        accept_lost_records: true,
+        ..small_segments()
+    };
+    match Journal::open(dir.path(), accepting) {
+        Err(JournalError::Corrupt { seq: Some(1), what }) => {
+            assert!(what.contains("ends at 12"), "{what}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(
+        Journal::open(dir.path(), small_segments()),
+        Err(JournalError::LostRecords {
+            first: 1,
+            durable: 12
+        })
+    ));
+}
