@@ -493,9 +493,11 @@ fn sealed_segments(dir: &Path, active: &Active) -> Result<Vec<SegmentInfo>, Jour
     let mut segments = crate::segment::list(dir)?;
     if let Some(first) = active.first_seq()? {
         let (keep, redundant): (Vec<_>, Vec<_>) =
-            // A rotation seals from the active generation's first record; only an exact match
-            // is such a copy (anything else is left for `verify` to report).
-            segments.into_iter().partition(|s| s.first != first);
+            // A rotation seals from the active generation's first record, so a segment that
+            // starts there is an uncommitted rotation's copy; one that starts later can only be
+            // in a copy of a live journal taken across a rotation (its records repeat the
+            // generation's). Partial overlaps are left for `verify` to report.
+            segments.into_iter().partition(|s| s.first < first);
         if !redundant.is_empty() {
             tracing::info!(
                 count = redundant.len(),

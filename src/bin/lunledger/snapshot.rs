@@ -10,7 +10,7 @@
 
 use crate::fail::CliError;
 use lunledger::journal::lock::LOCK_FILE;
-use lunledger::journal::store::{is_journal_dir, CURRENT_FILE, SLED_DIR};
+use lunledger::journal::store::{is_journal_dir, CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
 use lunledger::journal::{Journal, JournalOptions};
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -80,13 +80,35 @@ pub fn open(dir: &Path, allow_live: bool) -> Result<Snapshot, CliError> {
     };
     let provenance = match probe {
         Probe::Held(lock) => {
-            copy_tree(dir, &copy)?;
+            copy_journal(dir, &copy)?;
             drop(lock);
             Provenance::Quiescent
         }
         Probe::Busy { pid } if allow_live => {
-            copy_tree(dir, &copy)?;
-            Provenance::LiveCopy { pid }
+            let options = audit_options();
+            // A live journal may rotate while it is copied and retire the generation being
+            // copied (see `copy_journal`): then the copy is taken again, a few times.
+            let mut attempt = 0;
+            let journal = loop {
+                attempt += 1;
+                let _ = fs::remove_dir_all(&copy);
+                let res = copy_journal(dir, &copy).and_then(|()| {
+                    Journal::open(&copy, options.clone()).map_err(|e| {
+                        CliError::Io(format!("opening a copy of journal {}: {e}", dir.display()))
+                    })
+                });
+                match res {
+                    Ok(j) => break j,
+                    Err(e) if attempt >= 10 => return Err(e),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            return Ok(Snapshot {
+                journal,
+                source: dir.to_path_buf(),
+                provenance: Provenance::LiveCopy { pid },
+                _tmp: tmp,
+            });
         }
         Probe::Busy { pid } => {
             return Err(CliError::InUse {
@@ -95,15 +117,7 @@ pub fn open(dir: &Path, allow_live: bool) -> Result<Snapshot, CliError> {
             })
         }
     };
-    // The copy is private: a large page cache is free (sled allocates it only as pages are read)
-    // and doubles replay throughput; opening despite lost durable records lets `verify` report
-    // them instead of failing to look.
-    let options = JournalOptions {
-        cache_capacity: 512 << 20,
-        accept_lost_records: true,
-        ..JournalOptions::default()
-    };
-    let journal = Journal::open(&copy, options)
+    let journal = Journal::open(&copy, audit_options())
         .map_err(|e| CliError::Io(format!("opening a copy of journal {}: {e}", dir.display())))?;
     Ok(Snapshot {
         journal,
@@ -186,15 +200,51 @@ fn lock_holder(dev: u64, ino: u64) -> Option<u32> {
     })
 }
 
-/// Copies a directory tree (regular files and directories; the lock file is left behind).
-fn copy_tree(from: &Path, to: &Path) -> Result<(), CliError> {
+/// How an audit opens its private copy.
+fn audit_options() -> JournalOptions {
+    // The copy is private: a large page cache is free (sled allocates it only as pages are read)
+    // and speeds up reading whatever history is still in sled; opening despite lost durable
+    // records lets `verify` report them instead of failing to look.
+    JournalOptions {
+        cache_capacity: 512 << 20,
+        accept_lost_records: true,
+        ..JournalOptions::default()
+    }
+}
+
+/// Copies a journal directory so that the copy is one journal even when a live shim rotates
+/// meanwhile: `CURRENT` first, then the sled generation it names (a rotation that commits later
+/// leaves that generation in place until it is retired), then everything else but the lock and
+/// other generations. Segments sealed after the generation was copied repeat records the copy's
+/// generation holds; opening the copy drops them. If the generation is retired (removed) while
+/// it is copied, the copy fails and is taken again.
+fn copy_journal(from: &Path, to: &Path) -> Result<(), CliError> {
     fs::create_dir_all(to).map_err(|e| CliError::io(format!("creating {}", to.display()), e))?;
+    let current = from.join(CURRENT_FILE);
+    let gen = match fs::read_to_string(&current) {
+        Ok(name) => {
+            fs::write(to.join(CURRENT_FILE), &name)
+                .map_err(|e| CliError::io(format!("copying {}", current.display()), e))?;
+            name.trim().to_string()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => SLED_DIR.to_string(),
+        Err(e) => return Err(CliError::io(format!("reading {}", current.display()), e)),
+    };
+    let gen_src = from.join(&gen);
+    copy_tree(&gen_src, &to.join(&gen))?;
+    if !gen_src.join(SLED_DATA_FILE).is_file() || !to.join(&gen).join(SLED_DATA_FILE).is_file() {
+        return Err(CliError::Io(format!(
+            "{} was retired while it was copied",
+            gen_src.display()
+        )));
+    }
     let entries =
         fs::read_dir(from).map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
         let name = entry.file_name();
-        if name == LOCK_FILE {
+        let is_sled_dir = name.to_string_lossy().starts_with(SLED_DIR);
+        if name == LOCK_FILE || name == CURRENT_FILE || is_sled_dir {
             continue;
         }
         let src = entry.path();
@@ -205,12 +255,39 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), CliError> {
         if ty.is_dir() {
             copy_tree(&src, &dst)?;
         } else if ty.is_file() {
-            match fs::copy(&src, &dst) {
-                Ok(_) => {}
-                // A live sled may remove a file (an old snapshot) while we copy: skip it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CliError::io(format!("copying {}", src.display()), e)),
-            }
+            copy_file(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies one regular file; one that vanished meanwhile (a live sled removes old snapshots) is
+/// skipped.
+fn copy_file(src: &Path, dst: &Path) -> Result<(), CliError> {
+    match fs::copy(src, dst) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CliError::io(format!("copying {}", src.display()), e)),
+    }
+}
+
+/// Copies a directory tree (regular files and directories).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), CliError> {
+    fs::create_dir_all(to).map_err(|e| CliError::io(format!("creating {}", to.display()), e))?;
+    let entries =
+        fs::read_dir(from).map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
+        let name = entry.file_name();
+        let src = entry.path();
+        let dst = to.join(&name);
+        let ty = entry
+            .file_type()
+            .map_err(|e| CliError::io(format!("inspecting {}", src.display()), e))?;
+        if ty.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if ty.is_file() {
+            copy_file(&src, &dst)?;
         }
     }
     Ok(())
