@@ -80,22 +80,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// A consistent picture of what is stored (cheap: two `Arc` clones).
     pub fn view(&self) -> View {
-        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.view_read().clone()
     }
 
     /// The active sled generation.
     pub fn active(&self) -> Arc<Active> {
-        self.view
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .active
-            .clone()
+        self.view_read().active.clone()
     }
 
+    /// The view, read-locked (the lock holds no invariant a panicking holder could break).
     pub fn view_read(&self) -> RwLockReadGuard<'_, View> {
         self.view.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The view, write-locked: the writer waits between batches until it is dropped.
     pub fn view_write(&self) -> RwLockWriteGuard<'_, View> {
         self.view.write().unwrap_or_else(|p| p.into_inner())
     }
