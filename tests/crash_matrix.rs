@@ -150,6 +150,10 @@ fn options(hook: Option<Arc<Hook>>) -> ManagerOptions {
     let mut o = ManagerOptions::new(config());
     o.crash_hook = hook.map(|h| h as Arc<dyn CrashHook>);
     o.teardown_backoff = std::time::Duration::from_millis(1);
+    // A checkpoint, and with it a rotation into a sealed segment, every few records: every crash
+    // point is then also reached with history split across segments and generations.
+    o.checkpoint_every = 6;
+    o.segment_records = 6;
     o
 }
 
@@ -226,6 +230,7 @@ async fn release_all_and_check_empty(m: &Manager, vm: &SimVm, what: &str) {
 async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
     let mut scenario_points = 0;
     let mut recovery_points = 0;
+    let mut with_segments = 0;
     for (name, script) in scenarios() {
         let dir = tempdir();
         let vm = SimVm::new();
@@ -242,6 +247,9 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
                 .await
                 .unwrap();
             check_recovered(&m, &vm, &held, &what).await;
+            if !m.journal().segments().is_empty() {
+                with_segments += 1;
+            }
             let before = m.state();
             m.close().await.unwrap();
             // Recovering twice equals recovering once.
@@ -283,7 +291,8 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
         println!("{name}: {n} crash points");
     }
     println!(
-        "crash matrix: {scenario_points} scenario crash points and {recovery_points} recovery crash points exercised"
+        "crash matrix: {scenario_points} scenario crash points ({with_segments} recovered with history in sealed segments) and {recovery_points} recovery crash points exercised"
     );
     assert!(scenario_points >= 9 * 4);
+    assert!(with_segments > 0, "no recovery read a rotated journal");
 }
