@@ -12,6 +12,7 @@ use crate::fail::CliError;
 use lunledger::journal::lock::LOCK_FILE;
 use lunledger::journal::store::{is_journal_dir, CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
 use lunledger::journal::{Journal, JournalOptions};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
@@ -231,34 +232,17 @@ fn copy_journal(from: &Path, to: &Path) -> Result<(), CliError> {
         Err(e) => return Err(CliError::io(format!("reading {}", current.display()), e)),
     };
     let gen_src = from.join(&gen);
-    copy_tree(&gen_src, &to.join(&gen))?;
+    copy_tree(&gen_src, &to.join(&gen), &|_| false)?;
     if !gen_src.join(SLED_DATA_FILE).is_file() || !to.join(&gen).join(SLED_DATA_FILE).is_file() {
         return Err(CliError::Io(format!(
             "{} was retired while it was copied",
             gen_src.display()
         )));
     }
-    let entries =
-        fs::read_dir(from).map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
-        let name = entry.file_name();
-        let is_sled_dir = name.to_string_lossy().starts_with(SLED_DIR);
-        if name == LOCK_FILE || name == CURRENT_FILE || is_sled_dir {
-            continue;
-        }
-        let src = entry.path();
-        let dst = to.join(&name);
-        let ty = entry
-            .file_type()
-            .map_err(|e| CliError::io(format!("inspecting {}", src.display()), e))?;
-        if ty.is_dir() {
-            copy_tree(&src, &dst)?;
-        } else if ty.is_file() {
-            copy_file(&src, &dst)?;
-        }
-    }
-    Ok(())
+    // Everything else but the lock and the sled generations (the copied one is done).
+    copy_tree(from, to, &|name| {
+        name == LOCK_FILE || name == CURRENT_FILE || name.to_string_lossy().starts_with(SLED_DIR)
+    })
 }
 
 /// Copies one regular file; one that vanished meanwhile (a live sled removes old snapshots) is
@@ -271,21 +255,25 @@ fn copy_file(src: &Path, dst: &Path) -> Result<(), CliError> {
     }
 }
 
-/// Copies a directory tree (regular files and directories).
-fn copy_tree(from: &Path, to: &Path) -> Result<(), CliError> {
+/// Copies a directory tree (regular files and directories), leaving out the top-level entries
+/// `skip` names.
+fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&OsStr) -> bool) -> Result<(), CliError> {
     fs::create_dir_all(to).map_err(|e| CliError::io(format!("creating {}", to.display()), e))?;
     let entries =
         fs::read_dir(from).map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| CliError::io(format!("reading {}", from.display()), e))?;
         let name = entry.file_name();
+        if skip(&name) {
+            continue;
+        }
         let src = entry.path();
         let dst = to.join(&name);
         let ty = entry
             .file_type()
             .map_err(|e| CliError::io(format!("inspecting {}", src.display()), e))?;
         if ty.is_dir() {
-            copy_tree(&src, &dst)?;
+            copy_tree(&src, &dst, &|_| false)?;
         } else if ty.is_file() {
             copy_file(&src, &dst)?;
         }
