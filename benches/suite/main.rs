@@ -1268,6 +1268,22 @@ fn main() {
         rss_child(&args[i + 1..]);
         return;
     }
+    // Quick trials: one of sections 1-3 alone (`--only 3`); no summary targets are judged.
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        let tmp = target_dir().join("bench-tmp").join("only");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).expect("bench tmp dir");
+        let mut t = Table::default();
+        match args.get(i + 1).map(String::as_str) {
+            Some("1") => section_1(&mut t, &tmp),
+            Some("2") => section_2(&mut t, &tmp),
+            Some("3") => section_3(&mut t, &tmp),
+            other => panic!("--only takes 1, 2 or 3, not {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        t.print();
+        return;
+    }
     let started = Instant::now();
     let target = target_dir();
     let cache = target.join("bench-cache");

@@ -5,7 +5,6 @@
 
 use crate::state::{Handle, Mount, State};
 use lunledger_journal::{DiskSpec, HandleId, MountId, MountSpec, Slot};
-use std::collections::BTreeSet;
 
 impl State {
     /// The shareable attachment with this key, if any.
@@ -51,7 +50,7 @@ impl State {
     pub fn lowest_free_index(&self) -> u32 {
         let used = self.used_indexes();
         (0..=u32::MAX)
-            .find(|i| !used.contains(i))
+            .find(|i| used.binary_search(i).is_err())
             .unwrap_or(u32::MAX)
     }
 
@@ -59,17 +58,26 @@ impl State {
     /// configuration is missing or its format is invalid.
     pub fn next_mount_path(&self) -> Option<(u32, String)> {
         let cfg = self.config.as_ref()?;
-        // Collected once: this runs on every add, under the manager's state lock.
+        // This runs on every add, under the manager's state lock: one sorted index list, and a
+        // path is formatted (and looked for among the mounts) only for a free index. A requested
+        // path rarely equals a generated one, so the first free index almost always wins.
         let used = self.used_indexes();
-        let paths: BTreeSet<&str> = self.mounts.values().map(|m| m.path.as_str()).collect();
-        (0..=u32::MAX).filter(|i| !used.contains(i)).find_map(|i| {
+        for i in (0..=u32::MAX).filter(|i| used.binary_search(i).is_err()) {
+            // An invalid format gives no path for any index: stop at the first.
             let path = cfg.mount_path(i)?;
-            (!paths.contains(path.as_str())).then_some((i, path))
-        })
+            if !self.mounts.values().any(|m| m.path == path) {
+                return Some((i, path));
+            }
+        }
+        None
     }
 
-    fn used_indexes(&self) -> BTreeSet<u32> {
-        self.mounts.values().filter_map(|m| m.index).collect()
+    /// The indexes mounts hold, sorted and without repeats.
+    fn used_indexes(&self) -> Vec<u32> {
+        let mut used: Vec<u32> = self.mounts.values().filter_map(|m| m.index).collect();
+        used.sort_unstable();
+        used.dedup();
+        used
     }
 
     /// Live handles labelled with `owner`.

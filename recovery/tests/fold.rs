@@ -281,3 +281,53 @@ fn mount_keys_compare_sorted_options() {
     assert_eq!(s.find_mount(S, &other), Some(1));
     assert_eq!(s.next_mount_path(), Some((1, "/run/mounts/scsi/m1".into())));
 }
+
+#[test]
+fn next_mount_path_skips_held_indexes_and_paths_and_stops_on_a_bad_format() {
+    let mut s = configured();
+    // Index 0 at its own path; index 1 at a requested path that is index 2's generated path.
+    let mounts = [
+        (2, Slot::new(0, 1), 0, "/run/mounts/scsi/m0"),
+        (3, Slot::new(0, 2), 1, "/run/mounts/scsi/m2"),
+    ];
+    for (op, slot, index, path) in mounts {
+        let d = disk(path);
+        s.apply_next(
+            op,
+            &Event::OpStarted {
+                kind: add_kind(path),
+            },
+        )
+        .unwrap();
+        s.apply_next(
+            op,
+            &Event::AttachReserved {
+                slot,
+                attach: op,
+                disk: d,
+            },
+        )
+        .unwrap();
+        s.apply_next(
+            op,
+            &Event::MountReserved {
+                mount: op,
+                slot,
+                index: Some(index),
+                path: path.into(),
+                spec: MountSpec::default(),
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(s.lowest_free_index(), 2);
+    assert_eq!(s.next_mount_path(), Some((3, "/run/mounts/scsi/m3".into())));
+    // A format without exactly one `%d` names no path: answered at once, not after trying every
+    // index.
+    if let Some(cfg) = s.config.as_mut() {
+        cfg.mount_format = "/run/mounts/fixed".into();
+    }
+    let t = std::time::Instant::now();
+    assert_eq!(s.next_mount_path(), None);
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+}
