@@ -15,9 +15,6 @@ pub struct JournalStats {
     pub fdatasyncs: u64,
     /// The most records the writer handed to sled in one batch.
     pub largest_batch: u64,
-    /// Appends and durability waits that signalled the writer thread. A record nobody waits on
-    /// does not signal a writer that lingers after a batch (see the writer's docs).
-    pub wakes: u64,
 }
 
 #[derive(Default)]
@@ -27,7 +24,6 @@ pub(crate) struct Counters {
     pub flushes: AtomicU64,
     pub fdatasyncs: AtomicU64,
     pub largest_batch: AtomicU64,
-    pub wakes: AtomicU64,
 }
 
 impl Counters {
@@ -42,7 +38,6 @@ impl Counters {
             flushes: self.flushes.load(Ordering::Relaxed),
             fdatasyncs: self.fdatasyncs.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
-            wakes: self.wakes.load(Ordering::Relaxed),
         }
     }
 }

@@ -5,13 +5,6 @@
 //! inserts it into sled in sequence order and, when any waiter needs durability, flushes once for
 //! the whole batch (sled `flush()`, plus fdatasync of sled's data file in `Durability::Sync`).
 //! It then publishes the new durable sequence number to every waiter at once.
-//!
-//! A record nobody waits on does not wake the writer while it lingers after a batch: waking a
-//! sleeping thread costs more CPU than storing the record (a futex wake and two context
-//! switches), and an operation's next durable request usually follows within microseconds.
-//! Such records are stored with that request's batch or when the linger ([`LAZY_WRITE`]) ends,
-//! so the queue holds at most a millisecond of them. Their crash guarantee is unchanged: until a
-//! flush they are lost in a crash whether they sit in this queue or in sled's buffer.
 
 use crate::codec::{chain_hash, encode_record, seq_key};
 use crate::error::JournalError;
@@ -24,22 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// How long the writer lingers after a batch, picking up records nobody waits on without being
-/// woken for each. Bounds how late a `tail` sees such a record.
-pub(crate) const LAZY_WRITE: Duration = Duration::from_millis(1);
-
-/// What the writer thread is doing, so an append knows whether it must wake it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Writer {
-    /// Storing a batch; it looks at the queue again before it waits.
-    Busy,
-    /// Waiting at most [`LAZY_WRITE`]; it stores whatever is queued when that ends.
-    Lingering,
-    /// Waiting for a wake (or for `flush_every`).
-    Asleep,
-}
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) struct Pending {
     seq: u64,
@@ -52,7 +30,6 @@ pub(crate) struct Queue {
     pub next_seq: u64,
     pending: Vec<Pending>,
     want_durable: u64,
-    writer: Writer,
     pub shutdown: bool,
 }
 
@@ -62,7 +39,6 @@ impl Queue {
             next_seq,
             pending: Vec::new(),
             want_durable: 0,
-            writer: Writer::Asleep,
             shutdown: false,
         }
     }
@@ -109,7 +85,7 @@ pub(crate) fn enqueue(
     durable: bool,
 ) -> Result<u64, JournalError> {
     let n = records.len() as u64;
-    let (last, wake) = {
+    let last = {
         let mut q = lock(&s.queue);
         if s.halted.load(Ordering::SeqCst) {
             return Err(JournalError::Halted);
@@ -132,14 +108,10 @@ pub(crate) fn enqueue(
         if durable {
             q.want_durable = q.want_durable.max(last);
         }
-        let wake = durable || q.writer == Writer::Asleep;
-        (last, wake)
+        last
     };
     Counters::add(&s.counters.appended, n);
-    if wake {
-        Counters::add(&s.counters.wakes, 1);
-        s.wake.notify_one();
-    }
+    s.wake.notify_one();
     Ok(last)
 }
 
@@ -165,13 +137,9 @@ fn register_wait(s: &Shared, seq: u64) -> Result<bool, JournalError> {
     if seq > last {
         return Err(JournalError::NotAssigned { seq, last });
     }
-    // An append that asked for durability already woke the writer for this.
-    if q.want_durable < seq {
-        q.want_durable = seq;
-        drop(q);
-        Counters::add(&s.counters.wakes, 1);
-        s.wake.notify_one();
-    }
+    q.want_durable = q.want_durable.max(seq);
+    drop(q);
+    s.wake.notify_one();
     Ok(false)
 }
 
@@ -266,8 +234,7 @@ pub(crate) fn spawn(
 
 fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), JournalError> {
     let mut durable = written;
-    let mut last_flush = Instant::now();
-    let mut linger_until: Option<Instant> = None;
+    let mut last_flush = std::time::Instant::now();
     loop {
         let mut idle_flush = false;
         let (batch, want, shutdown) = {
@@ -281,24 +248,9 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
                     });
                     return Ok(());
                 }
-                if q.shutdown || q.want_durable > durable {
+                if q.shutdown || !q.pending.is_empty() || q.want_durable > durable {
                     break;
                 }
-                let now = Instant::now();
-                match linger_until {
-                    Some(until) if now < until => {
-                        q.writer = Writer::Lingering;
-                        q = s
-                            .wake
-                            .wait_timeout(q, until - now)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                        continue;
-                    }
-                    _ if !q.pending.is_empty() => break,
-                    _ => linger_until = None,
-                }
-                q.writer = Writer::Asleep;
                 match s.flush_every {
                     Some(d) if written > durable => {
                         let (g, t) = s.wake.wait_timeout(q, d).unwrap_or_else(|p| p.into_inner());
@@ -311,7 +263,6 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
                     _ => q = s.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
                 }
             }
-            q.writer = Writer::Busy;
             (std::mem::take(&mut q.pending), q.want_durable, q.shutdown)
         };
 
@@ -353,12 +304,11 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
                 // Only the detection of lost records weakens; the records themselves are durable.
                 tracing::warn!(error = %e, "could not record the durable watermark");
             }
-            last_flush = Instant::now();
+            last_flush = std::time::Instant::now();
             durable = written;
             publish(s, |st| st.seq = durable);
         }
         drop(view);
-        linger_until = Some(Instant::now() + LAZY_WRITE);
         if shutdown {
             publish(s, |st| {
                 if st.status == Status::Running {
