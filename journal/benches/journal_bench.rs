@@ -3,7 +3,9 @@
 //! In one run it measures
 //! (a) the physical limit: a raw append-only file, write + fdatasync per ~120-byte record;
 //! (b) `append_durable` of one record at a time in `Flush` and `Sync` modes, as a ratio to (a);
-//! (c) 64 concurrent tokio writers doing `append_durable`: records/s and flushes per record.
+//! (c) 64 concurrent tokio writers doing `append_durable`: records/s and flushes per record;
+//! (d) sled alone on the caller's thread (insert + `flush()`, and + fdatasync of its data file):
+//!     what `append_durable` would cost with no writer thread, so (b) / (d) is the writer's share.
 //! Rounds are interleaved and medians taken, since the machine is noisy.
 
 use lunledger_journal::*;
@@ -121,6 +123,38 @@ fn raw_sfr_round(dir: &std::path::Path, round: usize) -> Vec<f64> {
         f.sync_data().expect("fdatasync");
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         off += frame.len() as i64;
+    }
+    lat
+}
+
+/// (d) sled itself, on the calling thread: insert a record-sized value and `flush()` (then
+/// fdatasync sled's data file when `sync`), as the writer does for one record, minus the writer
+/// thread and the tokio wake-up.
+fn sled_direct_round(dir: &std::path::Path, round: usize, sync: bool) -> Vec<f64> {
+    let path = dir.join(format!("sled-direct-{round}-{sync}"));
+    let db = sled::Config::new()
+        .path(&path)
+        .cache_capacity(8 * 1024 * 1024)
+        .flush_every_ms(Some(500))
+        .open()
+        .expect("sled open");
+    let tree = db.open_tree("records").expect("sled tree");
+    let data = std::fs::File::open(path.join("db")).expect("sled data file");
+    let value = vec![0x5a_u8; 171];
+    let mut lat = Vec::with_capacity(N_SINGLE);
+    let start = Instant::now();
+    for i in 0..N_SINGLE as u64 {
+        if over_budget(start, lat.len()) {
+            break;
+        }
+        let t = Instant::now();
+        tree.insert(i.to_be_bytes(), value.as_slice())
+            .expect("sled insert");
+        db.flush().expect("sled flush");
+        if sync {
+            data.sync_data().expect("fdatasync");
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     lat
 }
@@ -245,6 +279,8 @@ fn main() {
     let mut sfr_all = Vec::new();
     let mut ratio_sync_sfr = Vec::new();
     let mut sync_syncs_per_rec = 0.0;
+    let (mut direct_flush_med, mut direct_sync_med) = (Vec::new(), Vec::new());
+    let (mut writer_share_flush, mut writer_share_sync) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let (mut r, fb) = raw_round(base.path(), round);
         raw_frame = fb;
@@ -264,6 +300,12 @@ fn main() {
         let zm = median(&mut z);
         let mut q = raw_sfr_round(base.path(), round);
         let qm = median(&mut q);
+        let df = median(&mut sled_direct_round(base.path(), round, false));
+        let ds = median(&mut sled_direct_round(base.path(), round, true));
+        direct_flush_med.push(df);
+        direct_sync_med.push(ds);
+        writer_share_flush.push(fm / df);
+        writer_share_sync.push(sm / ds);
         sfr_med.push(qm);
         ratio_sync_sfr.push(sm / qm);
         sfr_all.extend(q);
@@ -344,6 +386,20 @@ fn main() {
         1e6 / qm,
         qm / rm,
         median(&mut ratio_sync_sfr)
+    );
+    let dfm = median(&mut direct_flush_med);
+    let dsm = median(&mut direct_sync_med);
+    println!(
+        "| (d) sled insert + flush() on the caller's thread (no writer) | {dfm:.1} | | {:.0} | {:.2} (Flush (b) / this = {:.2}) | reference |",
+        1e6 / dfm,
+        dfm / rm,
+        median(&mut writer_share_flush)
+    );
+    println!(
+        "| (d') the same + fdatasync of sled's data file | {dsm:.1} | | {:.0} | {:.2} (Sync (b) / this = {:.2}) | reference |",
+        1e6 / dsm,
+        dsm / rm,
+        median(&mut writer_share_sync)
     );
     println!("fdatasyncs per record in single-writer Sync: {sync_syncs_per_rec:.2}");
     println!(
