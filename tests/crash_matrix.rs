@@ -189,6 +189,14 @@ async fn run_until_crash(
     (held, hook.count())
 }
 
+/// Unmount, unplug and detach calls the VM has seen.
+fn teardown_calls(vm: &SimVm) -> u64 {
+    [SimOp::Unmount, SimOp::Unplug, SimOp::Detach]
+        .into_iter()
+        .map(|op| vm.calls(op))
+        .sum()
+}
+
 /// Everything that must hold after a recovery.
 async fn check_recovered(m: &Manager, vm: &SimVm, held: &[HandleId], what: &str) {
     assert_replay_equals_live(m).await;
@@ -243,10 +251,19 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
             let vm = SimVm::new();
             let (held, _) = run_until_crash(dir.path(), &vm, script, Some(k)).await;
             let rhook = Hook::new(None);
+            let calls = teardown_calls(&vm);
             let m = open_with(dir.path(), &vm, Some(rhook.clone()))
                 .await
                 .unwrap();
             check_recovered(&m, &vm, &held, &what).await;
+            // The report counts every teardown call recovery made, rollbacks' and finished
+            // releases' included (no faults are armed, so every call succeeded).
+            let done = m.last_recovery().map(|r| r.teardowns_done).unwrap_or(0);
+            assert_eq!(
+                done as u64,
+                teardown_calls(&vm) - calls,
+                "{what}: teardown steps reported vs made by recovery"
+            );
             if !m.journal().segments().is_empty() {
                 with_segments += 1;
             }

@@ -22,6 +22,7 @@ use crate::request::DiskRequest;
 use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Target};
 use lunledger_recovery::State;
 use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -49,6 +50,9 @@ pub(crate) struct Inner {
     pub(crate) opts: ManagerOptions,
     last_recovery: Mutex<Option<RecoveryReport>>,
     last_checkpoint: Mutex<u64>,
+    /// Unmount, unplug and detach calls that succeeded. Recovery runs before the manager is
+    /// handed to any caller, so its share is the difference across it.
+    pub(crate) teardown_steps: AtomicU64,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (our critical sections

@@ -13,6 +13,7 @@ use lunledger_journal::{
 use lunledger_recovery::{RecoveryPolicy, State};
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -227,6 +228,7 @@ impl Manager {
             busy: Mutex::new(HashSet::new()),
             opts: opts.clone(),
             last_recovery: Mutex::new(None),
+            teardown_steps: AtomicU64::new(0),
             last_checkpoint: Mutex::new(last_checkpoint),
         });
         if inner.state().config.as_ref() != Some(&opts.config) {

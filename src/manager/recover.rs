@@ -11,6 +11,7 @@ use lunledger_recovery::{
     plan, Action, AttachPhase, Observation, ReleaseEnd, SeenAttachment, SeenGuest,
 };
 use serde::Serialize;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,9 @@ pub struct RecoveryReport {
     pub releases_finished: Vec<OpId>,
     /// Operations closed with nothing left to do.
     pub closed: Vec<OpId>,
-    /// Teardown steps that succeeded during recovery.
+    /// Teardown steps (unmount, unplug, detach calls) that succeeded during recovery: those of
+    /// rolled-back adds and finished releases as well as lone teardowns. A stray disk's detach is
+    /// reported as drift instead.
     pub teardowns_done: usize,
     /// Teardowns still due after all retries (slot or mount, and the last error).
     pub teardowns_pending: Vec<String>,
@@ -86,6 +89,7 @@ pub(crate) async fn recover(
     mut report: RecoveryReport,
 ) -> Result<RecoveryReport> {
     let started = Instant::now();
+    let steps_before = inner.teardown_steps.load(Ordering::Relaxed);
     let timeout = inner.opts.inspect_timeout;
     let host = match tokio::time::timeout(timeout, inner.host.inspect()).await {
         Ok(Ok(v)) => Some(v),
@@ -132,6 +136,8 @@ pub(crate) async fn recover(
     report.drift = st.drift.clone();
     report.teardowns_pending = pending_teardowns(&st);
     drop(st);
+    let steps = inner.teardown_steps.load(Ordering::Relaxed) - steps_before;
+    report.teardowns_done = usize::try_from(steps).unwrap_or(usize::MAX);
     report.duration += started.elapsed();
     tracing::info!(
         rolled_back = report.rolled_back.len(),
@@ -285,11 +291,9 @@ async fn execute(
         }
         Action::Unmount { mount } => {
             with_retries(inner, || inner.teardown_mount(op, mount)).await?;
-            report.teardowns_done += 1;
         }
         Action::Teardown { slot } => {
             with_retries(inner, || inner.teardown_attachment(op, slot)).await?;
-            report.teardowns_done += 1;
         }
     }
     Ok(())
@@ -301,14 +305,14 @@ async fn sweep(inner: &Arc<Inner>, op: OpId, report: &mut RecoveryReport) -> Res
     let (mounts, slots) = inner.state().due_teardowns();
     for m in mounts {
         match with_retries(inner, || inner.teardown_mount(op, m)).await {
-            Ok(()) => report.teardowns_done += 1,
+            Ok(()) => {}
             Err(e) if e.stops_manager() => return Err(e),
             Err(e) => report.errors.push(e.to_string()),
         }
     }
     for s in slots {
         match with_retries(inner, || inner.teardown_attachment(op, s)).await {
-            Ok(()) => report.teardowns_done += 1,
+            Ok(()) => {}
             Err(e) if e.stops_manager() => return Err(e),
             Err(e) => report.errors.push(e.to_string()),
         }

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use lunledger_journal::{Event, MountId, OpId, Resolution, Slot, Step, Target};
 use lunledger_recovery::AttachPhase;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 
 impl Inner {
     /// Runs a backend call as `step` on `target`: crash point, durable intent, crash point, the
@@ -59,6 +60,9 @@ impl Inner {
             },
         };
         self.record(op, outcome)?;
+        if res.is_ok() && matches!(step, Step::Unmount | Step::Unplug | Step::Detach) {
+            self.teardown_steps.fetch_add(1, Ordering::Relaxed);
+        }
         self.crash_point(op, site, Boundary::AfterOutcome)?;
         if let Err(e) = &res {
             tracing::warn!(op, step = step.name(), ?target, error = %e, "step failed");
