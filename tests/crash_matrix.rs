@@ -12,8 +12,9 @@ mod common;
 
 use common::*;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
-use lunledger::crash::{CrashHook, CrashPoint};
-use lunledger::journal::HandleId;
+use lunledger::backend::BackendError;
+use lunledger::crash::{Boundary, CrashHook, CrashPoint, Site};
+use lunledger::journal::{HandleId, Step};
 use lunledger::{DiskRequest, Error, Manager, ManagerOptions, MountConfig};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -312,4 +313,68 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
     );
     assert!(scenario_points >= 9 * 4);
     assert!(with_segments > 0, "no recovery read a rotated journal");
+}
+
+/// A release that recovery cannot finish (its unplug keeps failing) is reported as an error with
+/// its teardown still due, not as finished; a later recovery with a healthy VM finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_recovery_cannot_finish_is_not_reported_finished() {
+    let script: Script = |m, _, h| {
+        Box::pin(async move {
+            add(m, mounted("a"), h).await?;
+            release(m, h, 0).await
+        })
+    };
+    // Find the crash point just before the release journals its unplug intent.
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let hook = Hook::new(None);
+    let m = open_with(dir.path(), &vm, Some(hook.clone()))
+        .await
+        .unwrap();
+    script(&m, &vm, &mut Vec::new()).await.unwrap();
+    m.close().await.unwrap();
+    let k = hook
+        .points
+        .lock()
+        .unwrap()
+        .iter()
+        .position(|p| {
+            matches!(p.site, Site::Step(Step::Unplug, _)) && p.boundary == Boundary::BeforeIntent
+        })
+        .expect("the release reaches its unplug");
+
+    let dir = tempdir();
+    let vm = SimVm::new();
+    run_until_crash(dir.path(), &vm, script, Some(k)).await;
+    vm.set_faults(
+        FaultPlan::new().fail_always(SimOp::Unplug, BackendError::Failed("device busy".into())),
+    );
+    let m = open_with(dir.path(), &vm, None).await.unwrap();
+    let r = m.last_recovery().unwrap();
+    assert!(
+        r.releases_finished.is_empty(),
+        "reported finished: {:?}",
+        r.releases_finished
+    );
+    assert!(!r.errors.is_empty(), "no error reported: {r:?}");
+    assert!(
+        r.teardowns_pending.iter().any(|t| t.contains("unplug")),
+        "{:?}",
+        r.teardowns_pending
+    );
+    assert_eq!(
+        r.teardowns_done, 0,
+        "the unmount ran before the crash and the unplug keeps failing"
+    );
+    m.close().await.unwrap();
+
+    vm.clear_faults();
+    let m = open_with(dir.path(), &vm, None).await.unwrap();
+    let r = m.last_recovery().unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r.teardowns_pending.is_empty(), "{:?}", r.teardowns_pending);
+    assert_eq!(r.teardowns_done, 2, "unplug and detach");
+    assert!(m.state().is_empty(), "{:?}", m.state());
+    assert!(vm.snapshot().is_empty(), "{:?}", vm.snapshot());
 }

@@ -35,7 +35,8 @@ pub struct RecoveryReport {
     pub resolved: Vec<(Step, Target, Resolution, bool)>,
     /// Adds rolled back (their callers never got a handle).
     pub rolled_back: Vec<OpId>,
-    /// Releases finished.
+    /// Releases finished (one whose teardown still failed after every retry is among `errors`,
+    /// its teardown in `teardowns_pending`).
     pub releases_finished: Vec<OpId>,
     /// Operations closed with nothing left to do.
     pub closed: Vec<OpId>,
@@ -266,7 +267,6 @@ async fn execute(
             handle,
             end,
         } => {
-            report.releases_finished.push(rel);
             with_retries(inner, || async {
                 // Read under the lock, then drop it before any await.
                 let op = inner.state().ops.get(&rel).map(|o| o.releasing);
@@ -281,6 +281,7 @@ async fn execute(
                 inner.finish_release(rel, handle, end).await
             })
             .await?;
+            report.releases_finished.push(rel);
         }
         Action::ResumeRelease { handle } => {
             with_retries(inner, || resume_release(inner, handle)).await?;
