@@ -375,6 +375,7 @@ async fn a_release_recovery_cannot_finish_is_not_reported_finished() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert!(r.teardowns_pending.is_empty(), "{:?}", r.teardowns_pending);
     assert_eq!(r.teardowns_done, 2, "unplug and detach");
+    assert_eq!(r.releases_finished.len(), 1, "the resumed release: {r:?}");
     assert!(m.state().is_empty(), "{:?}", m.state());
     assert!(vm.snapshot().is_empty(), "{:?}", vm.snapshot());
 }

@@ -267,7 +267,7 @@ async fn execute(
             handle,
             end,
         } => {
-            with_retries(inner, || async {
+            let finished = with_retries(inner, || async {
                 // Read under the lock, then drop it before any await.
                 let op = inner.state().ops.get(&rel).map(|o| o.releasing);
                 let Some(releasing) = op else {
@@ -278,13 +278,15 @@ async fn execute(
                     // The release was journaled as started but stopped before naming its handle.
                     inner.record(rel, Event::ReleaseStarted { handle })?;
                 }
-                inner.finish_release(rel, handle, end).await
+                inner.finish_release(rel, handle, end).await?;
+                Ok(Some(rel))
             })
             .await?;
-            report.releases_finished.push(rel);
+            report.releases_finished.extend(finished);
         }
         Action::ResumeRelease { handle } => {
-            with_retries(inner, || resume_release(inner, handle)).await?;
+            let finished = with_retries(inner, || resume_release(inner, handle)).await?;
+            report.releases_finished.extend(finished);
         }
         Action::Close { op: other } => {
             inner.record(other, Event::OpFinished)?;
@@ -321,40 +323,45 @@ async fn sweep(inner: &Arc<Inner>, op: OpId, report: &mut RecoveryReport) -> Res
     Ok(())
 }
 
-/// Starts a new release operation for a handle whose release had failed.
-async fn resume_release(inner: &Arc<Inner>, handle: lunledger_journal::HandleId) -> Result<()> {
+/// Starts a new release operation for a handle whose release had failed; returns it once it
+/// finished (`None` when the handle is already gone).
+async fn resume_release(
+    inner: &Arc<Inner>,
+    handle: lunledger_journal::HandleId,
+) -> Result<Option<OpId>> {
     if !inner.state().handles.contains_key(&handle) {
-        return Ok(());
+        return Ok(None);
     }
     let op = inner.start_op(OpKind::Release { handle })?;
     inner.record(op, Event::ReleaseStarted { handle })?;
-    inner.finish_release(op, handle, ReleaseEnd::Finished).await
+    inner
+        .finish_release(op, handle, ReleaseEnd::Finished)
+        .await?;
+    Ok(Some(op))
 }
 
 /// Runs `f` up to the configured number of attempts with exponential backoff; journal failures
 /// and crashes are not retried.
-async fn with_retries<F, Fut>(inner: &Inner, mut f: F) -> Result<()>
+async fn with_retries<T, F, Fut>(inner: &Inner, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let attempts = inner.opts.teardown_attempts.max(1);
     let mut delay = inner.opts.teardown_backoff;
-    let mut last = Ok(());
-    for i in 0..attempts {
-        last = f().await;
-        match &last {
-            Ok(()) => return Ok(()),
-            Err(e) if e.stops_manager() => return last,
-            Err(e) if i + 1 < attempts => {
-                tracing::warn!(attempt = i + 1, error = %e, "recovery step failed; retrying");
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.stops_manager() || attempt >= attempts => return Err(e),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "recovery step failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
+                attempt += 1;
             }
-            Err(_) => {}
         }
     }
-    last
 }
 
 /// Retries every teardown that is due, under one operation. Returns how many remain due.
