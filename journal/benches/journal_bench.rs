@@ -52,33 +52,55 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p) as usize]
 }
 
-/// (a) raw: `[u32 len][u32 check][payload]` appended, fdatasync after each. Returns per-record µs.
-fn raw_round(dir: &std::path::Path, round: usize) -> (Vec<f64>, usize) {
-    let path = dir.join(format!("raw-{round}.log"));
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("raw file");
+/// The raw record: `[u32 len][u32 check][rmp payload]`, about the size of a journal record.
+fn frame(i: u64) -> Vec<u8> {
+    let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
+    let check = blake3::hash(&payload);
+    let mut frame = Vec::with_capacity(payload.len() + 8);
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&check.as_bytes()[..4]);
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+fn since_us(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e6
+}
+
+/// Runs `one(i)` for up to `N_SINGLE` records within the time budget; each call does one record
+/// and returns the µs it measured (preparation it does first is not timed).
+fn budgeted(mut one: impl FnMut(u64) -> f64) -> Vec<f64> {
     let mut lat = Vec::with_capacity(N_SINGLE);
-    let mut bytes = 0;
     let start = Instant::now();
     for i in 0..N_SINGLE as u64 {
         if over_budget(start, lat.len()) {
             break;
         }
-        let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
-        let check = blake3::hash(&payload);
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&check.as_bytes()[..4]);
-        frame.extend_from_slice(&payload);
+        lat.push(one(i));
+    }
+    lat
+}
+
+fn append_file(dir: &std::path::Path, name: String) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .expect("raw file")
+}
+
+/// (a) raw: frames appended, fdatasync after each. Returns per-record µs and the frame size.
+fn raw_round(dir: &std::path::Path, round: usize) -> (Vec<f64>, usize) {
+    let mut f = append_file(dir, format!("raw-{round}.log"));
+    let mut bytes = 0;
+    let lat = budgeted(|i| {
+        let frame = frame(i);
         bytes += frame.len();
         let t = Instant::now();
         f.write_all(&frame).expect("write");
         f.sync_data().expect("fdatasync");
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
-    }
+        since_us(t)
+    });
     let n = lat.len().max(1);
     (lat, bytes / n)
 }
@@ -87,25 +109,10 @@ fn raw_round(dir: &std::path::Path, round: usize) -> (Vec<f64>, usize) {
 /// mechanism followed by the same fdatasync that `Durability::Sync` adds, on a plain file.
 fn raw_sfr_round(dir: &std::path::Path, round: usize) -> Vec<f64> {
     use std::os::unix::io::AsRawFd;
-    let path = dir.join(format!("raw-sfr-{round}.log"));
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("raw file");
-    let mut lat = Vec::with_capacity(N_SINGLE);
+    let mut f = append_file(dir, format!("raw-sfr-{round}.log"));
     let mut off = 0i64;
-    let start = Instant::now();
-    for i in 0..N_SINGLE as u64 {
-        if over_budget(start, lat.len()) {
-            break;
-        }
-        let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
-        let check = blake3::hash(&payload);
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&check.as_bytes()[..4]);
-        frame.extend_from_slice(&payload);
+    budgeted(|i| {
+        let frame = frame(i);
         let t = Instant::now();
         f.write_all(&frame).expect("write");
         // SAFETY: valid fd, plain integer arguments.
@@ -121,10 +128,10 @@ fn raw_sfr_round(dir: &std::path::Path, round: usize) -> Vec<f64> {
         };
         assert_eq!(rc, 0, "sync_file_range");
         f.sync_data().expect("fdatasync");
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        let us = since_us(t);
         off += frame.len() as i64;
-    }
-    lat
+        us
+    })
 }
 
 /// (d) sled itself, on the calling thread: insert a record-sized value and `flush()` (then
@@ -141,12 +148,7 @@ fn sled_direct_round(dir: &std::path::Path, round: usize, sync: bool) -> Vec<f64
     let tree = db.open_tree("records").expect("sled tree");
     let data = std::fs::File::open(path.join("db")).expect("sled data file");
     let value = vec![0x5a_u8; 171];
-    let mut lat = Vec::with_capacity(N_SINGLE);
-    let start = Instant::now();
-    for i in 0..N_SINGLE as u64 {
-        if over_budget(start, lat.len()) {
-            break;
-        }
+    budgeted(|i| {
         let t = Instant::now();
         tree.insert(i.to_be_bytes(), value.as_slice())
             .expect("sled insert");
@@ -154,44 +156,32 @@ fn sled_direct_round(dir: &std::path::Path, round: usize, sync: bool) -> Vec<f64
         if sync {
             data.sync_data().expect("fdatasync");
         }
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    lat
+        since_us(t)
+    })
 }
 
 /// (a') raw pre-zeroed file: pwrite + fdatasync per record (no size change to journal).
 fn raw_prezeroed_round(dir: &std::path::Path, round: usize) -> Vec<f64> {
     use std::os::unix::fs::FileExt;
-    let path = dir.join(format!("raw-zeroed-{round}.log"));
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .read(true)
         .write(true)
-        .open(&path)
+        .open(dir.join(format!("raw-zeroed-{round}.log")))
         .expect("raw file");
     f.write_all_at(&vec![0u8; N_SINGLE * 160], 0).expect("zero");
     f.sync_all().expect("fsync");
-    let mut lat = Vec::with_capacity(N_SINGLE);
     let mut off = 0u64;
-    let start = Instant::now();
-    for i in 0..N_SINGLE as u64 {
-        if over_budget(start, lat.len()) {
-            break;
-        }
-        let payload = rmp_serde::to_vec(&(i, event(i))).expect("encode");
-        let check = blake3::hash(&payload);
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&check.as_bytes()[..4]);
-        frame.extend_from_slice(&payload);
+    budgeted(|i| {
+        let frame = frame(i);
         let t = Instant::now();
         f.write_all_at(&frame, off).expect("pwrite");
         f.sync_data().expect("fdatasync");
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        let us = since_us(t);
         off += frame.len() as u64;
-    }
-    lat
+        us
+    })
 }
 
 fn opts(durability: Durability) -> JournalOptions {
@@ -217,7 +207,7 @@ fn single_round(
             }
             let t = Instant::now();
             j.append_durable(vec![(i, event(i))]).await.expect("append");
-            lat.push(t.elapsed().as_secs_f64() * 1e6);
+            lat.push(since_us(t));
         }
         lat
     });
