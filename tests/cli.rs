@@ -142,6 +142,34 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Adds `/img/<i>.vhdx` read-only layers for `owners[i]`, releases the `release`-th, closes the
+/// manager, and returns its last state.
+fn journal_of_layers(
+    dir: &Path,
+    opts: lunledger::ManagerOptions,
+    owners: &[&str],
+    release: usize,
+) -> State {
+    rt().block_on(async {
+        let vm = SimVm::new();
+        let m = Manager::open_with(dir, opts, vm.host_backend(), vm.guest_backend())
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for (i, owner) in owners.iter().enumerate() {
+            held.push(
+                m.add_virtual_disk(ro_layer(&format!("/img/{i}.vhdx"), owner))
+                    .await
+                    .unwrap(),
+            );
+        }
+        held.remove(release).release().await.unwrap();
+        let st = m.state();
+        m.close().await.unwrap();
+        st
+    })
+}
+
 fn made_journal() -> (tempfile::TempDir, Vec<Record>) {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(workload(dir.path()));
@@ -951,31 +979,13 @@ fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
 #[test]
 fn a_pruned_journal_replays_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let live = rt().block_on(async {
-        let vm = SimVm::new();
-        let mut opts = lunledger::ManagerOptions::new(config());
-        opts.checkpoint_every = 10;
-        opts.retention = Some(lunledger::journal::Retention {
-            keep_records: 0,
-            keep_for: std::time::Duration::ZERO,
-        });
-        let m = Manager::open_with(dir.path(), opts, vm.host_backend(), vm.guest_backend())
-            .await
-            .unwrap();
-        let mut held = Vec::new();
-        for i in 0..6 {
-            let owner = if i % 2 == 0 { "c1" } else { "c2" };
-            held.push(
-                m.add_virtual_disk(ro_layer(&format!("/img/{i}.vhdx"), owner))
-                    .await
-                    .unwrap(),
-            );
-        }
-        held.remove(0).release().await.unwrap();
-        let st = m.state();
-        m.close().await.unwrap();
-        st
+    let mut opts = lunledger::ManagerOptions::new(config());
+    opts.checkpoint_every = 10;
+    opts.retention = Some(lunledger::journal::Retention {
+        keep_records: 0,
+        keep_for: std::time::Duration::ZERO,
     });
+    let live = journal_of_layers(dir.path(), opts, &["c1", "c2", "c1", "c2", "c1", "c2"], 0);
     let j = open_journal(dir.path());
     let first = j.first_seq().unwrap().unwrap();
     drop(j);
@@ -1002,27 +1012,10 @@ fn a_pruned_journal_replays_from_its_checkpoint() {
 #[test]
 fn a_rotated_journal_is_audited_across_its_sealed_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let live = rt().block_on(async {
-        let vm = SimVm::new();
-        let mut opts = lunledger::ManagerOptions::new(config());
-        opts.checkpoint_every = 10;
-        opts.segment_records = 10;
-        let m = Manager::open_with(dir.path(), opts, vm.host_backend(), vm.guest_backend())
-            .await
-            .unwrap();
-        let mut held = Vec::new();
-        for i in 0..8 {
-            held.push(
-                m.add_virtual_disk(ro_layer(&format!("/img/{i}.vhdx"), "c1"))
-                    .await
-                    .unwrap(),
-            );
-        }
-        held.remove(3).release().await.unwrap();
-        let st = m.state();
-        m.close().await.unwrap();
-        st
-    });
+    let mut opts = lunledger::ManagerOptions::new(config());
+    opts.checkpoint_every = 10;
+    opts.segment_records = 10;
+    let live = journal_of_layers(dir.path(), opts, &["c1"; 8], 3);
     let j = open_journal(dir.path());
     let segments = j.segments();
     let recs: Vec<Record> = j.read_from(1).map(|r| r.unwrap()).collect();

@@ -47,21 +47,21 @@ fn append_and_ack_forever(j: &Journal, writers: u64) {
     });
 }
 
+/// Runs this test binary's ignored child test `name` with `env` naming its journal directory;
+/// the child reports on a piped stdout.
+fn spawn_child(name: &str, env: &str, dir: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--nocapture"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn acknowledged_records_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "child_append_forever",
-            "--nocapture",
-        ])
-        .env("LUNLEDGER_KILL_DIR", dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child("child_append_forever", "LUNLEDGER_KILL_DIR", dir.path());
     let stdout = child.stdout.take().unwrap();
     let mut max_acked = 0u64;
     let start = Instant::now();
@@ -146,7 +146,6 @@ fn sigkill_during_rotations_loses_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -159,17 +158,11 @@ fn sigkill_during_rotations_loses_nothing() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let wait = Duration::from_millis(40 + seed % 260);
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "child_append_and_rotate_forever",
-                "--nocapture",
-            ])
-            .env("LUNLEDGER_ROTATE_DIR", dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child(
+            "child_append_and_rotate_forever",
+            "LUNLEDGER_ROTATE_DIR",
+            dir.path(),
+        );
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut acked = 0u64;

@@ -31,6 +31,14 @@ fn append_durable(j: &Journal, n: u64) {
 }
 
 /// The sled generation directories on disk.
+/// 12 records checkpointed at 12 and closed: all sealed into a segment, generation 1 active.
+fn rotate_once(dir: &Path) {
+    let j = Journal::open(dir, small_segments()).unwrap();
+    append_durable(&j, 12);
+    j.write_checkpoint(12, vec![]).unwrap();
+    assert_eq!(j.generation(), 1);
+}
+
 fn generation_dirs(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -333,12 +341,7 @@ fn tail_reads_sealed_history_then_follows() {
 #[test]
 fn a_missing_active_generation_is_refused_not_recreated() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let j = Journal::open(dir.path(), small_segments()).unwrap();
-        append_durable(&j, 12);
-        j.write_checkpoint(12, vec![]).unwrap();
-        assert_eq!(j.generation(), 1);
-    }
+    rotate_once(dir.path());
     std::fs::remove_dir_all(dir.path().join("sled-000001")).unwrap();
     match Journal::open(dir.path(), small_segments()) {
         Err(JournalError::Corrupt { what, .. }) => assert!(what.contains("sled-000001"), "{what}"),
@@ -351,12 +354,7 @@ fn a_missing_active_generation_is_refused_not_recreated() {
 #[test]
 fn a_generation_that_lost_its_checkpoint_never_reuses_sealed_sequence_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let j = Journal::open(dir.path(), small_segments()).unwrap();
-        append_durable(&j, 12);
-        j.write_checkpoint(12, vec![]).unwrap();
-        assert_eq!(j.generation(), 1);
-    }
+    rotate_once(dir.path());
     {
         let db = sled::open(dir.path().join("sled-000001")).unwrap();
         db.open_tree("checkpoints").unwrap().clear().unwrap();
