@@ -25,6 +25,9 @@ pub const SLED_DATA_FILE: &str = "db";
 /// The file naming the active generation.
 pub const CURRENT_FILE: &str = "CURRENT";
 
+/// The most bytes a valid `CURRENT` holds ("sled-" and up to 20 digits, a newline, with room).
+const CURRENT_MAX_LEN: u64 = 64;
+
 /// The directory name of generation `gen`.
 pub(crate) fn gen_dir_name(gen: u64) -> String {
     if gen == 0 {
@@ -48,16 +51,17 @@ pub(crate) fn parse_gen_dir(name: &str) -> Option<u64> {
 
 /// Whether `dir` looks like a journal directory (has a generation to open).
 pub fn is_journal_dir(dir: &Path) -> bool {
-    dir.join(CURRENT_FILE).is_file() || dir.join(SLED_DIR).is_dir()
+    // A CURRENT of any kind counts: what it is is checked (and refused) when it is read.
+    dir.join(CURRENT_FILE).symlink_metadata().is_ok() || dir.join(SLED_DIR).is_dir()
 }
 
 /// The active generation named by `CURRENT` (0 when there is no `CURRENT`).
 pub(crate) fn read_current(journal_dir: &Path) -> Result<u64, JournalError> {
     let path = journal_dir.join(CURRENT_FILE);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(JournalError::io(&path, e)),
+    // A regular file of a few bytes; anything else (a FIFO, `/dev/zero`, a symlink) is refused
+    // before it is read.
+    let Some(text) = crate::safe_fs::read_regular(&path, CURRENT_MAX_LEN)? else {
+        return Ok(0);
     };
     std::str::from_utf8(&text)
         .ok()

@@ -8,10 +8,22 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum JournalError {
     /// Another `Journal` (in this or another process) holds the directory's lock.
-    #[error("journal directory {dir} is in use by another process or handle")]
+    #[error("journal directory {dir} is in use by {}", fmt_holder(*pid))]
     InUse {
         /// The journal directory.
         dir: PathBuf,
+        /// The holder's process id, when the system tells (Linux: `/proc/locks`).
+        pid: Option<u32>,
+    },
+    /// An entry of the journal directory is not what the journal keeps there (a FIFO, device or
+    /// symlink where a regular file belongs, a file far larger than its kind, a name that is not
+    /// a plain generation name): refused instead of read, followed or written.
+    #[error("{path} {what}")]
+    BadEntry {
+        /// The entry.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
     },
     /// A record was written by a newer build with a schema this build does not know.
     #[error("record schema {found} is newer than the supported schema {supported}")]
@@ -46,6 +58,13 @@ pub enum JournalError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// A sled generation was retired (its records moved on by a rotation) while a reader copied
+    /// it; copying again finds the new one.
+    #[error("sled generation {path} was retired while it was read")]
+    Retired {
+        /// The generation's directory.
+        path: PathBuf,
     },
     /// An error reported by sled.
     #[error("sled: {0}")]
@@ -86,6 +105,13 @@ pub enum JournalError {
     /// A failure inside sled or the writer that surfaced as a panic; caught and reported instead.
     #[error("internal failure: {0}")]
     Internal(String),
+}
+
+fn fmt_holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(p) => format!("process {p}"),
+        None => "another process or handle".to_string(),
+    }
 }
 
 fn fmt_seq(seq: Option<u64>) -> String {

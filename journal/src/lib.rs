@@ -41,15 +41,18 @@
 mod active;
 pub mod checkpoint;
 pub mod codec;
+pub mod copy;
 pub mod error;
 pub mod event;
 pub mod iter;
 pub mod lock;
 pub mod model;
 pub mod options;
+pub mod readonly;
 pub mod record;
 pub mod recover;
 mod rotate;
+mod safe_fs;
 pub mod segment;
 mod snapshot;
 pub mod stats;

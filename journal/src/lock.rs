@@ -3,6 +3,7 @@
 
 use crate::error::JournalError;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,10 @@ impl DirLock {
             .truncate(false)
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| JournalError::io(&path, e))?;
+        check_regular(&file, &path)?;
         // SAFETY: flock on a valid, owned file descriptor has no memory-safety preconditions.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -35,6 +38,7 @@ impl DirLock {
             return match err.raw_os_error() {
                 Some(libc::EWOULDBLOCK) => Err(JournalError::InUse {
                     dir: dir.to_path_buf(),
+                    pid: holder(&file),
                 }),
                 _ => Err(JournalError::io(&path, err)),
             };
@@ -49,6 +53,79 @@ impl DirLock {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// A shared lock taken by a reader: while it is held no process can open the journal for
+/// writing. Opened read-only and never created, so a reader changes nothing in the directory.
+#[derive(Debug)]
+pub struct SharedLock {
+    _file: Option<File>,
+}
+
+impl SharedLock {
+    /// Takes a shared lock on `dir`'s lock file without waiting. A missing lock file means no
+    /// process ever opened the journal for writing: there is nothing to hold (`Ok` all the same).
+    /// Fails with [`JournalError::InUse`] (naming the holder when known) while a writer holds it,
+    /// and with [`JournalError::BadEntry`] when the lock file is not a regular file.
+    pub fn try_acquire(dir: &Path) -> Result<SharedLock, JournalError> {
+        let path = dir.join(LOCK_FILE);
+        let file = match crate::safe_fs::open_regular(&path)? {
+            Some((file, _)) => file,
+            None => return Ok(SharedLock { _file: None }),
+        };
+        // SAFETY: flock on a valid, owned descriptor has no memory-safety preconditions.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(SharedLock { _file: Some(file) });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(JournalError::InUse {
+                dir: dir.to_path_buf(),
+                pid: holder(&file),
+            });
+        }
+        Err(JournalError::io(&path, err))
+    }
+}
+
+fn check_regular(file: &File, path: &Path) -> Result<(), JournalError> {
+    let meta = file.metadata().map_err(|e| JournalError::io(path, e))?;
+    if meta.file_type().is_file() {
+        return Ok(());
+    }
+    Err(JournalError::BadEntry {
+        path: path.to_path_buf(),
+        what: format!(
+            "is {}, not a regular file",
+            crate::safe_fs::kind_name(&meta.file_type())
+        ),
+    })
+}
+
+/// The pid of another process holding an flock on `file`, from `/proc/locks` (Linux), if it says.
+fn holder(file: &File) -> Option<u32> {
+    let meta = file.metadata().ok()?;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    let me = std::process::id();
+    // Linux's encoding of a dev_t (see major(3)); /proc/locks prints both numbers in hex.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    text.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 12345 fd:01:1234567 0 EOF" (waiters have "->" after "1:").
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "FLOCK" {
+            return None;
+        }
+        let pid: u32 = f[4].parse().ok()?;
+        let mut id = f[5].split(':');
+        let maj = u64::from_str_radix(id.next()?, 16).ok()?;
+        let min = u64::from_str_radix(id.next()?, 16).ok()?;
+        let file_ino: u64 = id.next()?.parse().ok()?;
+        // Inode numbers repeat across filesystems: the device must match too.
+        (maj == major && min == minor && file_ino == ino && pid != me).then_some(pid)
+    })
 }
 
 /// Waits (up to `limit`) until no other open file description holds an flock on `path`. sled
@@ -84,7 +161,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = DirLock::acquire(dir.path()).unwrap();
         match DirLock::acquire(dir.path()) {
-            Err(JournalError::InUse { dir: d }) => assert_eq!(d, dir.path()),
+            Err(JournalError::InUse { dir: d, .. }) => assert_eq!(d, dir.path()),
             other => panic!("expected InUse, got {other:?}"),
         }
         drop(a);

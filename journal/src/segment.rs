@@ -153,6 +153,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(|e| JournalError::io(dir, e))
 }
 
+/// The largest segment file read (far above what `segment_records` records make: the bound only
+/// stops a hostile file from being read without end).
+const MAX_SEGMENT_BYTES: u64 = 4 << 30;
+
 /// A segment read into memory, walked frame by frame.
 pub(crate) struct Loaded {
     pub info: SegmentInfo,
@@ -162,8 +166,9 @@ pub(crate) struct Loaded {
 impl Loaded {
     /// Reads a whole segment file and checks its magic.
     pub fn read(info: &SegmentInfo) -> Result<Loaded, JournalError> {
-        let bytes = std::fs::read(&info.path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
+        // A regular file only (never a FIFO or a device: see `safe_fs`); its size bounds the read.
+        let bytes =
+            crate::safe_fs::read_regular(&info.path, MAX_SEGMENT_BYTES)?.ok_or_else(|| {
                 JournalError::corrupt(
                     info.first,
                     format!(
@@ -173,10 +178,7 @@ impl Loaded {
                         info.path.display()
                     ),
                 )
-            } else {
-                JournalError::io(&info.path, e)
-            }
-        })?;
+            })?;
         if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC[..] {
             return Err(JournalError::corrupt(
                 info.first,

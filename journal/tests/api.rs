@@ -102,7 +102,7 @@ fn second_opener_gets_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts()).unwrap();
     match Journal::open(dir.path(), opts()) {
-        Err(JournalError::InUse { dir: d }) => assert_eq!(d, dir.path()),
+        Err(JournalError::InUse { dir: d, .. }) => assert_eq!(d, dir.path()),
         other => panic!("expected InUse, got {other:?}"),
     }
     drop(j);

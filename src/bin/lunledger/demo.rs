@@ -522,7 +522,7 @@ fn yes(b: bool) -> &'static str {
 /// shows them.
 fn print_trail(journal: &Path) -> Result<(), CliError> {
     let snap = snapshot::open(journal, false)?;
-    let hist = history::load(&snap.journal, None)?;
+    let hist = history::load(snap.journal(), None)?;
     let mut auditor = Auditor::new(hist.start.clone());
     auditor.learn_handles(&hist.records);
     let mut rows = Vec::new();

@@ -47,7 +47,7 @@ pub fn plan_text(
     policy: &RecoveryPolicy,
     json: bool,
 ) -> Result<(String, usize), CliError> {
-    let (state, _, _) = lunledger::load_state(&snap.journal)
+    let (state, _, _) = lunledger::load_state(snap.journal())
         .map_err(|e| CliError::Io(format!("rebuilding the state: {e}")))?;
     let (seen, source) = match sim {
         Some(path) => (

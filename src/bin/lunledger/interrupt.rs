@@ -1,28 +1,100 @@
-//! When `--follow` stops: Ctrl-C (a SIGINT handler that only sets a flag, so the polling loop
-//! ends normally and the temporary journal copies are removed), or a reader that went away.
+//! Ctrl-C and SIGTERM. A handler that only records the signal (async-signal-safe) lets `--follow`
+//! and the demo end their loops normally. Audit commands also register the private journal copy
+//! they work on: a watchdog thread removes it and ends the process when a signal arrives and the
+//! command does not end by itself within a moment (it may be busy, or blocked writing to a pipe
+//! nobody reads), so a stopped command never leaves a copy of the journal behind.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
 
-static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The signal received (0: none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Whether the running command ends by itself on a signal (`--follow`): the watchdog waits for
+/// it a moment before stepping in.
+static GRACEFUL: AtomicBool = AtomicBool::new(false);
+/// Private directories to remove if the process is stopped.
+static PRIVATE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+static WATCHDOG: Once = Once::new();
 
-extern "C" fn on_sigint(_: libc::c_int) {
+/// How long a graceful command has to end by itself after a signal.
+const GRACE: Duration = Duration::from_secs(2);
+/// How often the watchdog looks for a signal.
+const POLL: Duration = Duration::from_millis(20);
+
+extern "C" fn on_signal(sig: libc::c_int) {
     // Only an atomic store: async-signal-safe.
-    REQUESTED.store(true, Ordering::SeqCst);
+    SIGNAL.store(sig, Ordering::SeqCst);
 }
 
-/// Installs the handler (SIGINT and SIGTERM).
+/// Installs the handler (SIGINT and SIGTERM); idempotent.
 pub fn install() {
-    let handler = on_sigint as extern "C" fn(libc::c_int);
-    // SAFETY: the handler only performs an atomic store, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    INSTALL.call_once(|| {
+        let handler = on_signal as extern "C" fn(libc::c_int);
+        // SAFETY: the handler only performs an atomic store, which is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        }
+    });
+}
+
+/// Whether Ctrl-C (or SIGTERM) was received.
+pub fn requested() -> bool {
+    SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// Says that the running command ends by itself when [`requested`] turns true.
+pub fn set_graceful() {
+    GRACEFUL.store(true, Ordering::SeqCst);
+}
+
+/// Registers a private directory to remove should the process be stopped by a signal, and
+/// starts the watchdog that does it.
+pub fn guard_private_dir(dir: &Path) {
+    install();
+    if let Ok(mut dirs) = PRIVATE_DIRS.lock() {
+        dirs.push(dir.to_path_buf());
+    }
+    WATCHDOG.call_once(|| {
+        // If the thread cannot start, the copy is still removed on every normal exit.
+        let _ = std::thread::Builder::new()
+            .name("lunledger-signals".into())
+            .spawn(watchdog);
+    });
+}
+
+/// Forgets a private directory (its owner removed it).
+pub fn release_private_dir(dir: &Path) {
+    if let Ok(mut dirs) = PRIVATE_DIRS.lock() {
+        dirs.retain(|d| d != dir);
     }
 }
 
-/// Whether Ctrl-C was pressed.
-pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+fn watchdog() {
+    let sig = loop {
+        let sig = SIGNAL.load(Ordering::SeqCst);
+        if sig != 0 {
+            break sig;
+        }
+        std::thread::sleep(POLL);
+    };
+    if GRACEFUL.load(Ordering::SeqCst) {
+        let start = Instant::now();
+        while start.elapsed() < GRACE {
+            std::thread::sleep(POLL);
+        }
+    }
+    let dirs = PRIVATE_DIRS.lock().map(|d| d.clone()).unwrap_or_default();
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    // _exit, not exit: the main thread may hold stdout's lock (blocked on a full pipe), which
+    // exit's flush of stdout would wait for forever.
+    // SAFETY: _exit has no preconditions; it ends the process at once.
+    unsafe { libc::_exit(128 + sig) };
 }
 
 /// Whether stdout is a pipe whose reader has gone (`| head` after it had enough): polling the

@@ -47,11 +47,14 @@ pub fn run(a: &ReplayArgs) -> CliResult {
         ));
     }
     let filter = Filter::from_args(a)?;
+    if a.follow {
+        interrupt::set_graceful();
+    }
     // Following a journal only makes sense while a shim writes it: --follow implies --copy.
     let snap = snapshot::open(&a.common.journal, a.common.copy || a.follow)?;
     say_banner(&snap, a.common.json);
     let to = if a.follow { None } else { filter.to_seq() };
-    let hist = history::load(&snap.journal, to)?;
+    let hist = history::load(snap.journal(), to)?;
     let (mut auditor, mut rows, mut problem) = trail_of(&hist, &filter);
     if let Some(n) = a.lines {
         let skip = rows.len().saturating_sub(n);
@@ -151,7 +154,7 @@ fn follow(
             Err(e) => return Err(e),
         };
         let mut fresh = Vec::new();
-        for item in snap.journal.read_from(*next) {
+        for item in snap.journal().read_from(*next) {
             match item {
                 Ok(r) => fresh.push(r),
                 Err(_) => break,
@@ -213,7 +216,7 @@ fn refresh(dir: &Path) -> Result<Snapshot, CliError> {
 fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
     let snap = snapshot::open(&a.common.journal, a.common.copy)?;
     say_banner(&snap, a.common.json);
-    let last = snap.journal.last_seq();
+    let last = snap.journal().last_seq();
     let (to_seq, to_time) = match at.parse::<u64>() {
         Ok(seq) => {
             if seq > last {
@@ -225,7 +228,7 @@ fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
         }
         Err(_) => (None, Some(parse_when(at, now_micros())?)),
     };
-    let hist = history::load(&snap.journal, to_seq)?;
+    let hist = history::load(snap.journal(), to_seq)?;
     let mut auditor = Auditor::new(hist.start.clone());
     let mut ts = None;
     let mut problem = None;

@@ -51,7 +51,7 @@ struct Counters {
 pub fn run(a: &StatusArgs) -> CliResult {
     let snap = snapshot::open(&a.common.journal, a.common.copy)?;
     say_banner(&snap, a.common.json);
-    let hist = history::load(&snap.journal, None)?;
+    let hist = history::load(snap.journal(), None)?;
     let mut auditor = Auditor::new(hist.start.clone());
     let mut problem = None;
     let mut ts = None;

@@ -41,7 +41,7 @@ pub fn run(a: &CommonArgs) -> CliResult {
     let snap = snapshot::open(&a.journal, a.copy)?;
     say_banner(&snap, a.json);
     let mut problems = Vec::new();
-    let opened = snap.journal.open_report().clone();
+    let opened = snap.journal().open_report().clone();
     if let Some(t) = &opened.tail_quarantined {
         problems.push(Finding {
             seq: t.first_bad_seq,
@@ -65,9 +65,9 @@ pub fn run(a: &CommonArgs) -> CliResult {
             what: m.what.clone(),
         });
     }
-    let spin = progress::spinner(snap.journal.last_seq(), "verifying");
+    let spin = progress::spinner(snap.journal().last_seq(), "verifying");
     let report = snap
-        .journal
+        .journal()
         .verify()
         .map_err(|e| CliError::io("reading the journal copy", e))?;
     spin.finish_and_clear();
@@ -78,7 +78,7 @@ pub fn run(a: &CommonArgs) -> CliResult {
             what: p.what.clone(),
         });
     }
-    let hist = history::load(&snap.journal, None)?;
+    let hist = history::load(snap.journal(), None)?;
     let mut state: State = hist.start.clone();
     let mut folded = 0;
     let pb = progress::bar(hist.records.len() as u64, "folding");
