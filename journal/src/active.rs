@@ -120,6 +120,34 @@ pub(crate) fn remove_inactive(
     Ok(removed)
 }
 
+/// Refuses a sled database that another program wrote: one with trees the journal never makes,
+/// or entries in sled's default tree (the journal keeps nothing there). An empty database (a new
+/// journal) passes.
+fn check_ours(db: &sled::Db, dir: &Path) -> Result<(), JournalError> {
+    const OURS: [&str; 4] = [TREE_RECORDS, TREE_CHECKPOINTS, TREE_META, TREE_QUARANTINE];
+    let default = db.name();
+    let foreign: Vec<String> = db
+        .tree_names()
+        .into_iter()
+        .filter(|n| *n != default && !OURS.iter().any(|o| n.as_ref() == o.as_bytes()))
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .collect();
+    if !foreign.is_empty() || !db.is_empty() {
+        return Err(JournalError::BadEntry {
+            path: dir.to_path_buf(),
+            what: format!(
+                "is a sled database but not a lunledger journal (it holds {})",
+                if foreign.is_empty() {
+                    "entries in sled's default tree".to_string()
+                } else {
+                    format!("trees the journal never makes: {}", foreign.join(", "))
+                }
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// One open sled generation.
 pub(crate) struct Active {
     pub gen: u64,
@@ -170,6 +198,7 @@ impl Active {
             .cache_capacity(cache_capacity)
             .flush_every_ms(flush_every_ms);
         let db = crate::store::open_sled(&config)?;
+        check_ours(&db, &dir)?;
         let records = db.open_tree(TREE_RECORDS)?;
         let checkpoints = db.open_tree(TREE_CHECKPOINTS)?;
         let meta = db.open_tree(TREE_META)?;

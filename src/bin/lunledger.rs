@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match result {
         Ok(outcome) => outcome.code(),
         Err(e) => {
-            eprintln!("lunledger: {e}");
+            eprintln!("lunledger: {}", style::printable(&e.to_string()));
             e.code()
         }
     }

@@ -52,7 +52,7 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Show the state as of this sequence number or time instead of the trail.
-    #[arg(long, value_name = "SEQ|TIME")]
+    #[arg(long, value_name = "SEQ|TIME", allow_hyphen_values = true)]
     pub at: Option<String>,
     /// Only records of this operation.
     #[arg(long, value_name = "N")]

@@ -89,7 +89,7 @@ pub fn plan_text(
                 "  {:>2}. {:<16} {}\n",
                 i + 1,
                 kind(act),
-                describe(act, &state)
+                style::printable(&describe(act, &state))
             ));
         }
     }

@@ -28,6 +28,21 @@ impl Filter {
         let now = now_micros();
         let when = |s: &Option<String>| s.as_deref().map(|s| parse_when(s, now)).transpose();
         let slot = a.slot.as_deref().map(parse_slot).transpose()?;
+        if let (Some(from), Some(to)) = (a.from_seq, a.to_seq) {
+            if from > to {
+                return Err(CliError::Usage(format!(
+                    "--from-seq {from} is after --to-seq {to}: no record could match"
+                )));
+            }
+        }
+        let (since, until) = (when(&a.since)?, when(&a.until)?);
+        if let (Some(s), Some(u)) = (since, until) {
+            if s > u {
+                return Err(CliError::Usage(
+                    "--since is after --until: no record could match".into(),
+                ));
+            }
+        }
         Ok(Filter {
             op: a.op,
             handle: a.handle,
@@ -36,8 +51,8 @@ impl Filter {
             slot,
             step: a.step.map(step_name),
             failed: a.failed,
-            since: when(&a.since)?,
-            until: when(&a.until)?,
+            since,
+            until,
             from_seq: a.from_seq,
             to_seq: a.to_seq,
         })

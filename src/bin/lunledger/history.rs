@@ -66,6 +66,19 @@ pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
         }
     }
     pb.finish_and_clear();
+    if damage.is_none() {
+        // What the open found is damage too, even where every record that is left reads well:
+        // records that had been made durable and are gone, or damage inside the records.
+        let opened = journal.open_report();
+        if let Some((first, durable)) = opened.lost_records {
+            damage = Some((
+                Some(first),
+                format!("records {first}..={durable} had been made durable but are missing"),
+            ));
+        } else if let Some(m) = &opened.middle_damage {
+            damage = Some((Some(m.seq), m.what.clone()));
+        }
+    }
     Ok(History {
         start,
         records,

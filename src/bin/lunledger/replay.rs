@@ -72,7 +72,7 @@ pub fn run(a: &ReplayArgs) -> CliResult {
     let reader_there = write_or_closed(&mut out, &text)?;
     drop(out);
     if let Some(p) = &problem {
-        eprintln!("lunledger: {p}");
+        eprintln!("lunledger: {}", crate::style::printable(p));
     }
     if a.follow && reader_there {
         let mut widths = {
@@ -103,7 +103,7 @@ fn trail_of(hist: &History, filter: &Filter) -> (Auditor, Vec<Row>, Option<Strin
     let mut rows = Vec::new();
     let mut problem = None;
     if let Some(note) = &hist.note {
-        eprintln!("note: {note}");
+        eprintln!("note: {}", crate::style::printable(note));
     }
     for rec in &hist.records {
         match auditor.push(rec) {
@@ -175,7 +175,7 @@ fn follow(
                         "record {} ({}) does not fit the state: {}",
                         e.seq, e.event, e.what
                     );
-                    eprintln!("lunledger: {p}");
+                    eprintln!("lunledger: {}", crate::style::printable(&p));
                     *problem = Some(p);
                     return Ok(());
                 }
@@ -264,7 +264,7 @@ fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
     };
     write_out(&mut std::io::stdout().lock(), &text)?;
     if let Some(p) = &problem {
-        eprintln!("lunledger: {p}");
+        eprintln!("lunledger: {}", crate::style::printable(p));
     }
     Ok(Outcome::problem_if(problem.is_some()))
 }

@@ -155,7 +155,7 @@ fn render(s: &Status) -> String {
         out.push_str("  none\n");
     }
     for d in &s.state.drift {
-        out.push_str(&format!("  {}\n", style::yellow(d)));
+        out.push_str(&format!("  {}\n", style::yellow(&style::printable(d))));
     }
     let c = &s.counters;
     out.push_str(&format!(
@@ -163,10 +163,13 @@ fn render(s: &Status) -> String {
         c.ops_finished, c.ops_failed, c.ops_rolled_back, c.ops_abandoned, c.handles_issued, c.handles_released
     ));
     for v in &s.violations {
-        out.push_str(&style::red(&format!("invariant violated: {v}\n")));
+        out.push_str(&style::red(&format!(
+            "invariant violated: {}\n",
+            style::printable(&v.to_string())
+        )));
     }
     if let Some(p) = &s.problem {
-        out.push_str(&style::red(&format!("problem: {p}\n")));
+        out.push_str(&style::red(&format!("problem: {}\n", style::printable(p))));
     }
     out
 }

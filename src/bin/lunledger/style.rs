@@ -17,6 +17,24 @@ fn paint(code: &str, s: &str) -> String {
     }
 }
 
+/// `s` with every control character (escape sequences, newlines, NUL, ...) written as an
+/// escape (`\u{1b}`, `\n`): text read from a journal is shown as it is, and can neither drive
+/// the terminal nor fake a line of our own output.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Red: failures.
 pub fn red(s: &str) -> String {
     paint("31", s)

@@ -24,13 +24,18 @@ impl Table {
 
     /// Adds a row of plain cells.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows
-            .push(cells.into_iter().map(|c| (c, None)).collect());
+        self.painted(cells.into_iter().map(|c| (c, None)).collect());
     }
 
     /// Adds a row whose cells may each be painted.
+    /// Cell text is shown with control characters escaped ([`crate::style::printable`]).
     pub fn painted(&mut self, cells: Vec<Cell>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|(c, p)| (crate::style::printable(&c).into_owned(), p))
+                .collect(),
+        );
     }
 
     /// The widths each column needs.

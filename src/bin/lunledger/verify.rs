@@ -177,7 +177,9 @@ fn render(r: &Report) -> String {
         None => out.push_str(&style::green("journal OK\n")),
         Some(p) => out.push_str(&style::red(&format!(
             "first bad record: seq {} ({}): {}\n",
-            p.seq, p.check, p.what
+            p.seq,
+            p.check,
+            style::printable(&p.what)
         ))),
     }
     out
