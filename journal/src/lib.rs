@@ -53,6 +53,7 @@ pub mod record;
 pub mod recover;
 mod rotate;
 mod safe_fs;
+pub mod seal;
 pub mod segment;
 mod snapshot;
 pub mod stats;
@@ -73,6 +74,7 @@ pub use model::{
 pub use options::JournalOptions;
 pub use record::{ChainHash, Record, HASH_LEN, SCHEMA_VERSION};
 pub use recover::{OpenReport, TailDamage};
+pub use seal::{Head, SealCheck, SealKey};
 pub use segment::SegmentInfo;
 pub use stats::JournalStats;
 pub use store::{is_journal_dir, Journal};

@@ -22,6 +22,9 @@ pub struct JournalOptions {
     /// 0 never rotates). Bounds what sled loads on open, so recovery time does not grow with
     /// history (see `segment.rs`).
     pub segment_records: u64,
+    /// Seal the head at every durable point with this key (see [`crate::seal`]); `None` (the
+    /// default) seals nothing, and the chain then catches accidents only.
+    pub seal_key: Option<crate::seal::SealKey>,
 }
 
 impl Default for JournalOptions {
@@ -32,6 +35,7 @@ impl Default for JournalOptions {
             flush_every_ms: Some(500),
             accept_lost_records: false,
             segment_records: 10_000,
+            seal_key: None,
         }
     }
 }

@@ -31,6 +31,8 @@ pub(crate) const TREE_QUARANTINE: &str = "quarantine";
 pub(crate) const META_CONFIG: &[u8] = b"config";
 pub(crate) const META_ANCHOR: &[u8] = b"anchor";
 pub(crate) const META_QUARANTINE_EPOCH: &[u8] = b"quarantine_epoch";
+/// The keyed seal of the head (see [`crate::seal`]).
+pub(crate) const META_SEAL: &[u8] = b"seal";
 
 /// What is stored right now: the active sled generation and the sealed segments before it.
 /// Replaced as a whole (under the write lock) by a rotation; prune replaces the segment list.
@@ -55,6 +57,7 @@ pub(crate) struct Shared {
     /// TEST HOOK: stop (as a crash would) before rotation step `n` (0: never).
     pub rotation_fault: AtomicU8,
     pub durability: Durability,
+    pub seal_key: Option<crate::seal::SealKey>,
     pub flush_every: Option<Duration>,
     pub queue: Mutex<Queue>,
     pub wake: Condvar,
@@ -237,6 +240,7 @@ impl Journal {
             segment_records: opts.segment_records,
             rotation_fault: AtomicU8::new(0),
             durability: opts.durability,
+            seal_key: opts.seal_key.clone(),
             flush_every: opts.flush_every_ms.map(Duration::from_millis),
             queue: Mutex::new(Queue::new(scan.last_seq.saturating_add(1))),
             wake: Condvar::new(),

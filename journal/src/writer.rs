@@ -299,6 +299,12 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
         // every `flush_every` anyway, so `durable_seq` keeps up.
         let periodic = s.flush_every.is_some_and(|d| last_flush.elapsed() >= d);
         if written > durable && (want > durable || shutdown || idle_flush || periodic) {
+            if let Some(key) = &s.seal_key {
+                // In the same flush as the records it seals, and after them in sled's write
+                // order: a seal that survives a crash never names a record that did not.
+                let seal = crate::seal::seal_bytes(key, written, &prev_hash);
+                view.active.meta.insert(crate::store::META_SEAL, seal)?;
+            }
             view.active.flush_durable(s.durability, &s.counters)?;
             if let Err(e) = s.watermark.record(written) {
                 // Only the detection of lost records weakens; the records themselves are durable.

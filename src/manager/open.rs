@@ -46,6 +46,10 @@ pub struct ManagerOptions {
     /// Open even when records that had been durable are missing from the journal's files
     /// (damage); by default such an open fails with `JournalError::LostRecords`.
     pub accept_lost_records: bool,
+    /// Seal the journal's head at every durable point with this key, kept outside the journal
+    /// directory, so that `lunledger verify --key-file` detects any rewritten history (see
+    /// `lunledger_journal::seal`). `None`: no seal.
+    pub seal_key: Option<lunledger_journal::SealKey>,
     /// Crash-point hook (tests only).
     pub crash_hook: Option<Arc<dyn CrashHook>>,
 }
@@ -66,6 +70,7 @@ impl ManagerOptions {
             inspect_timeout: Duration::from_secs(10),
             retention: None,
             accept_lost_records: false,
+            seal_key: None,
             crash_hook: None,
         }
     }
@@ -188,6 +193,7 @@ impl Manager {
             cache_capacity: opts.cache_capacity,
             accept_lost_records: opts.accept_lost_records,
             segment_records: opts.segment_records,
+            seal_key: opts.seal_key.clone(),
             ..JournalOptions::default()
         };
         let (journal, state, checkpoint, replayed) = tokio::task::spawn_blocking(move || {

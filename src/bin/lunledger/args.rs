@@ -23,7 +23,7 @@ pub enum Command {
     /// Show the current state, pending teardowns and drift found by the last recovery.
     Status(StatusArgs),
     /// Check integrity (hash chain, continuity, decoding) and the fold's invariants.
-    Verify(CommonArgs),
+    Verify(VerifyArgs),
     /// Show the recovery plan opening the journal would execute (requires --dry-run).
     Recover(RecoverArgs),
     /// Run a scripted shim session on a simulated VM, kill it mid-operation, recover, clean up.
@@ -44,6 +44,21 @@ pub struct CommonArgs {
     /// One JSON object per line instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Check the keyed seal with this key (32 raw bytes or 64 hex digits; the shim's
+    /// `seal_key`): without the key, a rewritten history with a recomputed chain passes.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Check an anchor kept outside the journal (the `head` a verify or the shim printed):
+    /// catches a dropped tail and a directory rolled back to an older copy.
+    #[arg(long, value_name = "SEQ:HASH")]
+    pub expect_head: Option<String>,
 }
 
 /// `replay`.

@@ -2,13 +2,14 @@
 //! chain, via `Journal::verify` and what opening the copy found) and the fold's invariants (every
 //! record applies; `State::violations` is empty after each one). Names the first bad record.
 
-use crate::args::CommonArgs;
+use crate::args::VerifyArgs;
 use crate::fail::{CliError, CliResult, Outcome};
 use crate::history;
 use crate::progress;
 use crate::replay::{say_banner, write_out};
 use crate::snapshot;
 use crate::style;
+use lunledger::journal::{Head, SealCheck, SealKey};
 use lunledger::recovery::State;
 use serde::Serialize;
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 struct Finding {
     /// The record at fault.
     seq: u64,
-    /// Which check: `integrity`, `tail`, `fold` or `invariants`.
+    /// Which check: `integrity`, `tail`, `lost`, `fold`, `invariants`, `seal` or `anchor`.
     check: &'static str,
     /// What is wrong.
     what: String,
@@ -34,10 +35,30 @@ struct Report {
     problem: Option<Finding>,
     /// Every problem found (each check stops at its first).
     problems: Vec<Finding>,
+    /// The journal's head, `SEQ:HASH`: keep it elsewhere and pass it to `--expect-head` later.
+    head: Option<String>,
+    /// Whether the keyed seal was checked (`--key-file`).
+    seal_checked: bool,
+    /// Whether an anchor was checked (`--expect-head`).
+    anchor_checked: bool,
 }
 
 /// Runs `verify`.
-pub fn run(a: &CommonArgs) -> CliResult {
+pub fn run(v: &VerifyArgs) -> CliResult {
+    let a = &v.common;
+    // Bad key files and anchors are usage errors, found before any copying.
+    let key = v
+        .key_file
+        .as_deref()
+        .map(SealKey::from_file)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--key-file: {e}")))?;
+    let anchor = v
+        .expect_head
+        .as_deref()
+        .map(str::parse::<Head>)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--expect-head: {e}")))?;
     let snap = snapshot::open(&a.journal, a.copy)?;
     say_banner(&snap, a.json);
     let mut problems = Vec::new();
@@ -78,6 +99,34 @@ pub fn run(a: &CommonArgs) -> CliResult {
             what: p.what.clone(),
         });
     }
+    let io = |e| CliError::io("reading the journal copy", e);
+    let last = snap.journal().last_seq();
+    if let Some(key) = &key {
+        let check = snap.journal().check_seal(key).map_err(io)?;
+        let seq = match &check {
+            SealCheck::Sealed { .. } => None,
+            SealCheck::HeadChanged { seq } => Some(*seq),
+            SealCheck::Unsealed { head, .. } => Some(head + 1),
+            SealCheck::Missing | SealCheck::BadMac => Some(last),
+        };
+        if let Some(seq) = seq {
+            problems.push(Finding {
+                seq,
+                check: "seal",
+                what: check.to_string(),
+            });
+        }
+    }
+    if let Some(anchor) = &anchor {
+        if let Some(what) = snap.journal().check_anchor(anchor).map_err(io)? {
+            problems.push(Finding {
+                seq: anchor.seq.min(last.saturating_add(1)),
+                check: "anchor",
+                what,
+            });
+        }
+    }
+    let head = snap.journal().head().map_err(io)?.map(|h| h.to_string());
     let hist = history::load(snap.journal(), None)?;
     let mut state: State = hist.start.clone();
     let mut folded = 0;
@@ -129,6 +178,9 @@ pub fn run(a: &CommonArgs) -> CliResult {
         records_folded: folded,
         problem: problems.first().cloned(),
         problems,
+        head,
+        seal_checked: key.is_some(),
+        anchor_checked: anchor.is_some(),
     };
     let text = if a.json {
         format!("{}\n", serde_json::to_string(&out).unwrap_or_default())
@@ -173,6 +225,20 @@ fn render(r: &Report) -> String {
         "invariants (slots, refcounts)",
         !failed("invariants"),
     ));
+    if r.seal_checked {
+        out.push_str(&check("keyed seal (--key-file)", !failed("seal")));
+    }
+    if r.anchor_checked {
+        out.push_str(&check("anchor (--expect-head)", !failed("anchor")));
+    }
+    if let Some(h) = &r.head {
+        out.push_str(&format!("head: {h}\n"));
+    }
+    if !r.seal_checked && !r.anchor_checked {
+        out.push_str(&style::dim(
+            "note: without --key-file or --expect-head this finds damage, not forgery: a rewritten history with a recomputed chain passes\n",
+        ));
+    }
     match &r.problem {
         None => out.push_str(&style::green("journal OK\n")),
         Some(p) => out.push_str(&style::red(&format!(
