@@ -87,6 +87,16 @@ pub enum QemuError {
     /// A host-side I/O error (reading the disk image header, ...).
     #[error("{0}")]
     Io(String),
+    /// A `guest-exec` result that does not carry our call's nonce: it belongs to another
+    /// process that had the same pid (the agent keeps uncollected results by pid). Never taken
+    /// as an answer.
+    #[error("guest-exec pid {pid} answered for another process: {detail}")]
+    ExecMismatch {
+        /// The pid our call was given.
+        pid: i64,
+        /// What was seen.
+        detail: String,
+    },
     /// A command run in the guest failed.
     #[error("guest command failed (exit {code}): {stderr}")]
     GuestCommand {
@@ -145,6 +155,7 @@ impl From<QemuError> for BackendError {
             | QemuError::Command { .. }
             | QemuError::Conflict(_)
             | QemuError::Io(_)
+            | QemuError::ExecMismatch { .. }
             | QemuError::GuestCommand { .. } => BackendError::Failed(e.to_string()),
         }
     }
