@@ -608,3 +608,84 @@ async fn a_requested_guest_path_takes_a_mount_index_as_in_hcsshim() {
     );
     assert_replay_equals_live(&m).await;
 }
+
+/// Issue #15 item 2: an add racing `release_owner` for the same owner. `release_owner` releases
+/// only the handles already returned to their callers when it starts; the add's caller gets its
+/// handle and releases it. Never an internal error, never a leak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_racing_release_owner_of_the_same_owner() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    // Held by another owner throughout: an add sharing it has no backend step, so its only wait
+    // is its handle's durable point, and a release of that handle has no wait at all.
+    let keeper = m
+        .add_virtual_disk(ro_mount("shared").owner("other"))
+        .await
+        .unwrap();
+    for round in 0..200u32 {
+        let disk = if round % 2 == 0 {
+            "shared".to_string()
+        } else {
+            format!("new-{round}")
+        };
+        let old = m
+            .add_virtual_disk(ro_mount(&format!("old-{round}")).owner("c"))
+            .await
+            .unwrap();
+        let adder = {
+            let m = m.clone();
+            tokio::spawn(async move { m.add_virtual_disk(ro_mount(&disk).owner("c")).await })
+        };
+        // Start release_owner at varied points of the add: mostly right when its handle has been
+        // issued (while the add waits for its durable point), sometimes anywhere.
+        if round % 4 == 0 {
+            tokio::time::sleep(Duration::from_micros(u64::from(round) * 13 % 2000)).await;
+        } else {
+            let old_id = old.handle_id();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline
+                && !m.state().handles_by_owner("c").any(|(id, _)| id != old_id)
+                && !adder.is_finished()
+            {
+                tokio::task::yield_now().await;
+            }
+        }
+        let released = m.release_owner("c").await;
+        let added = adder.await.unwrap();
+        let released = match released {
+            Ok(n) => n,
+            Err(e) => panic!("round {round}: release_owner: {e}"),
+        };
+        assert!(
+            (1..=2).contains(&released),
+            "round {round}: released {released}"
+        );
+        let new = match added {
+            Ok(h) => h,
+            Err(e) => panic!("round {round}: add: {e}"),
+        };
+        assert_eq!(
+            old.release().await.map_err(|e| e.to_string()),
+            Err(Error::AlreadyReleased.to_string()),
+            "round {round}: release_owner released the old handle"
+        );
+        // The added handle is its caller's: release_owner either released it (it had returned
+        // before release_owner started) or left it to the caller.
+        match new.release().await {
+            Ok(()) | Err(Error::AlreadyReleased) => {}
+            Err(e) => panic!("round {round}: releasing the new handle: {e}"),
+        }
+        let st = m.state();
+        assert_eq!(st.handles.len(), 1, "round {round}: {:?}", st.handles);
+        assert!(
+            st.violations().is_empty(),
+            "round {round}: {:?}",
+            st.violations()
+        );
+        assert_vm_matches(&m, &vm);
+    }
+    keeper.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+}

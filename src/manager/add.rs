@@ -34,7 +34,7 @@ impl Manager {
             async move {
                 let (claim_tx, claim_rx) = oneshot::channel();
                 let (op, result) = match add_op(&inner, &req, disk, mount).await {
-                    Ok((op, m)) => (Some(op), Ok(m)),
+                    Ok((op, m)) => (Some((op, m.handle_id())), Ok(m)),
                     Err(e) => (None, Err(e)),
                 };
                 let delivered = tx
@@ -43,10 +43,11 @@ impl Manager {
                         claim: claim_tx,
                     })
                     .is_ok();
-                if let Some(op) = op {
+                if let Some((op, handle)) = op {
                     // The caller claims the handle synchronously on receipt; anything else means
                     // it went away and nobody will ever release this handle.
                     let claimed = delivered && claim_rx.await.is_ok();
+                    inner.handed_over(handle);
                     let end = if claimed {
                         inner.record(op, Event::OpFinished).map(|_| ())
                     } else {
@@ -64,6 +65,10 @@ impl Manager {
         let d = rx
             .await
             .map_err(|_| Error::Internal("the add task ended without a result".into()))?;
+        // The handle is the caller's from here: listed and releasable like any other.
+        if let Ok(m) = &d.result {
+            self.inner.handed_over(m.handle_id());
+        }
         // Dropping the receiver instead would tell the task nobody claimed the handle.
         let _ = d.claim.send(());
         d.result
@@ -196,17 +201,26 @@ async fn add_steps(
             mount: mount_id,
             owner: req.owner.clone(),
         };
+        // The caller's alone until the add hands it over (see `Manager::release_owner`).
+        inner.issuing(handle);
         Ok((ev, handle))
     })?;
-    // The caller may act on the handle at once; it must survive a crash from then on.
-    inner.durable(seq).await?;
-    inner.crash_point(op, Site::IssueHandle, Boundary::AfterOutcome)?;
-    let st = inner.state();
-    let h = st
-        .handles
-        .get(&handle)
-        .ok_or_else(|| Error::Internal(format!("handle {handle} vanished")))?;
-    Ok(Mount::new(inner.clone(), handle, h))
+    let issued = async {
+        // The caller may act on the handle at once; it must survive a crash from then on.
+        inner.durable(seq).await?;
+        inner.crash_point(op, Site::IssueHandle, Boundary::AfterOutcome)?;
+        let st = inner.state();
+        let h = st
+            .handles
+            .get(&handle)
+            .ok_or_else(|| Error::Internal(format!("handle {handle} vanished")))?;
+        Ok(Mount::new(inner.clone(), handle, h))
+    }
+    .await;
+    if issued.is_err() {
+        inner.handed_over(handle);
+    }
+    issued
 }
 
 /// Waits for the attach another operation is running on a shared attachment.

@@ -225,6 +225,7 @@ impl Manager {
             stopped: Mutex::new(None),
             crash: opts.crash_hook.clone(),
             releasing: Mutex::new(HashSet::new()),
+            issuing: Mutex::new(HashSet::new()),
             busy: Mutex::new(HashSet::new()),
             opts: opts.clone(),
             last_recovery: Mutex::new(None),
