@@ -266,15 +266,31 @@ async fn failed_unplug_or_detach_keeps_the_slot_reserved_until_teardown_succeeds
         let dir = tempdir();
         let vm = SimVm::new();
         let m = open(dir.path(), &vm).await;
-        let h = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap();
+        // Read-only, so the VM lets a second attachment of the image exist (see below for
+        // read-write).
+        let h = m
+            .add_virtual_disk(DiskRequest::new("p").read_only(true))
+            .await
+            .unwrap();
         let slot = h.slot();
         vm.set_faults(FaultPlan::new().fail_nth(op, 1, "stuck"));
         assert!(h.release().await.is_err());
-        let h2 = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap();
+        let h2 = m
+            .add_virtual_disk(DiskRequest::new("p").read_only(true))
+            .await
+            .unwrap();
         assert_ne!(
             h2.slot(),
             slot,
             "{op:?}: a half-detached attachment was reused"
+        );
+        assert_vm_matches(&m, &vm);
+        // A read-write add of the same image cannot be attached while the failed teardown
+        // holds it: a typed, retryable error at once (nobody is running that teardown).
+        let e = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap_err();
+        assert!(
+            matches!(e, Error::DiskBusy { slot: s, .. } if s == slot) && e.is_retryable(),
+            "{op:?}: {e}"
         );
         assert_vm_matches(&m, &vm);
         h.release().await.unwrap();
@@ -686,6 +702,90 @@ async fn add_racing_release_owner_of_the_same_owner() {
         assert_vm_matches(&m, &vm);
     }
     keeper.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+/// Starts releasing `h` in a task, with the simulated detach slowed to `detach`, and returns
+/// once the attachment's teardown is under way (the slot is due for unplug or detach).
+async fn release_slowly(
+    m: &lunledger::Manager,
+    vm: &SimVm,
+    h: lunledger::Mount,
+    detach: Duration,
+) -> tokio::task::JoinHandle<lunledger::Result<()>> {
+    vm.set_op_latency(SimOp::Detach, detach);
+    let slot = h.slot();
+    let task = tokio::spawn(async move { h.release().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !m
+        .state()
+        .attachments
+        .get(&slot)
+        .is_some_and(|a| a.phase.teardown_due())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "teardown never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task
+}
+
+fn rw_mount(path: &str) -> DiskRequest {
+    DiskRequest::new(path).mount(MountConfig::default())
+}
+
+/// Issue #15 item 3: re-adding a read-write disk while its previous attachment is still being
+/// torn down waits for the teardown instead of asking the VM for a second read-write attach
+/// of the same image (QEMU: `Failed to get "write" lock`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_adding_a_read_write_disk_waits_for_its_teardown() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let first = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap();
+    let releasing = release_slowly(&m, &vm, first, Duration::from_millis(300)).await;
+    let again = m.add_virtual_disk(rw_mount("rw.img")).await;
+    let again = match again {
+        Ok(h) => h,
+        Err(e) => panic!("re-add during teardown: {e}"),
+    };
+    releasing.await.unwrap().unwrap();
+    assert_eq!(vm.snapshot().attachments.len(), 1);
+    assert_vm_matches(&m, &vm);
+    vm.set_op_latency(SimOp::Detach, Duration::ZERO);
+    again.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+/// The wait is bounded: a teardown that takes longer gives a typed, retryable error, the add
+/// leaks nothing, and a retry after the teardown succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_adding_a_read_write_disk_gives_up_typed_when_its_teardown_lasts() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let mut opts = ManagerOptions::new(config());
+    opts.busy_disk_wait = Duration::from_millis(100);
+    let m = open_opts(dir.path(), &vm, opts).await;
+    let first = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap();
+    let releasing = release_slowly(&m, &vm, first, Duration::from_millis(1500)).await;
+    let e = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap_err();
+    assert!(
+        matches!(e, Error::DiskBusy { ref path, .. } if path == "rw.img"),
+        "{e}"
+    );
+    assert!(e.is_retryable(), "{e}");
+    let st = m.state();
+    assert_eq!(st.attachments.len(), 1, "only the one being torn down");
+    assert!(st.violations().is_empty(), "{:?}", st.violations());
+    releasing.await.unwrap().unwrap();
+    assert!(vm.snapshot().is_empty());
+    let again = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap();
+    vm.set_op_latency(SimOp::Detach, Duration::ZERO);
+    again.release().await.unwrap();
     assert!(vm.snapshot().is_empty());
     assert_replay_equals_live(&m).await;
 }

@@ -145,18 +145,41 @@ async fn add_steps(
             },
         )?;
     }
-    let ((slot, new), _) = inner.record_with(op, |st| match st.find_attachment(disk) {
-        Some(slot) => Ok((Event::AttachRefTaken { slot }, (slot, false))),
-        None => {
-            let slot = st.free_slot().ok_or(Error::NoAvailableLocation)?;
-            let ev = Event::AttachReserved {
-                slot,
-                attach: st.next_attach,
-                disk: disk.clone(),
-            };
-            Ok((ev, (slot, true)))
+    let deadline = tokio::time::Instant::now() + inner.opts.busy_disk_wait;
+    let (slot, new) = loop {
+        let taken = inner.record_with(op, |st| match st.find_attachment(disk) {
+            Some(slot) => Ok((Event::AttachRefTaken { slot }, (slot, false))),
+            None => {
+                // The VM would refuse a second attachment of the image while the previous one
+                // is torn down: wait for it (below) rather than ask.
+                if let Some(slot) = st.teardown_holding(disk) {
+                    return Err(Error::DiskBusy {
+                        path: disk.path.clone(),
+                        slot,
+                    });
+                }
+                let slot = st.free_slot().ok_or(Error::NoAvailableLocation)?;
+                let ev = Event::AttachReserved {
+                    slot,
+                    attach: st.next_attach,
+                    disk: disk.clone(),
+                };
+                Ok((ev, (slot, true)))
+            }
+        });
+        match taken {
+            Ok((taken, _)) => break taken,
+            Err(Error::DiskBusy { path, slot }) => {
+                wait_teardown(inner, slot, deadline)
+                    .await
+                    .map_err(|e| match e {
+                        Error::DiskBusy { .. } => Error::DiskBusy { path, slot },
+                        e => e,
+                    })?;
+            }
+            Err(e) => return Err(e),
         }
-    })?;
+    };
     if new {
         let attach = inner
             .state()
@@ -221,6 +244,27 @@ async fn add_steps(
         inner.handed_over(handle);
     }
     issued
+}
+
+/// Waits until the teardown due on the attachment now at `slot` is done (or that attachment is
+/// otherwise no longer due for teardown), at most until `deadline`. `Error::DiskBusy` when the
+/// deadline passes, or at once when the teardown failed and nobody is running it.
+async fn wait_teardown(inner: &Inner, slot: Slot, deadline: tokio::time::Instant) -> Result<()> {
+    let attach = inner.state().attachments.get(&slot).map(|a| a.attach);
+    let busy = || Error::DiskBusy {
+        path: String::new(),
+        slot,
+    };
+    let wait = inner.wait_until(|st| match st.attachments.get(&slot) {
+        Some(a) if Some(a.attach) == attach && a.phase.teardown_due() => {
+            inner.teardown_stalled(st, slot).then(|| Err(busy()))
+        }
+        _ => Some(Ok(())),
+    });
+    match tokio::time::timeout_at(deadline, wait).await {
+        Ok(r) => r?,
+        Err(_) => Err(busy()),
+    }
 }
 
 /// Waits for the attach another operation is running on a shared attachment.

@@ -19,7 +19,7 @@ use crate::crash::{Boundary, CrashHook, CrashPoint, Site};
 use crate::error::{Error, Result};
 use crate::mount::Mount;
 use crate::request::DiskRequest;
-use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Target};
+use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Slot, Target};
 use lunledger_recovery::State;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
@@ -167,6 +167,28 @@ impl Inner {
     /// Whether `handle` is still being issued by its add.
     pub(crate) fn is_issuing(&self, handle: HandleId) -> bool {
         lock(&self.issuing).contains(&handle)
+    }
+
+    /// Whether the teardown due at `slot` has stopped: its last step (on the attachment or on
+    /// one of its mounts) failed and no task is running it now. It waits for a retry
+    /// (`retry_teardowns`, or the release again).
+    pub(crate) fn teardown_stalled(&self, st: &State, slot: Slot) -> bool {
+        let Some(a) = st.attachments.get(&slot) else {
+            return false;
+        };
+        let busy = lock(&self.busy);
+        if busy.contains(&Target::Slot(slot)) || a.pending.is_some() {
+            return false;
+        }
+        let failed_mount = st.mounts.iter().any(|(id, m)| {
+            m.slot == slot
+                && m.attach == a.attach
+                && m.phase.teardown_due()
+                && m.pending.is_none()
+                && m.last_error.is_some()
+                && !busy.contains(&Target::Mount(*id))
+        });
+        a.last_error.is_some() || failed_mount
     }
 
     /// Consults the crash hook; a crash stops the manager and the journal right here.
