@@ -532,6 +532,84 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_timed_out_exec_is_collected_before_the_next_one() {
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qga.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = log.clone();
+        let _srv = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            let (mut next_pid, mut nonces) = (7, std::collections::HashMap::new());
+            let started = Instant::now();
+            loop {
+                let mut line = Vec::new();
+                if r.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                    return;
+                }
+                let start = line.iter().position(|&b| b != 0xFF).unwrap_or(line.len());
+                let msg: Value = serde_json::from_slice(&line[start..]).unwrap();
+                let reply = match msg["execute"].as_str().unwrap() {
+                    "guest-sync-delimited" => json!({"return": msg["arguments"]["id"]}),
+                    "guest-exec" => {
+                        let nonce = msg["arguments"]["arg"][2].as_str().unwrap().to_string();
+                        nonces.insert(next_pid, nonce);
+                        seen.lock().unwrap().push(format!("exec {next_pid}"));
+                        next_pid += 1;
+                        json!({"return": {"pid": next_pid - 1}})
+                    }
+                    "guest-exec-status" => {
+                        let pid = msg["arguments"]["pid"].as_i64().unwrap();
+                        // pid 7 exits 100 ms after it started, long after its caller gave up.
+                        let gave_up = pid == 8 || started.elapsed() > Duration::from_millis(100);
+                        seen.lock()
+                            .unwrap()
+                            .push(format!("status {pid} exited={gave_up}"));
+                        let nonce = nonces.get(&pid).cloned().unwrap_or_default();
+                        if gave_up {
+                            let out = format!("lunledger-exec {nonce}\npid {pid}\n");
+                            json!({"return": {"exited": true, "exitcode": 0,
+                                "out-data": b64(out.as_bytes())}})
+                        } else {
+                            json!({"return": {"exited": false}})
+                        }
+                    }
+                    _ => json!({"error": {"class": "CommandNotFound", "desc": "no"}}),
+                };
+                let mut bytes = reply.to_string().into_bytes();
+                bytes.push(b'\n');
+                w.write_all(&bytes).await.unwrap();
+            }
+        });
+        let mut c = QgaClient::connect(&sock, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let e = c
+            .exec("/bin/sleep", &["100"], Duration::from_millis(30))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, QemuError::Timeout { .. }), "{e:?}");
+        assert_eq!(c.abandoned, vec![7]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let out = c
+            .exec("/bin/true", &[], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "pid 8\n");
+        let log = log.lock().unwrap().clone();
+        let first_exec_8 = log.iter().position(|l| l == "exec 8").unwrap();
+        let collected_7 = log.iter().position(|l| l == "status 7 exited=true");
+        assert!(
+            collected_7.is_some_and(|i| i < first_exec_8),
+            "pid 7's result was not collected before the next exec: {log:?}"
+        );
+        assert!(c.abandoned.is_empty(), "{:?}", c.abandoned);
+    }
+
+    #[tokio::test]
     async fn missing_agent_socket_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let e = QgaClient::connect(dir.path().join("x"), Duration::from_secs(1))
