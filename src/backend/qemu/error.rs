@@ -144,9 +144,13 @@ pub(crate) fn millis(d: Duration) -> u64 {
 impl From<QemuError> for BackendError {
     fn from(e: QemuError) -> Self {
         match e {
+            // ExecMismatch: our own command's result was never seen, so whether it took effect
+            // is unknown, as for a lost connection (the manager then asks `inspect`, or assumes
+            // it did and tears down idempotently).
             QemuError::Gone { .. }
             | QemuError::Disconnected { .. }
-            | QemuError::NoHandshake { .. } => BackendError::Unavailable(e.to_string()),
+            | QemuError::NoHandshake { .. }
+            | QemuError::ExecMismatch { .. } => BackendError::Unavailable(e.to_string()),
             QemuError::Timeout { ms, .. } => BackendError::Timeout(ms),
             QemuError::LunOutOfRange { .. }
             | QemuError::ControllerOutOfRange { .. }
@@ -155,7 +159,6 @@ impl From<QemuError> for BackendError {
             | QemuError::Command { .. }
             | QemuError::Conflict(_)
             | QemuError::Io(_)
-            | QemuError::ExecMismatch { .. }
             | QemuError::GuestCommand { .. } => BackendError::Failed(e.to_string()),
         }
     }

@@ -529,6 +529,14 @@ mod tests {
             matches!(res, Err(QemuError::ExecMismatch { pid: 7, .. })),
             "{res:?}"
         );
+        // Whether our own command took effect is unknown: the manager treats it as uncertain.
+        if let Err(e) = res {
+            let b = crate::backend::BackendError::from(e);
+            assert!(
+                matches!(b, crate::backend::BackendError::Unavailable(_)),
+                "{b:?}"
+            );
+        }
     }
 
     #[tokio::test]
