@@ -19,8 +19,9 @@ pub enum Error {
     /// The disk's previous attachment is still being torn down at `slot` (or its teardown
     /// failed and waits for a retry), and the VM cannot attach the same image again until it
     /// is gone (QEMU's image lock: a read-write attachment excludes any other). The add waited
-    /// up to `ManagerOptions::busy_disk_wait` and changed nothing. Retryable: once the teardown
-    /// finishes (see `Manager::retry_teardowns`), the same add succeeds.
+    /// up to `ManagerOptions::busy_disk_wait` and attached nothing (its operation is
+    /// journaled as failed). Retryable: once the teardown finishes (see
+    /// `Manager::retry_teardowns`), the same add succeeds.
     #[error(
         "disk {path} is still being detached from slot {slot}; retry once its teardown is done"
     )]

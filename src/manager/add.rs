@@ -170,12 +170,7 @@ async fn add_steps(
         match taken {
             Ok((taken, _)) => break taken,
             Err(Error::DiskBusy { path, slot }) => {
-                wait_teardown(inner, slot, deadline)
-                    .await
-                    .map_err(|e| match e {
-                        Error::DiskBusy { .. } => Error::DiskBusy { path, slot },
-                        e => e,
-                    })?;
+                wait_teardown(inner, path, slot, deadline).await?;
             }
             Err(e) => return Err(e),
         }
@@ -246,13 +241,19 @@ async fn add_steps(
     issued
 }
 
-/// Waits until the teardown due on the attachment now at `slot` is done (or that attachment is
-/// otherwise no longer due for teardown), at most until `deadline`. `Error::DiskBusy` when the
-/// deadline passes, or at once when the teardown failed and nobody is running it.
-async fn wait_teardown(inner: &Inner, slot: Slot, deadline: tokio::time::Instant) -> Result<()> {
+/// Waits until the teardown due on the attachment now at `slot` (holding the image at `path`)
+/// is done, or that attachment is otherwise no longer due for teardown, at most until
+/// `deadline`. `Error::DiskBusy` when the deadline passes, or at once when the teardown failed
+/// and nobody is running it.
+async fn wait_teardown(
+    inner: &Inner,
+    path: String,
+    slot: Slot,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
     let attach = inner.state().attachments.get(&slot).map(|a| a.attach);
     let busy = || Error::DiskBusy {
-        path: String::new(),
+        path: path.clone(),
         slot,
     };
     let wait = inner.wait_until(|st| match st.attachments.get(&slot) {
