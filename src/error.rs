@@ -16,6 +16,21 @@ pub enum Error {
     /// A release of this handle is running right now.
     #[error("handle {0} is being released by another call")]
     ReleaseInProgress(HandleId),
+    /// The disk's previous attachment is still being torn down at `slot` (or its teardown
+    /// failed and waits for a retry), and the VM cannot attach the same image again until it
+    /// is gone (QEMU's image lock: a read-write attachment excludes any other). The add waited
+    /// up to `ManagerOptions::busy_disk_wait` and attached nothing (its operation is
+    /// journaled as failed). Retryable: once the teardown finishes (see
+    /// `Manager::retry_teardowns`), the same add succeeds.
+    #[error(
+        "disk {path} is still being detached from slot {slot}; retry once its teardown is done"
+    )]
+    DiskBusy {
+        /// The host path of the disk.
+        path: String,
+        /// The slot whose teardown holds it.
+        slot: Slot,
+    },
     /// No live handle has this id.
     #[error("no live handle {0}")]
     UnknownHandle(HandleId),
@@ -91,6 +106,15 @@ impl Error {
             self,
             Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)
         )
+    }
+}
+
+impl Error {
+    /// Whether the same call may succeed when simply retried later (nothing was changed by the
+    /// failed one): a release already running, a disk whose previous attachment is still being
+    /// torn down.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::ReleaseInProgress(_) | Error::DiskBusy { .. })
     }
 }
 

@@ -1133,3 +1133,45 @@ fn live_copies_taken_while_the_journal_rotates_are_whole() {
         "the journal rotated only {segments} times in {cycles} cycles"
     );
 }
+
+/// Issue #15 item 4: after many recoveries that each find the same drift, `status` lists it
+/// once: the last recovery's findings, not every recovery's.
+#[test]
+fn status_lists_the_last_recoverys_drift_once() {
+    use lunledger::backend::sim::SimAttachment;
+    use lunledger::journal::{DiskKind, DiskSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("vm.json");
+    let jdir = dir.path().join("journal");
+    rt().block_on(async {
+        let vm = SimVm::persistent(&sim).unwrap();
+        open(&jdir, &vm).await.close().await.unwrap();
+        vm.edit_state(|s| {
+            s.put_attachment(SimAttachment {
+                slot: Slot::new(1, 7),
+                attach: None,
+                disk: DiskSpec {
+                    path: "/somebody/else.img".into(),
+                    read_only: false,
+                    kind: DiskKind::VirtualDisk,
+                    evd_type: None,
+                },
+                guest_visible: true,
+            })
+        })
+        .unwrap();
+        for _ in 0..5 {
+            open(&jdir, &vm).await.close().await.unwrap();
+        }
+    });
+    let j = jdir.to_str().unwrap();
+    let o = cli(&["status", j, "--json"]);
+    let v = &json_lines(&o)[0];
+    let drift = v["state"]["drift"].as_array().cloned().unwrap_or_default();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    let text = stdout(&cli(&["status", j]));
+    assert!(
+        text.contains("Drift found by the last recovery (1)"),
+        "{text}"
+    );
+}

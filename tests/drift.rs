@@ -85,3 +85,97 @@ async fn unknown_disks_are_reported_and_detached_only_when_configured() {
         assert_replay_equals_live(&m).await;
     }
 }
+
+/// Issue #15 item 4: recovering again and again with the same drift in the VM does not grow
+/// the drift the state (and `status`) shows, nor the report's: each is the last recovery's.
+#[tokio::test]
+async fn drift_does_not_accumulate_across_recoveries() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    open(dir.path(), &vm).await.close().await.unwrap();
+    vm.edit_state(|s| s.put_attachment(foreign(Slot::new(2, 5))))
+        .unwrap();
+    for round in 0..4 {
+        let m = open(dir.path(), &vm).await;
+        let report = m.last_recovery().unwrap();
+        assert_eq!(report.drift.len(), 1, "round {round}: {:?}", report.drift);
+        assert_eq!(m.state().drift, report.drift, "round {round}");
+        assert_replay_equals_live(&m).await;
+        m.close().await.unwrap();
+    }
+}
+
+/// A guest mount the journal does not know, on a slot the journal owns, is repaired (unmounted)
+/// by recovery and reported as repaired; one on a disk that is not ours is only reported. The
+/// next recovery shows only what is still there.
+#[tokio::test]
+async fn an_unknown_mount_on_our_slot_is_unmounted_and_others_are_reported() {
+    use lunledger::backend::sim::SimMount;
+    use lunledger::journal::MountSpec;
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let (slot, attach, path) = {
+        let m = open(dir.path(), &vm).await;
+        let h = m
+            .add_virtual_disk(DiskRequest::new("a").mount(MountConfig::default()))
+            .await
+            .unwrap();
+        let attach = m.state().attachments[&h.slot()].attach;
+        let r = (h.slot(), attach, h.guest_path().to_string());
+        m.close().await.unwrap();
+        r
+    };
+    let foreign_slot = Slot::new(2, 5);
+    vm.edit_state(|s| {
+        s.put_attachment(foreign(foreign_slot));
+        let stray = |slot, attach| SimMount {
+            slot,
+            attach,
+            mount: 99,
+            spec: MountSpec::default(),
+            zombie: false,
+        };
+        s.mounts
+            .insert("/var/run/scsi/7".into(), stray(slot, attach));
+        s.mounts
+            .insert("/var/run/scsi/8".into(), stray(foreign_slot, 0));
+    })
+    .unwrap();
+    let m = open(dir.path(), &vm).await;
+    let report = m.last_recovery().unwrap();
+    let ours = Drift::UnknownMountUnmounted {
+        path: "/var/run/scsi/7".into(),
+        slot,
+    };
+    let theirs = Drift::UnknownMount {
+        path: "/var/run/scsi/8".into(),
+    };
+    assert!(report.drift.contains(&ours), "{:?}", report.drift);
+    assert!(report.drift.contains(&theirs), "{:?}", report.drift);
+    assert!(
+        !report.drift.contains(&Drift::UnknownMount {
+            path: "/var/run/scsi/7".into()
+        }),
+        "the repair replaces the report: {:?}",
+        report.drift
+    );
+    let mounts = vm.snapshot().mounts;
+    assert!(!mounts.contains_key("/var/run/scsi/7"), "repaired");
+    assert!(
+        mounts.contains_key("/var/run/scsi/8"),
+        "not ours: left alone"
+    );
+    assert!(mounts.contains_key(&path), "our own mount is untouched");
+    assert_replay_equals_live(&m).await;
+    m.close().await.unwrap();
+    // The next recovery finds only what is still there.
+    let m = open(dir.path(), &vm).await;
+    let report = m.last_recovery().unwrap();
+    assert!(!report.drift.contains(&ours), "{:?}", report.drift);
+    assert!(report.drift.contains(&theirs), "{:?}", report.drift);
+    assert_eq!(m.state().drift, report.drift);
+    for h in m.handles() {
+        h.release().await.unwrap();
+    }
+    assert_replay_equals_live(&m).await;
+}

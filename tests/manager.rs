@@ -266,15 +266,31 @@ async fn failed_unplug_or_detach_keeps_the_slot_reserved_until_teardown_succeeds
         let dir = tempdir();
         let vm = SimVm::new();
         let m = open(dir.path(), &vm).await;
-        let h = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap();
+        // Read-only, so the VM lets a second attachment of the image exist (see below for
+        // read-write).
+        let h = m
+            .add_virtual_disk(DiskRequest::new("p").read_only(true))
+            .await
+            .unwrap();
         let slot = h.slot();
         vm.set_faults(FaultPlan::new().fail_nth(op, 1, "stuck"));
         assert!(h.release().await.is_err());
-        let h2 = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap();
+        let h2 = m
+            .add_virtual_disk(DiskRequest::new("p").read_only(true))
+            .await
+            .unwrap();
         assert_ne!(
             h2.slot(),
             slot,
             "{op:?}: a half-detached attachment was reused"
+        );
+        assert_vm_matches(&m, &vm);
+        // A read-write add of the same image cannot be attached while the failed teardown
+        // holds it: a typed, retryable error at once (nobody is running that teardown).
+        let e = m.add_virtual_disk(DiskRequest::new("p")).await.unwrap_err();
+        assert!(
+            matches!(e, Error::DiskBusy { slot: s, .. } if s == slot) && e.is_retryable(),
+            "{op:?}: {e}"
         );
         assert_vm_matches(&m, &vm);
         h.release().await.unwrap();
@@ -606,5 +622,170 @@ async fn a_requested_guest_path_takes_a_mount_index_as_in_hcsshim() {
         "/var/run/scsi/0",
         "the lowest free index is reused"
     );
+    assert_replay_equals_live(&m).await;
+}
+
+/// Issue #15 item 2: an add racing `release_owner` for the same owner. `release_owner` releases
+/// only the handles already returned to their callers when it starts; the add's caller gets its
+/// handle and releases it. Never an internal error, never a leak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_racing_release_owner_of_the_same_owner() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    // Held by another owner throughout: an add sharing it has no backend step, so its only wait
+    // is its handle's durable point, and a release of that handle has no wait at all.
+    let keeper = m
+        .add_virtual_disk(ro_mount("shared").owner("other"))
+        .await
+        .unwrap();
+    for round in 0..200u32 {
+        let disk = if round % 2 == 0 {
+            "shared".to_string()
+        } else {
+            format!("new-{round}")
+        };
+        let old = m
+            .add_virtual_disk(ro_mount(&format!("old-{round}")).owner("c"))
+            .await
+            .unwrap();
+        let adder = {
+            let m = m.clone();
+            tokio::spawn(async move { m.add_virtual_disk(ro_mount(&disk).owner("c")).await })
+        };
+        // Start release_owner at varied points of the add: mostly right when its handle has been
+        // issued (while the add waits for its durable point), sometimes anywhere.
+        if round % 4 == 0 {
+            tokio::time::sleep(Duration::from_micros(u64::from(round) * 13 % 2000)).await;
+        } else {
+            let old_id = old.handle_id();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline
+                && !m.state().handles_by_owner("c").any(|(id, _)| id != old_id)
+                && !adder.is_finished()
+            {
+                tokio::task::yield_now().await;
+            }
+        }
+        let released = m.release_owner("c").await;
+        let added = adder.await.unwrap();
+        let released = match released {
+            Ok(n) => n,
+            Err(e) => panic!("round {round}: release_owner: {e}"),
+        };
+        assert!(
+            (1..=2).contains(&released),
+            "round {round}: released {released}"
+        );
+        let new = match added {
+            Ok(h) => h,
+            Err(e) => panic!("round {round}: add: {e}"),
+        };
+        assert_eq!(
+            old.release().await.map_err(|e| e.to_string()),
+            Err(Error::AlreadyReleased.to_string()),
+            "round {round}: release_owner released the old handle"
+        );
+        // The added handle is its caller's: release_owner either released it (it had returned
+        // before release_owner started) or left it to the caller.
+        match new.release().await {
+            Ok(()) | Err(Error::AlreadyReleased) => {}
+            Err(e) => panic!("round {round}: releasing the new handle: {e}"),
+        }
+        let st = m.state();
+        assert_eq!(st.handles.len(), 1, "round {round}: {:?}", st.handles);
+        assert!(
+            st.violations().is_empty(),
+            "round {round}: {:?}",
+            st.violations()
+        );
+        assert_vm_matches(&m, &vm);
+    }
+    keeper.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+/// Starts releasing `h` in a task, with the simulated detach slowed to `detach`, and returns
+/// once the attachment's teardown is under way (the slot is due for unplug or detach).
+async fn release_slowly(
+    m: &lunledger::Manager,
+    vm: &SimVm,
+    h: lunledger::Mount,
+    detach: Duration,
+) -> tokio::task::JoinHandle<lunledger::Result<()>> {
+    vm.set_op_latency(SimOp::Detach, detach);
+    let slot = h.slot();
+    let task = tokio::spawn(async move { h.release().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !m
+        .state()
+        .attachments
+        .get(&slot)
+        .is_some_and(|a| a.phase.teardown_due())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "teardown never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task
+}
+
+fn rw_mount(path: &str) -> DiskRequest {
+    DiskRequest::new(path).mount(MountConfig::default())
+}
+
+/// Issue #15 item 3: re-adding a read-write disk while its previous attachment is still being
+/// torn down waits for the teardown instead of asking the VM for a second read-write attach
+/// of the same image (QEMU: `Failed to get "write" lock`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_adding_a_read_write_disk_waits_for_its_teardown() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let first = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap();
+    let releasing = release_slowly(&m, &vm, first, Duration::from_millis(300)).await;
+    let again = m.add_virtual_disk(rw_mount("rw.img")).await;
+    let again = match again {
+        Ok(h) => h,
+        Err(e) => panic!("re-add during teardown: {e}"),
+    };
+    releasing.await.unwrap().unwrap();
+    assert_eq!(vm.snapshot().attachments.len(), 1);
+    assert_vm_matches(&m, &vm);
+    vm.set_op_latency(SimOp::Detach, Duration::ZERO);
+    again.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
+    assert_replay_equals_live(&m).await;
+}
+
+/// The wait is bounded: a teardown that takes longer gives a typed, retryable error, the add
+/// leaks nothing, and a retry after the teardown succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_adding_a_read_write_disk_gives_up_typed_when_its_teardown_lasts() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let mut opts = ManagerOptions::new(config());
+    opts.busy_disk_wait = Duration::from_millis(100);
+    let m = open_opts(dir.path(), &vm, opts).await;
+    let first = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap();
+    let releasing = release_slowly(&m, &vm, first, Duration::from_millis(1500)).await;
+    let e = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap_err();
+    assert!(
+        matches!(e, Error::DiskBusy { ref path, .. } if path == "rw.img"),
+        "{e}"
+    );
+    assert!(e.is_retryable(), "{e}");
+    let st = m.state();
+    assert_eq!(st.attachments.len(), 1, "only the one being torn down");
+    assert!(st.violations().is_empty(), "{:?}", st.violations());
+    releasing.await.unwrap().unwrap();
+    assert!(vm.snapshot().is_empty());
+    let again = m.add_virtual_disk(rw_mount("rw.img")).await.unwrap();
+    vm.set_op_latency(SimOp::Detach, Duration::ZERO);
+    again.release().await.unwrap();
+    assert!(vm.snapshot().is_empty());
     assert_replay_equals_live(&m).await;
 }

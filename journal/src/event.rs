@@ -143,6 +143,16 @@ pub enum Drift {
         /// Its guest path.
         path: String,
     },
+    /// The guest had a mount the journal does not know, on the device at a slot the journal
+    /// holds: recovery unmounted it (left there, it would make that device's unplug fail, or
+    /// become a zombie mount when the device goes). Recorded after the unmount succeeded; the
+    /// `UnknownMount` recorded before it is the intent.
+    UnknownMountUnmounted {
+        /// The guest path.
+        path: String,
+        /// The slot of the device behind it.
+        slot: Slot,
+    },
 }
 
 /// One step of the manager's history.

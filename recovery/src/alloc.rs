@@ -4,7 +4,7 @@
 //! collides with a requested one.
 
 use crate::state::{Handle, Mount, State};
-use lunledger_journal::{DiskSpec, HandleId, MountId, MountSpec, Slot};
+use lunledger_journal::{DiskKind, DiskSpec, HandleId, MountId, MountSpec, Slot};
 
 impl State {
     /// The shareable attachment with this key, if any.
@@ -12,6 +12,27 @@ impl State {
         self.attachments
             .iter()
             .find(|(_, a)| a.phase.shareable() && a.disk == *disk)
+            .map(|(slot, _)| *slot)
+    }
+
+    /// The slot of an attachment of the same host file or device as `disk` (same kind and
+    /// path) whose teardown is
+    /// due (unplug or detach not done yet), when it conflicts with a new attachment of `disk`:
+    /// the VM still holds the image, and QEMU locks images, so a second attachment fails when
+    /// either one is read-write. A new add of `disk` must wait for that teardown. EVDs take no
+    /// image lock.
+    pub fn teardown_holding(&self, disk: &DiskSpec) -> Option<Slot> {
+        if disk.kind == DiskKind::ExtensibleVirtualDisk {
+            return None;
+        }
+        self.attachments
+            .iter()
+            .find(|(_, a)| {
+                a.phase.teardown_due()
+                    && a.disk.kind == disk.kind
+                    && a.disk.path == disk.path
+                    && (!a.disk.read_only || !disk.read_only)
+            })
             .map(|(slot, _)| *slot)
     }
 

@@ -10,6 +10,7 @@ use lunledger_journal::{
     AttachId, Drift, Event, HandleId, MountId, OpId, OpKind, Resolution, Slot, Step, Target,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One attachment as the host reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,9 @@ pub struct SeenGuest {
     pub devices: Vec<Slot>,
     /// Guest paths mounted (or linked).
     pub mounts: Vec<String>,
+    /// The slot of the device behind each mount, for the mounts where the guest can tell.
+    #[serde(default)]
+    pub mount_slots: BTreeMap<String, Slot>,
 }
 
 /// What the VM reported; `None` for a side that could not be inspected.
@@ -84,6 +88,17 @@ pub enum Action {
     Report {
         /// What disagreed.
         drift: Drift,
+    },
+    /// Unmount a guest mount the journal does not know, on the device of an attachment the
+    /// journal holds at `slot` (a repair: it would block that device's unplug, or become a
+    /// zombie mount when the device goes).
+    UnmountStray {
+        /// The guest path.
+        path: String,
+        /// The slot of the device behind it.
+        slot: Slot,
+        /// Our attachment generation at that slot.
+        attach: AttachId,
     },
     /// Detach a disk the journal does not hold (ours from an old generation, or foreign when the
     /// policy says so).
@@ -298,13 +313,30 @@ fn drift(
             .as_ref()
             .and_then(|c| c.mount_format.split("%d").next().map(str::to_string))
             .filter(|p| !p.is_empty());
-        if let Some(prefix) = prefix {
-            for path in &guest.mounts {
-                if path.starts_with(&prefix) && sim.mount_at_path(path).is_none() {
-                    out.push(Action::Report {
-                        drift: Drift::UnknownMount { path: path.clone() },
-                    });
-                }
+        for path in &guest.mounts {
+            if sim.mount_at_path(path).is_some() {
+                continue;
+            }
+            // On the device of an attachment of ours that the host (inspected) still holds:
+            // ours to repair, wherever it is mounted.
+            let ours = guest.mount_slots.get(path).and_then(|slot| {
+                let a = sim.attachments.get(slot)?;
+                let held = seen
+                    .host
+                    .as_ref()
+                    .is_some_and(|host| holds(host, *slot, a.attach));
+                (a.phase.on_vm() && held).then_some((*slot, a.attach))
+            });
+            if let Some((slot, attach)) = ours {
+                out.push(Action::UnmountStray {
+                    path: path.clone(),
+                    slot,
+                    attach,
+                });
+            } else if prefix.as_ref().is_some_and(|p| path.starts_with(p)) {
+                out.push(Action::Report {
+                    drift: Drift::UnknownMount { path: path.clone() },
+                });
             }
         }
     }

@@ -210,7 +210,9 @@ pub struct State {
     pub handles: BTreeMap<HandleId, Handle>,
     /// Operations in flight.
     pub ops: BTreeMap<OpId, Op>,
-    /// Drift found by the most recent recovery.
+    /// Drift found by the most recent recovery operation, each finding once (a repair replaces
+    /// the report of what it repaired). A recovery operation starts it afresh; the journal
+    /// keeps every recovery's findings.
     pub drift: Vec<lunledger_journal::Drift>,
     /// Life-time counters.
     pub counters: Counters,
@@ -302,6 +304,9 @@ impl State {
                     },
                 );
                 self.next_op = op + 1;
+                if *kind == OpKind::Recovery {
+                    self.drift.clear();
+                }
             }
             Event::AccessGranted { .. } => {
                 self.op(op)?;
@@ -557,7 +562,10 @@ impl State {
             }
             Event::DriftFound { drift } => {
                 self.op(op)?;
-                self.drift.push(drift.clone());
+                self.drift.retain(|d| !repairs(drift, d));
+                if !self.drift.contains(drift) {
+                    self.drift.push(drift.clone());
+                }
             }
             Event::AttachmentLost { slot } => {
                 self.op(op)?;
@@ -784,4 +792,25 @@ impl State {
 enum Ref {
     Attach(Slot, AttachId),
     Mount(MountId),
+}
+
+/// Whether finding `new` is the repair of finding `old` (which it then replaces).
+fn repairs(new: &lunledger_journal::Drift, old: &lunledger_journal::Drift) -> bool {
+    use lunledger_journal::Drift;
+    match (new, old) {
+        (
+            Drift::UnknownAttachment {
+                slot,
+                path,
+                detached: true,
+            },
+            Drift::UnknownAttachment {
+                slot: s,
+                path: p,
+                detached: false,
+            },
+        ) => slot == s && path == p,
+        (Drift::UnknownMountUnmounted { path, .. }, Drift::UnknownMount { path: p }) => path == p,
+        _ => false,
+    }
 }

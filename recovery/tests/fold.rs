@@ -331,3 +331,61 @@ fn next_mount_path_skips_held_indexes_and_paths_and_stops_on_a_bad_format() {
     assert_eq!(s.next_mount_path(), None);
     assert!(t.elapsed() < std::time::Duration::from_secs(1));
 }
+
+/// Issue #15 item 4: `State::drift` is the drift found by the last recovery, each finding once;
+/// the journal keeps every `DriftFound` of every recovery.
+#[test]
+fn drift_is_the_last_recoverys_deduplicated() {
+    use lunledger_journal::Drift;
+    let mut s = configured();
+    let stray = |n: u32| Drift::UnknownMount {
+        path: format!("/run/gcs/c/{n}"),
+    };
+    let mut op = 2;
+    for round in 0..3u32 {
+        s.apply_next(
+            op,
+            &Event::OpStarted {
+                kind: OpKind::Recovery,
+            },
+        )
+        .unwrap();
+        // Each recovery finds the same stray mount (reported twice, as a retried plan could),
+        // and one of its own.
+        for d in [stray(0), stray(0), stray(10 + round)] {
+            s.apply_next(op, &Event::DriftFound { drift: d }).unwrap();
+        }
+        s.apply_next(op, &Event::OpFinished).unwrap();
+        op += 1;
+    }
+    assert_eq!(s.drift, vec![stray(0), stray(12)]);
+    // A finding that was repaired replaces the report of the same thing.
+    s.apply_next(
+        op,
+        &Event::OpStarted {
+            kind: OpKind::Recovery,
+        },
+    )
+    .unwrap();
+    let slot = Slot::new(1, 2);
+    let found = Drift::UnknownAttachment {
+        slot,
+        path: None,
+        detached: false,
+    };
+    let detached = Drift::UnknownAttachment {
+        slot,
+        path: None,
+        detached: true,
+    };
+    s.apply_next(op, &Event::DriftFound { drift: found })
+        .unwrap();
+    s.apply_next(
+        op,
+        &Event::DriftFound {
+            drift: detached.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.drift, vec![detached]);
+}

@@ -34,7 +34,7 @@ impl Manager {
             async move {
                 let (claim_tx, claim_rx) = oneshot::channel();
                 let (op, result) = match add_op(&inner, &req, disk, mount).await {
-                    Ok((op, m)) => (Some(op), Ok(m)),
+                    Ok((op, m)) => (Some((op, m.handle_id())), Ok(m)),
                     Err(e) => (None, Err(e)),
                 };
                 let delivered = tx
@@ -43,10 +43,11 @@ impl Manager {
                         claim: claim_tx,
                     })
                     .is_ok();
-                if let Some(op) = op {
+                if let Some((op, handle)) = op {
                     // The caller claims the handle synchronously on receipt; anything else means
                     // it went away and nobody will ever release this handle.
                     let claimed = delivered && claim_rx.await.is_ok();
+                    inner.handed_over(handle);
                     let end = if claimed {
                         inner.record(op, Event::OpFinished).map(|_| ())
                     } else {
@@ -64,6 +65,10 @@ impl Manager {
         let d = rx
             .await
             .map_err(|_| Error::Internal("the add task ended without a result".into()))?;
+        // The handle is the caller's from here: listed and releasable like any other.
+        if let Ok(m) = &d.result {
+            self.inner.handed_over(m.handle_id());
+        }
         // Dropping the receiver instead would tell the task nobody claimed the handle.
         let _ = d.claim.send(());
         d.result
@@ -140,18 +145,36 @@ async fn add_steps(
             },
         )?;
     }
-    let ((slot, new), _) = inner.record_with(op, |st| match st.find_attachment(disk) {
-        Some(slot) => Ok((Event::AttachRefTaken { slot }, (slot, false))),
-        None => {
-            let slot = st.free_slot().ok_or(Error::NoAvailableLocation)?;
-            let ev = Event::AttachReserved {
-                slot,
-                attach: st.next_attach,
-                disk: disk.clone(),
-            };
-            Ok((ev, (slot, true)))
+    let deadline = tokio::time::Instant::now() + inner.opts.busy_disk_wait;
+    let (slot, new) = loop {
+        let taken = inner.record_with(op, |st| match st.find_attachment(disk) {
+            Some(slot) => Ok((Event::AttachRefTaken { slot }, (slot, false))),
+            None => {
+                // The VM would refuse a second attachment of the image while the previous one
+                // is torn down: wait for it (below) rather than ask.
+                if let Some(slot) = st.teardown_holding(disk) {
+                    return Err(Error::DiskBusy {
+                        path: disk.path.clone(),
+                        slot,
+                    });
+                }
+                let slot = st.free_slot().ok_or(Error::NoAvailableLocation)?;
+                let ev = Event::AttachReserved {
+                    slot,
+                    attach: st.next_attach,
+                    disk: disk.clone(),
+                };
+                Ok((ev, (slot, true)))
+            }
+        });
+        match taken {
+            Ok((taken, _)) => break taken,
+            Err(Error::DiskBusy { path, slot }) => {
+                wait_teardown(inner, path, slot, deadline).await?;
+            }
+            Err(e) => return Err(e),
         }
-    })?;
+    };
     if new {
         let attach = inner
             .state()
@@ -196,17 +219,53 @@ async fn add_steps(
             mount: mount_id,
             owner: req.owner.clone(),
         };
+        // The caller's alone until the add hands it over (see `Manager::release_owner`).
+        inner.issuing(handle);
         Ok((ev, handle))
     })?;
-    // The caller may act on the handle at once; it must survive a crash from then on.
-    inner.durable(seq).await?;
-    inner.crash_point(op, Site::IssueHandle, Boundary::AfterOutcome)?;
-    let st = inner.state();
-    let h = st
-        .handles
-        .get(&handle)
-        .ok_or_else(|| Error::Internal(format!("handle {handle} vanished")))?;
-    Ok(Mount::new(inner.clone(), handle, h))
+    let issued = async {
+        // The caller may act on the handle at once; it must survive a crash from then on.
+        inner.durable(seq).await?;
+        inner.crash_point(op, Site::IssueHandle, Boundary::AfterOutcome)?;
+        let st = inner.state();
+        let h = st
+            .handles
+            .get(&handle)
+            .ok_or_else(|| Error::Internal(format!("handle {handle} vanished")))?;
+        Ok(Mount::new(inner.clone(), handle, h))
+    }
+    .await;
+    if issued.is_err() {
+        inner.handed_over(handle);
+    }
+    issued
+}
+
+/// Waits until the teardown due on the attachment now at `slot` (holding the image at `path`)
+/// is done, or that attachment is otherwise no longer due for teardown, at most until
+/// `deadline`. `Error::DiskBusy` when the deadline passes, or at once when the teardown failed
+/// and nobody is running it.
+async fn wait_teardown(
+    inner: &Inner,
+    path: String,
+    slot: Slot,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
+    let attach = inner.state().attachments.get(&slot).map(|a| a.attach);
+    let busy = || Error::DiskBusy {
+        path: path.clone(),
+        slot,
+    };
+    let wait = inner.wait_until(|st| match st.attachments.get(&slot) {
+        Some(a) if Some(a.attach) == attach && a.phase.teardown_due() => {
+            inner.teardown_stalled(st, slot).then(|| Err(busy()))
+        }
+        _ => Some(Ok(())),
+    });
+    match tokio::time::timeout_at(deadline, wait).await {
+        Ok(r) => r?,
+        Err(_) => Err(busy()),
+    }
 }
 
 /// Waits for the attach another operation is running on a shared attachment.

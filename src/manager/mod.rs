@@ -19,7 +19,7 @@ use crate::crash::{Boundary, CrashHook, CrashPoint, Site};
 use crate::error::{Error, Result};
 use crate::mount::Mount;
 use crate::request::DiskRequest;
-use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Target};
+use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Slot, Target};
 use lunledger_recovery::State;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
@@ -44,6 +44,11 @@ pub(crate) struct Inner {
     crash: Option<Arc<dyn CrashHook>>,
     /// Handles with a release running, so two releases of one handle never interleave.
     releasing: Mutex<HashSet<HandleId>>,
+    /// Handles issued by an add that has not yet handed them to its caller. They are the add
+    /// caller's, not anyone else's: the handle listings and `release_owner` leave them out, and
+    /// `release` refuses them, so an add is never left holding a handle someone else released.
+    /// Filled under the state lock when the handle is issued (lock order: state, then this).
+    issuing: Mutex<HashSet<HandleId>>,
     /// Teardowns being run: one runner per mount or slot at a time (two releases can each see
     /// the same teardown due).
     busy: Mutex<HashSet<Target>>,
@@ -145,6 +150,45 @@ impl Inner {
             return Err(e.into());
         }
         self.check_running()
+    }
+
+    /// Marks `handle` as issued but not yet handed to its add's caller. Called with the state
+    /// lock held (in the decision that issues it).
+    pub(crate) fn issuing(&self, handle: HandleId) {
+        lock(&self.issuing).insert(handle);
+    }
+
+    /// The add issuing `handle` has handed it to its caller (or given up on it): from now on it
+    /// is listed and releasable like any other handle.
+    pub(crate) fn handed_over(&self, handle: HandleId) {
+        lock(&self.issuing).remove(&handle);
+    }
+
+    /// Whether `handle` is still being issued by its add.
+    pub(crate) fn is_issuing(&self, handle: HandleId) -> bool {
+        lock(&self.issuing).contains(&handle)
+    }
+
+    /// Whether the teardown due at `slot` has stopped: its last step (on the attachment or on
+    /// one of its mounts) failed and no task is running it now. It waits for a retry
+    /// (`retry_teardowns`, or the release again).
+    pub(crate) fn teardown_stalled(&self, st: &State, slot: Slot) -> bool {
+        let Some(a) = st.attachments.get(&slot) else {
+            return false;
+        };
+        let busy = lock(&self.busy);
+        if busy.contains(&Target::Slot(slot)) || a.pending.is_some() {
+            return false;
+        }
+        let failed_mount = st.mounts.iter().any(|(id, m)| {
+            m.slot == slot
+                && m.attach == a.attach
+                && m.phase.teardown_due()
+                && m.pending.is_none()
+                && m.last_error.is_some()
+                && !busy.contains(&Target::Mount(*id))
+        });
+        a.last_error.is_some() || failed_mount
     }
 
     /// Consults the crash hook; a crash stops the manager and the journal right here.
@@ -292,34 +336,46 @@ impl Manager {
         self.inner.state().clone()
     }
 
-    /// Every live handle, as `Mount`s that can be released.
+    /// Every live handle, as `Mount`s that can be released. A handle an add is still issuing
+    /// (not yet returned to that add's caller) is not listed: it is the add caller's.
     pub fn handles(&self) -> Vec<Mount> {
         let st = self.inner.state();
         st.handles
             .iter()
+            .filter(|(id, _)| !self.inner.is_issuing(**id))
             .map(|(id, h)| Mount::new(self.inner.clone(), *id, h))
             .collect()
     }
 
     /// The live handles labelled with `owner` (a restarted shim takes them back with this).
+    /// Like [`Manager::handles`], leaves out handles an add has not yet returned to its caller.
     pub fn handles_by_owner(&self, owner: &str) -> Vec<Mount> {
         let st = self.inner.state();
         st.handles_by_owner(owner)
+            .filter(|(id, _)| !self.inner.is_issuing(*id))
             .map(|(id, h)| Mount::new(self.inner.clone(), id, h))
             .collect()
     }
 
-    /// The live handle `id`, if any.
+    /// The live handle `id`, if any (and not still being issued by its add).
     pub fn handle(&self, id: HandleId) -> Option<Mount> {
         let st = self.inner.state();
         st.handles
             .get(&id)
+            .filter(|_| !self.inner.is_issuing(id))
             .map(|h| Mount::new(self.inner.clone(), id, h))
     }
 
     /// Releases every handle `owner` holds (a container that vanished). Returns how many were
     /// released; the first error stops nothing: every handle is tried, then the first error is
     /// returned.
+    ///
+    /// Which handles: those labelled `owner` whose add had returned them to their callers when
+    /// `release_owner` started (the set is taken once, at the start). An add for the same owner
+    /// that is still running (its handle issued but not yet durable, or durable but not yet
+    /// handed over) is not touched: it completes normally, its caller gets the handle and is
+    /// the one to release it (a later `release_owner` would also find it). So an add racing
+    /// `release_owner` never fails because of it, and nothing leaks.
     pub async fn release_owner(&self, owner: &str) -> Result<usize> {
         let mut released = 0;
         let mut first_err = None;

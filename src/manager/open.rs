@@ -39,6 +39,10 @@ pub struct ManagerOptions {
     pub teardown_attempts: u32,
     /// First backoff between teardown attempts (doubles each time).
     pub teardown_backoff: Duration,
+    /// How long an add of a disk whose previous attachment is still being torn down waits for
+    /// that teardown before it fails with `Error::DiskBusy` (a teardown that failed and is not
+    /// being retried fails it at once).
+    pub busy_disk_wait: Duration,
     /// How long recovery waits for a backend's `inspect`.
     pub inspect_timeout: Duration,
     /// After each checkpoint, prune records older than this keeps (`None`: keep everything).
@@ -56,7 +60,8 @@ pub struct ManagerOptions {
 
 impl ManagerOptions {
     /// Defaults around `config`: Flush durability, 8 MiB cache, a checkpoint every 10 000 records,
-    /// history sealed at a checkpoint once 10 000 records are in sled, 3 teardown attempts from 20 ms, 10 s inspect timeout.
+    /// history sealed at a checkpoint once 10 000 records are in sled, 3 teardown attempts from 20 ms, 10 s inspect timeout,
+    /// 10 s wait for a busy disk's teardown.
     pub fn new(config: ManagerConfig) -> Self {
         ManagerOptions {
             config,
@@ -68,6 +73,7 @@ impl ManagerOptions {
             teardown_attempts: 3,
             teardown_backoff: Duration::from_millis(20),
             inspect_timeout: Duration::from_secs(10),
+            busy_disk_wait: Duration::from_secs(10),
             retention: None,
             accept_lost_records: false,
             seal_key: None,
@@ -231,6 +237,7 @@ impl Manager {
             stopped: Mutex::new(None),
             crash: opts.crash_hook.clone(),
             releasing: Mutex::new(HashSet::new()),
+            issuing: Mutex::new(HashSet::new()),
             busy: Mutex::new(HashSet::new()),
             opts: opts.clone(),
             last_recovery: Mutex::new(None),

@@ -4,9 +4,9 @@
 //! nothing the second time.
 
 use super::{lock, Inner};
-use crate::backend::{DetachRequest, GuestView, HostView};
+use crate::backend::{DetachRequest, GuestView, HostView, MountRequest};
 use crate::error::{Error, Result};
-use lunledger_journal::{Drift, Event, OpId, OpKind, Resolution, Step, Target};
+use lunledger_journal::{Drift, Event, MountSpec, OpId, OpKind, Resolution, Step, Target};
 use lunledger_recovery::{
     plan, Action, AttachPhase, Observation, ReleaseEnd, SeenAttachment, SeenGuest,
 };
@@ -79,6 +79,11 @@ pub fn observe(host: Option<HostView>, guest: Option<GuestView>) -> Observation 
         }),
         guest: guest.map(|g| SeenGuest {
             devices: g.devices,
+            mount_slots: g
+                .mounts
+                .iter()
+                .filter_map(|m| Some((m.path.clone(), m.slot?)))
+                .collect(),
             mounts: g.mounts.into_iter().map(|m| m.path).collect(),
         }),
     }
@@ -118,7 +123,11 @@ pub(crate) async fn recover(
     let seen = observe(host, guest);
     let actions = plan(&inner.state(), &seen, &inner.opts.recovery);
     report.plan = actions.clone();
-    if !actions.is_empty() {
+    // The state's drift is the last recovery operation's: a recovery that finds nothing still
+    // records itself when an earlier one's findings are shown, so they are not shown as this
+    // one's. (Nothing to do and nothing shown: nothing is journaled.)
+    let stale_drift = !inner.state().drift.is_empty();
+    if !actions.is_empty() || stale_drift {
         let op = inner.start_op(OpKind::Recovery)?;
         for action in actions {
             match execute(inner, op, action, &mut report).await {
@@ -226,6 +235,38 @@ async fn execute(
         }
         Action::Report { drift } => {
             inner.record(op, Event::DriftFound { drift })?;
+        }
+        Action::UnmountStray { path, slot, attach } => {
+            // Write-ahead: the finding is durable before the call.
+            inner
+                .record_durable(
+                    op,
+                    Event::DriftFound {
+                        drift: Drift::UnknownMount { path: path.clone() },
+                    },
+                )
+                .await?;
+            let req = MountRequest {
+                slot,
+                attach,
+                // Not ours: no mount id, and nothing says how it was mounted.
+                mount: 0,
+                path: path.clone(),
+                spec: MountSpec::default(),
+            };
+            match inner.guest.unmount(&req).await {
+                Ok(()) => {
+                    inner.record(
+                        op,
+                        Event::DriftFound {
+                            drift: Drift::UnknownMountUnmounted { path, slot },
+                        },
+                    )?;
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("unmounting unknown mount {path} on {slot}: {e}")),
+            }
         }
         Action::DetachStray { slot, attach, path } => {
             let drift = |detached| Event::DriftFound {

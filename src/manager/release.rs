@@ -37,6 +37,11 @@ impl Inner {
         if !self.state().handles.contains_key(&id) {
             return Err(Error::AlreadyReleased);
         }
+        // Not handed to its add's caller yet: not releasable by anyone else (no public call
+        // hands out such a handle; this guards the add against having it released under it).
+        if self.is_issuing(id) {
+            return Err(Error::UnknownHandle(id));
+        }
         let op = self.start_op(OpKind::Release { handle: id })?;
         self.record(op, Event::ReleaseStarted { handle: id })?;
         self.finish_release(op, id, ReleaseEnd::Finished).await

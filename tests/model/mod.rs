@@ -271,6 +271,9 @@ pub enum AddError {
     Conflict,
     AttachFailed,
     MountFailed,
+    /// The same disk's previous attachment is still due for teardown and one of the two is
+    /// read-write: the VM would refuse a second attachment (`Error::DiskBusy`).
+    Busy,
 }
 
 /// A fault that fails the first backend call of its kind, once; `applied`: the call takes effect
@@ -397,6 +400,18 @@ impl Model {
                 s
             }
             None => {
+                // Operations here run one at a time, so a teardown still due has failed and
+                // waits for a retry: the manager refuses at once.
+                let busy = key.kind != Kind::Evd
+                    && self.atts.values().any(|a| {
+                        a.phase != APhase::Live
+                            && a.key.kind == key.kind
+                            && a.key.disk == key.disk
+                            && (!a.key.read_only || !key.read_only)
+                    });
+                if busy {
+                    return Err(AddError::Busy);
+                }
                 let s = self.free_slot().ok_or(AddError::NoSlot)?;
                 if f.fires(SimOp::Attach) {
                     return Err(AddError::AttachFailed);
@@ -703,6 +718,7 @@ fn add_error_class(e: &Error) -> Option<AddError> {
     match e {
         Error::InvalidInput(_) => Some(AddError::Invalid),
         Error::NoAvailableLocation => Some(AddError::NoSlot),
+        Error::DiskBusy { .. } => Some(AddError::Busy),
         Error::GuestPathConflict { .. } => Some(AddError::Conflict),
         Error::Backend {
             step: lunledger::journal::Step::Attach,

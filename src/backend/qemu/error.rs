@@ -87,6 +87,16 @@ pub enum QemuError {
     /// A host-side I/O error (reading the disk image header, ...).
     #[error("{0}")]
     Io(String),
+    /// A `guest-exec` result that does not carry our call's nonce: it belongs to another
+    /// process that had the same pid (the agent keeps uncollected results by pid). Never taken
+    /// as an answer.
+    #[error("guest-exec pid {pid} answered for another process: {detail}")]
+    ExecMismatch {
+        /// The pid our call was given.
+        pid: i64,
+        /// What was seen.
+        detail: String,
+    },
     /// A command run in the guest failed.
     #[error("guest command failed (exit {code}): {stderr}")]
     GuestCommand {
@@ -134,9 +144,13 @@ pub(crate) fn millis(d: Duration) -> u64 {
 impl From<QemuError> for BackendError {
     fn from(e: QemuError) -> Self {
         match e {
+            // ExecMismatch: our own command's result was never seen, so whether it took effect
+            // is unknown, as for a lost connection (the manager then asks `inspect`, or assumes
+            // it did and tears down idempotently).
             QemuError::Gone { .. }
             | QemuError::Disconnected { .. }
-            | QemuError::NoHandshake { .. } => BackendError::Unavailable(e.to_string()),
+            | QemuError::NoHandshake { .. }
+            | QemuError::ExecMismatch { .. } => BackendError::Unavailable(e.to_string()),
             QemuError::Timeout { ms, .. } => BackendError::Timeout(ms),
             QemuError::LunOutOfRange { .. }
             | QemuError::ControllerOutOfRange { .. }

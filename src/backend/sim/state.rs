@@ -8,7 +8,7 @@ use crate::backend::{
     AttachRequest, BackendError, DetachRequest, GuestMount, GuestView, HostAttachment, HostView,
     MountRequest,
 };
-use lunledger_journal::{AttachId, DiskSpec, MountId, MountSpec, Slot};
+use lunledger_journal::{AttachId, DiskKind, DiskSpec, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -91,10 +91,20 @@ impl SimState {
     }
 
     /// Attach: an empty slot takes the disk; the same attach id with the same disk again is a
-    /// no-op; anything else at an occupied slot fails.
+    /// no-op; anything else at an occupied slot fails. Like QEMU's image locking, a disk file or
+    /// device already attached read-write at another slot (even one the guest has unplugged but
+    /// the host has not detached) cannot be attached read-write again. (QEMU also refuses a
+    /// reader beside a writer; the simulation leaves that out, as hcsshim, whose allocation the
+    /// property tests compare against, attaches them side by side.)
     pub fn apply_attach(&mut self, req: &AttachRequest) -> Result<(), BackendError> {
         match self.attachment(req.slot) {
             None => {
+                if let Some(held) = self.image_lock_conflict(req) {
+                    return Err(failed(format!(
+                        "Failed to get \"write\" lock: {} is attached read-write at slot {}",
+                        req.disk.path, held.slot
+                    )));
+                }
                 self.put_attachment(SimAttachment {
                     slot: req.slot,
                     attach: Some(req.attach),
@@ -118,6 +128,21 @@ impl SimState {
                 a.disk.path
             ))),
         }
+    }
+
+    /// Another read-write attachment of the same host file or device (same kind and path),
+    /// which holds the write lock a read-write `req` needs (EVDs are not image files and take
+    /// no lock).
+    fn image_lock_conflict(&self, req: &AttachRequest) -> Option<&SimAttachment> {
+        if req.disk.kind == DiskKind::ExtensibleVirtualDisk || req.disk.read_only {
+            return None;
+        }
+        self.attachments.iter().find(|a| {
+            a.slot != req.slot
+                && a.disk.kind == req.disk.kind
+                && a.disk.path == req.disk.path
+                && !a.disk.read_only
+        })
     }
 
     /// Detach: an empty slot, or one holding someone else's disk (unless the request's attach id
@@ -317,6 +342,32 @@ mod tests {
         s.apply_attach(&att(Slot::new(0, 5), 3, "c")).unwrap();
         let slots: Vec<_> = s.attachments.iter().map(|a| a.slot).collect();
         assert_eq!(slots, vec![s0, Slot::new(0, 5), Slot::new(1, 3)]);
+    }
+
+    #[test]
+    fn a_read_write_image_cannot_be_attached_twice() {
+        let mut s = SimState::default();
+        let mut rw = att(Slot::new(0, 0), 1, "img");
+        rw.disk.read_only = false;
+        s.apply_attach(&rw).unwrap();
+        // Unplugged in the guest, not yet detached: the host still holds the image.
+        s.attachments[0].guest_visible = false;
+        let mut again = att(Slot::new(0, 1), 2, "img");
+        again.disk.read_only = false;
+        let e = s.apply_attach(&again).unwrap_err();
+        assert!(
+            e.to_string().contains("Failed to get \"write\" lock"),
+            "{e}"
+        );
+        s.apply_attach(&rw).unwrap();
+        s.attachments.clear();
+        s.apply_attach(&again).unwrap();
+        // Readers share.
+        let (mut r1, mut r2) = (att(Slot::new(1, 0), 3, "ro"), att(Slot::new(1, 1), 4, "ro"));
+        r1.disk.read_only = true;
+        r2.disk.read_only = true;
+        s.apply_attach(&r1).unwrap();
+        s.apply_attach(&r2).unwrap();
     }
 
     #[test]

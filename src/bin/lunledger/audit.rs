@@ -232,6 +232,10 @@ impl Auditor {
                     }
                     Drift::MissingAttachment { slot: s } => slot = Some(*s),
                     Drift::UnknownMount { path } => row.path = Some(path.clone()),
+                    Drift::UnknownMountUnmounted { path, slot: s } => {
+                        slot = Some(*s);
+                        row.path = Some(path.clone());
+                    }
                     Drift::MissingMount { mount: m, path } => {
                         mount = Some(*m);
                         row.path = Some(path.clone());
@@ -394,6 +398,9 @@ pub fn describe_drift(d: &Drift) -> String {
             format!("journal says {slot} is attached, the VM has nothing there")
         }
         Drift::UnknownMount { path } => format!("guest has an unknown mount at {path}"),
+        Drift::UnknownMountUnmounted { path, slot } => {
+            format!("guest had an unknown mount at {path} on our disk at {slot}, unmounted")
+        }
         Drift::MissingMount { mount, path } => {
             format!("journal says mount {mount} is at {path}, the guest has nothing there")
         }

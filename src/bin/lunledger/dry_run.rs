@@ -121,6 +121,7 @@ fn kind(a: &Action) -> &'static str {
         Action::LoseAttachment { .. } => "lose-attachment",
         Action::LoseMount { .. } => "lose-mount",
         Action::Report { .. } => "report-drift",
+        Action::UnmountStray { .. } => "unmount-stray",
         Action::DetachStray { .. } => "detach-stray",
         Action::RollBackAdd { .. } => "roll-back-add",
         Action::FinishRelease { .. } => "finish-release",
@@ -192,6 +193,9 @@ fn describe(a: &Action, st: &State) -> String {
             )
         }
         Action::Report { drift } => crate::audit::describe_drift(drift),
+        Action::UnmountStray { path, slot, .. } => {
+            format!("unmount {path}: the journal does not know it, and it is on our disk at {slot}")
+        }
         Action::DetachStray { slot, attach, path } => format!(
             "detach the disk at {slot}{}{} which the journal does not hold",
             path.as_deref()
