@@ -19,10 +19,14 @@ timed() { local t0; t0=$(date +%s); "$@"; times+=("$(( $(date +%s) - t0 ))s  $*"
 
 tier "1. format and lint"
 timed cargo fmt --all -- --check
-timed cargo clippy --workspace --all-targets -- -D warnings
+timed cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 tier "2. default tier"
 timed cargo test --workspace
+# The storage fault matrices need fault injection (the `testing` feature: the journal's own
+# write/sync sites and sled's failpoints), which never goes into a normal build.
+timed cargo test -p lunledger-journal --features testing --test storage_faults -- --nocapture
+timed cargo test --features testing --test fault_matrix -- --nocapture
 
 tier "3. long tier"
 LUNLEDGER_KILLS="${LUNLEDGER_KILLS:-200}" timed cargo test --test kill9 -- --nocapture

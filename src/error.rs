@@ -77,6 +77,18 @@ pub enum Error {
     /// The journal failed.
     #[error("journal: {0}")]
     Journal(#[from] lunledger_journal::JournalError),
+    /// The journal failed while operation `op` waited for its records to become durable (its
+    /// storage is full or failing, for example): the manager stopped (fail-stop) and nothing
+    /// whose intent was not durable reached the VM. Reopen once the fault is gone.
+    #[error("operation {op} stopped: the journal failed: {source}")]
+    JournalFailed {
+        /// The operation that was waiting.
+        op: lunledger_journal::OpId,
+        /// What the journal met (for a full or failing disk, a `JournalError::Storage` naming
+        /// what it was doing, the file or directory, and the OS error).
+        #[source]
+        source: lunledger_journal::JournalError,
+    },
     /// The journal directory could not be used.
     #[error("journal directory {dir}: {what}")]
     JournalDir {
@@ -104,7 +116,7 @@ impl Error {
     pub fn stops_manager(&self) -> bool {
         matches!(
             self,
-            Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_)
+            Error::Crashed(_) | Error::Stopped(_) | Error::Journal(_) | Error::JournalFailed { .. }
         )
     }
 }

@@ -10,142 +10,15 @@
 
 mod common;
 
+use common::scenarios::*;
 use common::*;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::backend::BackendError;
-use lunledger::crash::{Boundary, CrashHook, CrashPoint, Site};
+use lunledger::crash::{Boundary, CrashHook, Site};
 use lunledger::journal::{HandleId, Step};
-use lunledger::{DiskRequest, Error, Manager, ManagerOptions, MountConfig};
+use lunledger::{Error, Manager, ManagerOptions};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// Crashes at the `target`-th point reached (never, for `None`) and records the points seen.
-struct Hook {
-    target: Option<usize>,
-    seen: AtomicUsize,
-    points: Mutex<Vec<CrashPoint>>,
-}
-
-impl Hook {
-    fn new(target: Option<usize>) -> Arc<Hook> {
-        Arc::new(Hook {
-            target,
-            seen: AtomicUsize::new(0),
-            points: Mutex::new(Vec::new()),
-        })
-    }
-    fn count(&self) -> usize {
-        self.seen.load(Ordering::SeqCst)
-    }
-}
-
-impl CrashHook for Hook {
-    fn crash_at(&self, p: &CrashPoint) -> bool {
-        let i = self.seen.fetch_add(1, Ordering::SeqCst);
-        self.points.lock().unwrap().push(*p);
-        Some(i) == self.target
-    }
-}
-
-type Script =
-    for<'a> fn(
-        &'a Manager,
-        &'a SimVm,
-        &'a mut Vec<HandleId>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>>;
-
-fn mounted(path: &str) -> DiskRequest {
-    DiskRequest::new(path)
-        .read_only(true)
-        .mount(MountConfig::default())
-}
-
-async fn add(m: &Manager, req: DiskRequest, held: &mut Vec<HandleId>) -> Result<(), Error> {
-    let h = m.add_virtual_disk(req).await?;
-    held.push(h.handle_id());
-    Ok(())
-}
-
-/// Releases `held[i]`. While the release runs the handle is not counted as held: a crash then
-/// may leave it live (release not journaled yet) or released (recovery finished it).
-async fn release(m: &Manager, held: &mut Vec<HandleId>, i: usize) -> Result<(), Error> {
-    let id = held.remove(i);
-    let h = m.handle(id).ok_or(Error::UnknownHandle(id))?;
-    match h.release().await {
-        Err(e @ Error::Backend { .. }) => {
-            held.insert(i, id);
-            Err(e)
-        }
-        r => r,
-    }
-}
-
-fn scenarios() -> Vec<(&'static str, Script)> {
-    vec![
-        ("attach only", |m, _, h| {
-            Box::pin(add(m, DiskRequest::new("a"), h))
-        }),
-        ("attach+mount", |m, _, h| Box::pin(add(m, mounted("a"), h))),
-        ("shared attach", |m, _, h| {
-            Box::pin(async move {
-                add(m, DiskRequest::new("a"), h).await?;
-                add(m, DiskRequest::new("a"), h).await
-            })
-        }),
-        ("shared mount", |m, _, h| {
-            Box::pin(async move {
-                add(m, mounted("a"), h).await?;
-                add(m, mounted("a"), h).await
-            })
-        }),
-        ("release of the last reference", |m, _, h| {
-            Box::pin(async move {
-                add(m, mounted("a"), h).await?;
-                release(m, h, 0).await
-            })
-        }),
-        ("release of a non-last reference", |m, _, h| {
-            Box::pin(async move {
-                add(m, mounted("a"), h).await?;
-                add(m, mounted("a"), h).await?;
-                release(m, h, 0).await
-            })
-        }),
-        ("block-device mount", |m, _, h| {
-            let cfg = MountConfig {
-                block_dev: true,
-                ..Default::default()
-            };
-            Box::pin(async move {
-                add(m, DiskRequest::new("a").mount(cfg), h).await?;
-                release(m, h, 0).await
-            })
-        }),
-        ("failed mount rolls back the attach", |m, vm, h| {
-            Box::pin(async move {
-                vm.set_faults(FaultPlan::new().fail_nth(SimOp::Mount, 1, "bad superblock"));
-                match add(m, mounted("a"), h).await {
-                    Err(Error::Backend { .. }) => Ok(()),
-                    Err(e) => Err(e),
-                    Ok(()) => panic!("the mount fault did not fire"),
-                }
-            })
-        }),
-        ("failed unplug, then retried release", |m, vm, h| {
-            Box::pin(async move {
-                add(m, mounted("a"), h).await?;
-                vm.set_faults(FaultPlan::new().fail_nth(SimOp::Unplug, 1, "device busy"));
-                match release(m, h, 0).await {
-                    Err(Error::Backend { .. }) => {}
-                    Err(e) => return Err(e),
-                    Ok(()) => panic!("the unplug fault did not fire"),
-                }
-                release(m, h, 0).await
-            })
-        }),
-    ]
-}
+use std::sync::Arc;
 
 fn options(hook: Option<Arc<Hook>>) -> ManagerOptions {
     let mut o = ManagerOptions::new(config());
@@ -188,51 +61,6 @@ async fn run_until_crash(
     let _ = m.close().await;
     vm.clear_faults();
     (held, hook.count())
-}
-
-/// Unmount, unplug and detach calls the VM has seen.
-fn teardown_calls(vm: &SimVm) -> u64 {
-    [SimOp::Unmount, SimOp::Unplug, SimOp::Detach]
-        .into_iter()
-        .map(|op| vm.calls(op))
-        .sum()
-}
-
-/// Everything that must hold after a recovery.
-async fn check_recovered(m: &Manager, vm: &SimVm, held: &[HandleId], what: &str) {
-    assert_replay_equals_live(m).await;
-    assert_vm_matches(m, vm);
-    for id in held {
-        assert!(
-            m.handle(*id).is_some(),
-            "{what}: handle {id} returned before the crash was lost"
-        );
-    }
-    let st = m.state();
-    assert!(
-        st.ops.is_empty(),
-        "{what}: operations still in flight: {:?}",
-        st.ops
-    );
-}
-
-async fn release_all_and_check_empty(m: &Manager, vm: &SimVm, what: &str) {
-    for h in m.handles() {
-        h.release()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: release {}: {e}", h.handle_id()));
-    }
-    assert!(
-        m.state().is_empty(),
-        "{what}: state not empty: {:?}",
-        m.state()
-    );
-    assert!(
-        vm.snapshot().is_empty(),
-        "{what}: VM not empty: {:?}",
-        vm.snapshot()
-    );
-    assert_replay_equals_live(m).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,11 +83,14 @@ pub(crate) fn read_current(journal_dir: &Path) -> Result<u64, JournalError> {
 pub(crate) fn write_current(journal_dir: &Path, gen: u64) -> Result<(), JournalError> {
     let path = journal_dir.join(CURRENT_FILE);
     let tmp = journal_dir.join(format!("{CURRENT_FILE}.tmp"));
-    let mut f = File::create(&tmp).map_err(|e| JournalError::io(&tmp, e))?;
-    writeln!(f, "{}", gen_dir_name(gen)).map_err(|e| JournalError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
+    const COMMIT: &str = "replacing CURRENT";
+    let mut f = File::create(&tmp).map_err(|e| JournalError::storage_io(COMMIT, &tmp, e))?;
+    crate::faults::check(crate::faults::Site::CurrentReplace)
+        .and_then(|()| writeln!(f, "{}", gen_dir_name(gen)))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| JournalError::storage_io(COMMIT, &tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| JournalError::storage_io(COMMIT, &path, e))?;
     sync_dir(journal_dir)
 }
 
@@ -238,12 +241,16 @@ impl Active {
         durability: Durability,
         counters: &Counters,
     ) -> Result<(), JournalError> {
-        self.db.flush()?;
+        const FLUSH: &str = "flushing the journal";
+        self.db
+            .flush()
+            .map_err(|e| JournalError::storage(FLUSH, self.dir(), e))?;
         Counters::add(&counters.flushes, 1);
         if durability == Durability::Sync {
-            self.data_file
-                .sync_data()
-                .map_err(|e| JournalError::io(&self.data_path, e))?;
+            const SYNC: &str = "syncing the journal's data file";
+            crate::faults::check(crate::faults::Site::DataSync)
+                .and_then(|()| self.data_file.sync_data())
+                .map_err(|e| JournalError::storage_io(SYNC, &self.data_path, e))?;
             Counters::add(&counters.fdatasyncs, 1);
         }
         Ok(())

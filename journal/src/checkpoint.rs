@@ -100,7 +100,14 @@ impl Journal {
     /// before returning. Fails with [`JournalError::NoSuchRecord`] when no record is stored there.
     /// When the active generation has grown past `segment_records`, also rotates (seals the
     /// records up to `at_seq` into a segment; see [`Journal::segments`]).
+    ///
+    /// A storage failure on the way stops the journal (fail-stop; see [`JournalError::Storage`]).
     pub fn write_checkpoint(&self, at_seq: u64, blob: Vec<u8>) -> Result<(), JournalError> {
+        self.write_checkpoint_inner(at_seq, blob)
+            .map_err(|e| crate::writer::fail_on_storage_error(self.shared(), e))
+    }
+
+    fn write_checkpoint_inner(&self, at_seq: u64, blob: Vec<u8>) -> Result<(), JournalError> {
         self.wait_durable_blocking(at_seq)?;
         let s = self.shared();
         let _m = lock(&s.maint);
@@ -111,7 +118,13 @@ impl Journal {
         v.extend_from_slice(&hash);
         v.extend_from_slice(&blob);
         let active = s.active();
-        active.checkpoints.insert(seq_key(at_seq), v)?;
+        const CHECKPOINT: &str = "writing a checkpoint";
+        crate::faults::check(crate::faults::Site::CheckpointWrite)
+            .map_err(|e| JournalError::storage_io(CHECKPOINT, active.dir(), e))?;
+        active
+            .checkpoints
+            .insert(seq_key(at_seq), v)
+            .map_err(|e| JournalError::storage(CHECKPOINT, active.dir(), e))?;
         active.flush_durable(s.durability, &s.counters)?;
         crate::rotate::maybe_rotate(self, &active, at_seq)
     }
@@ -125,7 +138,14 @@ impl Journal {
     /// a checkpoint), durable before returning. Sealed segments go whole (a segment is removed
     /// only when all of it is outside `retention`), oldest first; records of the active
     /// generation only once no segment is left before them.
+    ///
+    /// A storage failure on the way stops the journal (fail-stop).
     pub fn prune(&self, retention: &Retention) -> Result<PruneReport, JournalError> {
+        self.prune_inner(retention)
+            .map_err(|e| crate::writer::fail_on_storage_error(self.shared(), e))
+    }
+
+    fn prune_inner(&self, retention: &Retention) -> Result<PruneReport, JournalError> {
         let s = self.shared();
         let _m = lock(&s.maint);
         let mut report = PruneReport::default();

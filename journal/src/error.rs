@@ -66,6 +66,19 @@ pub enum JournalError {
         /// The generation's directory.
         path: PathBuf,
     },
+    /// The journal's storage failed while it wrote or synced (a full disk, an I/O error, a
+    /// read-only filesystem): the journal stopped (fail-stop). What was acknowledged as durable
+    /// before is kept; reopen once the fault is gone.
+    #[error("{source} while {action} in {path}")]
+    Storage {
+        /// What the journal was doing ("flushing the journal", "sealing a segment", ...).
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An error reported by sled.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
@@ -141,6 +154,45 @@ impl JournalError {
         JournalError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A storage failure while doing `action` on `path`: sled's I/O errors (and its injected
+    /// failpoints) become [`JournalError::Storage`]; its other errors stay [`JournalError::Sled`].
+    pub(crate) fn storage(action: &'static str, path: &std::path::Path, e: sled::Error) -> Self {
+        let source = match e {
+            sled::Error::Io(io) => io,
+            #[cfg(feature = "testing")]
+            sled::Error::FailPoint => std::io::Error::other("injected sled failpoint"),
+            other => return JournalError::Sled(other),
+        };
+        JournalError::Storage {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A storage failure of the journal's own file I/O.
+    pub(crate) fn storage_io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        JournalError::Storage {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The OS error number of a storage failure, if it is one.
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            JournalError::Storage { source, .. } | JournalError::Io { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
         }
     }
 

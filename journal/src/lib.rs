@@ -44,6 +44,7 @@ pub mod codec;
 pub mod copy;
 pub mod error;
 pub mod event;
+pub mod faults;
 pub mod iter;
 pub mod lock;
 pub mod model;

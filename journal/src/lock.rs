@@ -29,7 +29,8 @@ impl DirLock {
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
-            .map_err(|e| JournalError::io(&path, e))?;
+            .and_then(|f| crate::faults::check(crate::faults::Site::LockFile).map(|()| f))
+            .map_err(|e| JournalError::storage_io("opening the lock file", &path, e))?;
         check_regular(&file, &path)?;
         // SAFETY: flock on a valid, owned file descriptor has no memory-safety preconditions.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

@@ -125,11 +125,14 @@ where
     let last = expect - 1;
     let path = dir.join(file_name(first, last));
     let tmp = dir.join(format!("{first:020}-{last:020}{TMP_SUFFIX}"));
-    let mut f = File::create(&tmp).map_err(|e| JournalError::io(&tmp, e))?;
-    f.write_all(&buf).map_err(|e| JournalError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| JournalError::io(&tmp, e))?;
+    const SEAL: &str = "sealing a segment";
+    let mut f = File::create(&tmp).map_err(|e| JournalError::storage_io(SEAL, &tmp, e))?;
+    crate::faults::check(crate::faults::Site::SegmentWrite)
+        .and_then(|()| f.write_all(&buf))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| JournalError::storage_io(SEAL, &tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| JournalError::storage_io(SEAL, &path, e))?;
     sync_dir(&dir)?;
     Ok(SegmentInfo { first, last, path })
 }

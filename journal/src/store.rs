@@ -528,7 +528,10 @@ pub(crate) fn open_sled(config: &sled::Config) -> Result<sled::Db, JournalError>
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            other => return other.map_err(JournalError::from),
+            other => {
+                return other
+                    .map_err(|e| JournalError::storage("opening the journal", &config.path, e))
+            }
         }
     }
 }

@@ -50,6 +50,7 @@ impl Watermark {
     /// leaves a longer old value's digits behind.
     pub(crate) fn record(&self, seq: u64) -> std::io::Result<()> {
         let line = format!("{PREFIX}{seq:020}\n");
+        crate::faults::check(crate::faults::Site::Watermark)?;
         self.file.write_all_at(line.as_bytes(), 0)
     }
 }

@@ -50,7 +50,58 @@ pub(crate) enum Status {
     Running,
     Halted,
     Closed,
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why the writer stopped, kept so that every waiter gets its own typed error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The storage failed (see [`JournalError::Storage`]).
+    Storage {
+        action: &'static str,
+        path: std::path::PathBuf,
+        errno: Option<i32>,
+        what: String,
+    },
+    /// Anything else (a sled bug, a caught panic).
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &JournalError) -> Failure {
+        match e {
+            JournalError::Storage {
+                action,
+                path,
+                source,
+            } => Failure::Storage {
+                action,
+                path: path.clone(),
+                errno: source.raw_os_error(),
+                what: source.to_string(),
+            },
+            other => Failure::Other(other.to_string()),
+        }
+    }
+
+    fn error(&self) -> JournalError {
+        match self {
+            Failure::Storage {
+                action,
+                path,
+                errno,
+                what,
+            } => JournalError::Storage {
+                action,
+                path: path.clone(),
+                source: match errno {
+                    Some(n) => std::io::Error::from_raw_os_error(*n),
+                    None => std::io::Error::other(what.clone()),
+                },
+            },
+            Failure::Other(m) => JournalError::Internal(format!("writer failed: {m}")),
+        }
+    }
 }
 
 /// The durable sequence number and the writer's status, published to waiters.
@@ -66,7 +117,7 @@ impl DurableState {
             Status::Running => None,
             Status::Halted => Some(JournalError::Halted),
             Status::Closed => Some(JournalError::Closed),
-            Status::Failed(m) => Some(JournalError::Internal(format!("writer failed: {m}"))),
+            Status::Failed(f) => Some(f.error()),
         }
     }
 }
@@ -203,14 +254,24 @@ pub(crate) fn halt(s: &Shared) {
     s.written_tx.send_modify(|_| {});
 }
 
-fn fail(s: &Shared, msg: String) {
+/// Stops the journal after `e` failed a write outside the writer (a checkpoint, a rotation, a
+/// prune): fail-stop, as for the writer's own writes, so that nothing more is appended or made
+/// durable on storage that failed. Errors that are not storage failures pass unchanged.
+pub(crate) fn fail_on_storage_error(s: &Shared, e: JournalError) -> JournalError {
+    if matches!(e, JournalError::Storage { .. } | JournalError::Sled(_)) {
+        fail(s, Failure::of(&e));
+    }
+    e
+}
+
+fn fail(s: &Shared, failure: Failure) {
     {
         let mut q = lock(&s.queue);
         s.halted.store(true, Ordering::SeqCst);
         q.pending.clear();
     }
-    tracing::error!(error = %msg, "journal writer failed; journal halted");
-    publish(s, |st| st.status = Status::Failed(msg));
+    tracing::error!(error = %failure.error(), "journal writer failed; journal halted");
+    publish(s, |st| st.status = Status::Failed(failure));
     s.written_tx.send_modify(|_| {});
 }
 
@@ -225,8 +286,8 @@ pub(crate) fn spawn(
             let s = &*shared;
             match catch_unwind(AssertUnwindSafe(|| run(s, prev_hash, last_written))) {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => fail(s, e.to_string()),
-                Err(p) => fail(s, format!("panic: {}", panic_msg(&p))),
+                Ok(Err(e)) => fail(s, Failure::of(&e)),
+                Err(p) => fail(s, Failure::Other(format!("panic: {}", panic_msg(&p)))),
             }
         })
         .map_err(|e| JournalError::Internal(format!("cannot start writer thread: {e}")))
@@ -284,7 +345,10 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
             };
             let bytes = encode_record(&rec);
             prev_hash = chain_hash(&bytes);
-            view.active.records.insert(seq_key(p.seq), bytes)?;
+            view.active
+                .records
+                .insert(seq_key(p.seq), bytes)
+                .map_err(|e| JournalError::storage("writing a record", view.active.dir(), e))?;
             written = p.seq;
         }
         if n > 0 {
@@ -303,7 +367,10 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
                 // In the same flush as the records it seals, and after them in sled's write
                 // order: a seal that survives a crash never names a record that did not.
                 let seal = crate::seal::seal_bytes(key, written, &prev_hash);
-                view.active.meta.insert(crate::store::META_SEAL, seal)?;
+                view.active
+                    .meta
+                    .insert(crate::store::META_SEAL, seal)
+                    .map_err(|e| JournalError::storage("sealing the head", view.active.dir(), e))?;
             }
             view.active.flush_durable(s.durability, &s.counters)?;
             if let Err(e) = s.watermark.record(written) {

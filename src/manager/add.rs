@@ -225,7 +225,7 @@ async fn add_steps(
     })?;
     let issued = async {
         // The caller may act on the handle at once; it must survive a crash from then on.
-        inner.durable(seq).await?;
+        inner.durable_for(op, seq).await?;
         inner.crash_point(op, Site::IssueHandle, Boundary::AfterOutcome)?;
         let st = inner.state();
         let h = st

@@ -139,8 +139,17 @@ impl Inner {
     /// Journals an event and waits until it is durable.
     pub(crate) async fn record_durable(&self, op: OpId, event: Event) -> Result<u64> {
         let seq = self.record(op, event)?;
-        self.durable(seq).await?;
+        self.durable_for(op, seq).await?;
         Ok(seq)
+    }
+
+    /// Waits until everything up to `seq` is durable, for operation `op`: a journal failure
+    /// names the operation.
+    pub(crate) async fn durable_for(&self, op: OpId, seq: u64) -> Result<()> {
+        match self.durable(seq).await {
+            Err(Error::Journal(source)) => Err(Error::JournalFailed { op, source }),
+            other => other,
+        }
     }
 
     /// Waits until everything up to `seq` is durable.
@@ -266,7 +275,7 @@ impl Inner {
         self.durable(at).await?;
         let journal = self.journal.clone();
         let retention = self.opts.retention.clone();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             journal.write_checkpoint(at, blob)?;
             if let Some(r) = retention {
                 journal.prune(&r)?;
@@ -274,7 +283,14 @@ impl Inner {
             Ok::<_, lunledger_journal::JournalError>(())
         })
         .await
-        .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
+        .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))?;
+        if let Err(e) = written {
+            // A checkpoint or rotation that failed part way leaves the journal's files in a
+            // state only a reopen sorts out: fail-stop, as for any other journal write.
+            self.journal.halt();
+            self.stop(format!("checkpoint failed: {e}"));
+            return Err(e.into());
+        }
         tracing::debug!(at_seq = at, "checkpoint written");
         Ok(())
     }

@@ -253,7 +253,7 @@ impl Manager {
                 },
             )?;
             let seq = inner.record(op, Event::OpFinished)?;
-            inner.durable(seq).await?;
+            inner.durable_for(op, seq).await?;
         }
         let report = RecoveryReport {
             checkpoint_seq: checkpoint,

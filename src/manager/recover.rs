@@ -139,7 +139,7 @@ pub(crate) async fn recover(
         sweep(inner, op, &mut report).await?;
         inner.record(op, Event::OpFinished)?;
         let seq = inner.state().last_seq;
-        inner.durable(seq).await?;
+        inner.durable_for(op, seq).await?;
     }
     let st = inner.state();
     report.live_handles = st.handles.len();

@@ -1,0 +1,105 @@
+//! Injected storage faults, for testing what a failing disk does to the journal (feature
+//! `testing`). Each of the journal's own write and sync sites asks [`check`] before it touches
+//! the disk; an armed site fails with the OS error it was armed with, as the disk would. sled's
+//! own sites are armed through sled's failpoints ([`arm_sled`]), which this feature turns on.
+//!
+//! The arming is process-wide (as sled's failpoints are): tests that arm faults run one at a
+//! time. Without the feature, [`check`] is an empty inline function.
+
+use std::io;
+
+/// One of the journal's own write or sync sites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Site {
+    /// The fdatasync of sled's data file at a durable point (`Durability::Sync`).
+    DataSync,
+    /// Writing the durable watermark after a flush.
+    Watermark,
+    /// Writing a sealed segment file (at a rotation).
+    SegmentWrite,
+    /// Replacing `CURRENT` (the commit point of a rotation).
+    CurrentReplace,
+    /// Storing a checkpoint.
+    CheckpointWrite,
+    /// Creating or opening the directory lock file.
+    LockFile,
+}
+
+impl Site {
+    /// Every site.
+    pub const ALL: [Site; 6] = [
+        Site::DataSync,
+        Site::Watermark,
+        Site::SegmentWrite,
+        Site::CurrentReplace,
+        Site::CheckpointWrite,
+        Site::LockFile,
+    ];
+}
+
+#[cfg(feature = "testing")]
+mod armed {
+    use super::Site;
+    use std::sync::Mutex;
+
+    /// The armed site: it fails with `errno` after letting `skip` calls through.
+    pub(super) struct Armed {
+        pub site: Site,
+        pub errno: i32,
+        pub skip: u32,
+    }
+
+    pub(super) static ARMED: Mutex<Option<Armed>> = Mutex::new(None);
+}
+
+/// Arms `site`: its next call after `skip` successful ones fails with OS error `errno`, and so
+/// does every call after that (a disk that failed stays failed) until [`disarm`].
+#[cfg(feature = "testing")]
+pub fn arm(site: Site, errno: i32, skip: u32) {
+    if let Ok(mut a) = armed::ARMED.lock() {
+        *a = Some(armed::Armed { site, errno, skip });
+    }
+}
+
+/// Arms one of sled's own failpoints (by sled's name, such as `"buffer write"`): its hit after
+/// `skip` others (at most 63) fails, and sled then fails every later operation of that
+/// database, as after a real I/O error.
+#[cfg(feature = "testing")]
+pub fn arm_sled(name: &'static str, skip: u32) {
+    sled::fail::set(name, 1u64 << skip.min(63));
+}
+
+/// Disarms every injected fault, ours and sled's.
+#[cfg(feature = "testing")]
+pub fn disarm() {
+    if let Ok(mut a) = armed::ARMED.lock() {
+        *a = None;
+    }
+    sled::fail::reset();
+}
+
+/// Fails with the armed OS error when `site` is armed (feature `testing`).
+#[cfg(feature = "testing")]
+pub(crate) fn check(site: Site) -> io::Result<()> {
+    let Ok(mut a) = armed::ARMED.lock() else {
+        return Ok(());
+    };
+    match a.as_mut() {
+        Some(armed) if armed.site == site => {
+            if armed.skip > 0 {
+                armed.skip -= 1;
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(armed.errno))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Never fails: fault injection is compiled out without the `testing` feature.
+#[cfg(not(feature = "testing"))]
+#[inline(always)]
+pub(crate) fn check(_site: Site) -> io::Result<()> {
+    Ok(())
+}
