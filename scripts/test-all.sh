@@ -28,6 +28,9 @@ timed cargo test --workspace
 timed cargo test -p lunledger-journal --features testing --test storage_faults -- --nocapture
 timed cargo test --features testing --test fault_matrix -- --nocapture
 
+tier "2b. real disks (root: tmpfs and loop-mounted ext4)"
+timed cargo test --features root-tests --test root_disk -- --nocapture --test-threads=1
+
 tier "3. long tier"
 LUNLEDGER_KILLS="${LUNLEDGER_KILLS:-200}" timed cargo test --test kill9 -- --nocapture
 LUNLEDGER_ROTATE_KILLS="${LUNLEDGER_ROTATE_KILLS:-100}" timed cargo test -p lunledger-journal --test kill9 sigkill_during_rotations -- --nocapture

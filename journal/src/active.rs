@@ -14,6 +14,7 @@ use crate::stats::Counters;
 use crate::store::{TREE_CHECKPOINTS, TREE_META, TREE_QUARANTINE, TREE_RECORDS};
 use std::fs::File;
 use std::io::Write;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -152,17 +153,44 @@ fn check_ours(db: &sled::Db, dir: &Path) -> Result<(), JournalError> {
 }
 
 /// One open sled generation.
+///
+/// sled's handles are dropped by hand, inside `catch_unwind` (see the `Drop` impl): sled 0.34
+/// fsyncs its log when the last handle goes and `unwrap`s the result, so a disk that failed
+/// (EIO, EROFS) would panic whichever thread dropped the journal.
 pub(crate) struct Active {
     pub gen: u64,
-    pub db: sled::Db,
-    pub records: sled::Tree,
-    pub checkpoints: sled::Tree,
-    pub meta: sled::Tree,
-    pub quarantine: sled::Tree,
+    pub db: ManuallyDrop<sled::Db>,
+    pub records: ManuallyDrop<sled::Tree>,
+    pub checkpoints: ManuallyDrop<sled::Tree>,
+    pub meta: ManuallyDrop<sled::Tree>,
+    pub quarantine: ManuallyDrop<sled::Tree>,
     pub data_file: File,
     pub data_path: PathBuf,
     /// Declared last: runs after sled's handles are dropped.
     pub closer: Closer,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: each field is dropped exactly once, here, and never used again: `self` is
+            // being dropped and the `ManuallyDrop` fields are not touched by any other drop.
+            unsafe {
+                ManuallyDrop::drop(&mut self.records);
+                ManuallyDrop::drop(&mut self.checkpoints);
+                ManuallyDrop::drop(&mut self.meta);
+                ManuallyDrop::drop(&mut self.quarantine);
+                ManuallyDrop::drop(&mut self.db);
+            }
+        }));
+        if let Err(p) = dropped {
+            tracing::error!(
+                dir = %self.closer.dir.display(),
+                panic = %crate::store::panic_msg(&p),
+                "sled failed while closing the journal (its storage failed); the next open recovers"
+            );
+        }
+    }
 }
 
 /// Waits for sled to let go of the generation's data file when the generation is dropped, and
@@ -210,11 +238,11 @@ impl Active {
         let data_file = File::open(&data_path).map_err(|e| JournalError::io(&data_path, e))?;
         Ok(Active {
             gen,
-            db,
-            records,
-            checkpoints,
-            meta,
-            quarantine,
+            db: ManuallyDrop::new(db),
+            records: ManuallyDrop::new(records),
+            checkpoints: ManuallyDrop::new(checkpoints),
+            meta: ManuallyDrop::new(meta),
+            quarantine: ManuallyDrop::new(quarantine),
             data_file,
             data_path: data_path.clone(),
             closer: Closer {

@@ -103,8 +103,9 @@ impl Journal {
     ///
     /// A storage failure on the way stops the journal (fail-stop; see [`JournalError::Storage`]).
     pub fn write_checkpoint(&self, at_seq: u64, blob: Vec<u8>) -> Result<(), JournalError> {
-        self.write_checkpoint_inner(at_seq, blob)
-            .map_err(|e| crate::writer::fail_on_storage_error(self.shared(), e))
+        self.write_checkpoint_inner(at_seq, blob).map_err(|e| {
+            crate::writer::fail_on_storage_error(self.shared(), "writing a checkpoint", e)
+        })
     }
 
     fn write_checkpoint_inner(&self, at_seq: u64, blob: Vec<u8>) -> Result<(), JournalError> {
@@ -142,7 +143,7 @@ impl Journal {
     /// A storage failure on the way stops the journal (fail-stop).
     pub fn prune(&self, retention: &Retention) -> Result<PruneReport, JournalError> {
         self.prune_inner(retention)
-            .map_err(|e| crate::writer::fail_on_storage_error(self.shared(), e))
+            .map_err(|e| crate::writer::fail_on_storage_error(self.shared(), "pruning", e))
     }
 
     fn prune_inner(&self, retention: &Retention) -> Result<PruneReport, JournalError> {

@@ -120,6 +120,30 @@ pub enum JournalError {
     Internal(String),
 }
 
+/// sled passes some OS errors on wrapped in another `io::Error` whose message is the first one's
+/// `Debug` text; this recovers the OS error itself, so its number and message read as usual.
+fn plain_os_error(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    if let Some(code) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::raw_os_error)
+    {
+        return std::io::Error::from_raw_os_error(code);
+    }
+    let text = e.to_string();
+    let code = text
+        .split_once("code: ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<i32>().ok());
+    match code {
+        Some(code) if text.starts_with("Os {") => std::io::Error::from_raw_os_error(code),
+        _ => e,
+    }
+}
+
 fn fmt_holder(pid: Option<u32>) -> String {
     match pid {
         Some(p) => format!("process {p}"),
@@ -161,7 +185,7 @@ impl JournalError {
     /// failpoints) become [`JournalError::Storage`]; its other errors stay [`JournalError::Sled`].
     pub(crate) fn storage(action: &'static str, path: &std::path::Path, e: sled::Error) -> Self {
         let source = match e {
-            sled::Error::Io(io) => io,
+            sled::Error::Io(io) => plain_os_error(io),
             #[cfg(feature = "testing")]
             sled::Error::FailPoint => std::io::Error::other("injected sled failpoint"),
             other => return JournalError::Sled(other),

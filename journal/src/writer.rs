@@ -257,7 +257,18 @@ pub(crate) fn halt(s: &Shared) {
 /// Stops the journal after `e` failed a write outside the writer (a checkpoint, a rotation, a
 /// prune): fail-stop, as for the writer's own writes, so that nothing more is appended or made
 /// durable on storage that failed. Errors that are not storage failures pass unchanged.
-pub(crate) fn fail_on_storage_error(s: &Shared, e: JournalError) -> JournalError {
+pub(crate) fn fail_on_storage_error(
+    s: &Shared,
+    action: &'static str,
+    e: JournalError,
+) -> JournalError {
+    // sled's I/O errors met on the way (through `?`) get the action and the directory.
+    let e = match e {
+        JournalError::Sled(sled::Error::Io(io)) => {
+            JournalError::storage(action, &s.dir, sled::Error::Io(io))
+        }
+        other => other,
+    };
     if matches!(e, JournalError::Storage { .. } | JournalError::Sled(_)) {
         fail(s, Failure::of(&e));
     }

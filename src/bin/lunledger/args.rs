@@ -44,6 +44,10 @@ pub struct CommonArgs {
     /// One JSON object per line instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Where the private copy of the journal goes (default: TMPDIR); for when the temporary
+    /// directory is full or small.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// `verify`.

@@ -195,7 +195,7 @@ fn story(
         );
     }
     heading("2. what recovery will do (lunledger recover --dry-run, on a copy)");
-    let snap = snapshot::open(journal, false)?;
+    let snap = snapshot::open(journal, false, None)?;
     let policy = lunledger::recovery::RecoveryPolicy::default();
     let sim = match target {
         Target::Sim { state, .. } => Some(state.as_path()),
@@ -521,7 +521,7 @@ fn yes(b: bool) -> &'static str {
 /// The interrupted add and its rollback, then the last records of the journal, as `replay`
 /// shows them.
 fn print_trail(journal: &Path) -> Result<(), CliError> {
-    let snap = snapshot::open(journal, false)?;
+    let snap = snapshot::open(journal, false, None)?;
     let hist = history::load(snap.journal(), None)?;
     let mut auditor = Auditor::new(hist.start.clone());
     auditor.learn_handles(&hist.records);

@@ -29,7 +29,11 @@ pub fn run(a: &RecoverArgs) -> CliResult {
             "recover only plans (--dry-run): the CLI never changes a journal; recovery runs when the shim opens the manager".into(),
         ));
     }
-    let snap = snapshot::open(&a.common.journal, a.common.copy)?;
+    let snap = snapshot::open(
+        &a.common.journal,
+        a.common.copy,
+        a.common.work_dir.as_deref(),
+    )?;
     say_banner(&snap, a.common.json);
     let policy = RecoveryPolicy {
         detach_unknown: a.detach_unknown,

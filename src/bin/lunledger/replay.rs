@@ -51,7 +51,11 @@ pub fn run(a: &ReplayArgs) -> CliResult {
         interrupt::set_graceful();
     }
     // Following a journal only makes sense while a shim writes it: --follow implies --copy.
-    let snap = snapshot::open(&a.common.journal, a.common.copy || a.follow)?;
+    let snap = snapshot::open(
+        &a.common.journal,
+        a.common.copy || a.follow,
+        a.common.work_dir.as_deref(),
+    )?;
     say_banner(&snap, a.common.json);
     let to = if a.follow { None } else { filter.to_seq() };
     let hist = history::load(snap.journal(), to)?;
@@ -147,7 +151,7 @@ fn follow(
         if interrupt::requested() || interrupt::stdout_closed() {
             break;
         }
-        let snap = match refresh(&a.common.journal) {
+        let snap = match refresh(&a.common.journal, a.common.work_dir.as_deref()) {
             Ok(s) => s,
             // A copy of a journal caught mid-write can fail to open: try again next tick.
             Err(CliError::Io(_)) => continue,
@@ -208,13 +212,17 @@ fn follow(
     Ok(())
 }
 
-fn refresh(dir: &Path) -> Result<Snapshot, CliError> {
-    snapshot::open(dir, true)
+fn refresh(dir: &Path, work_dir: Option<&Path>) -> Result<Snapshot, CliError> {
+    snapshot::open(dir, true, work_dir)
 }
 
 /// `--at`: the state as of a sequence number or a time.
 fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
-    let snap = snapshot::open(&a.common.journal, a.common.copy)?;
+    let snap = snapshot::open(
+        &a.common.journal,
+        a.common.copy,
+        a.common.work_dir.as_deref(),
+    )?;
     say_banner(&snap, a.common.json);
     let last = snap.journal().last_seq();
     let (to_seq, to_time) = match at.parse::<u64>() {

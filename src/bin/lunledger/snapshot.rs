@@ -46,16 +46,33 @@ impl Drop for Snapshot {
     }
 }
 
-/// Copies `dir` into a private directory and opens the copy. `allow_live`: `--copy`.
-pub fn open(dir: &Path, allow_live: bool) -> Result<Snapshot, CliError> {
+/// Copies `dir` into a private directory (in `work_dir`, default TMPDIR) and opens the copy.
+/// `allow_live`: `--copy`.
+pub fn open(dir: &Path, allow_live: bool, work_dir: Option<&Path>) -> Result<Snapshot, CliError> {
     let opts = ReadOnlyOptions {
         allow_live,
-        work_dir: None,
+        work_dir: work_dir.map(Path::to_path_buf),
     };
     let inner = open_read_only(dir, &opts, &mut |p| crate::interrupt::guard_private_dir(p))
         .map_err(|e| match e {
             JournalError::InUse { dir, pid } => CliError::InUse { dir, pid },
-            e => CliError::Io(format!("auditing journal {}: {e}", dir.display())),
+            e => {
+                // Where the copy went, so a full temporary directory is told apart from a
+                // problem of the journal's own.
+                let into = work_dir
+                    .map(|d| format!("{} (--work-dir)", d.display()))
+                    .unwrap_or_else(|| format!("{} (TMPDIR)", std::env::temp_dir().display()));
+                let hint = match e.os_error() {
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS) => {
+                        "; name a directory with room with --work-dir"
+                    }
+                    _ => "",
+                };
+                CliError::Io(format!(
+                    "auditing journal {} through a private copy in {into}: {e}{hint}",
+                    dir.display()
+                ))
+            }
         })?;
     Ok(Snapshot { inner })
 }

@@ -49,7 +49,11 @@ struct Counters {
 
 /// Runs `status`.
 pub fn run(a: &StatusArgs) -> CliResult {
-    let snap = snapshot::open(&a.common.journal, a.common.copy)?;
+    let snap = snapshot::open(
+        &a.common.journal,
+        a.common.copy,
+        a.common.work_dir.as_deref(),
+    )?;
     say_banner(&snap, a.common.json);
     let hist = history::load(snap.journal(), None)?;
     let mut auditor = Auditor::new(hist.start.clone());

@@ -59,7 +59,7 @@ pub fn run(v: &VerifyArgs) -> CliResult {
         .map(str::parse::<Head>)
         .transpose()
         .map_err(|e| CliError::Usage(format!("--expect-head: {e}")))?;
-    let snap = snapshot::open(&a.journal, a.copy)?;
+    let snap = snapshot::open(&a.journal, a.copy, a.work_dir.as_deref())?;
     say_banner(&snap, a.json);
     let mut problems = Vec::new();
     let opened = snap.journal().open_report().clone();
