@@ -82,6 +82,9 @@ fn options(mode: Durability, hook: Option<Arc<dyn CrashHook>>) -> ManagerOptions
     o
 }
 
+/// Faults are armed process-wide: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The journal a VM observer checks against.
 type Watched = Arc<Mutex<Option<Journal>>>;
 
@@ -232,8 +235,8 @@ async fn reopen(dir: &Path, vm: &SimVm, mode: Durability) -> Result<Manager, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_faults_at_every_point_of_every_scenario() {
-    // Faults are armed process-wide: this binary holds this one test, and runs its cases one
-    // at a time.
+    // Faults are armed process-wide: the tests here run one at a time, and so do the cases.
+    let _serial = SERIAL.lock().await;
     let (mut pairs, mut fired) = (0u64, 0u64);
     let mut failures = Vec::new();
     for mode in [Durability::Flush, Durability::Sync] {
@@ -290,4 +293,46 @@ async fn storage_faults_at_every_point_of_every_scenario() {
         fired > pairs / 4,
         "too few faults fired: {fired} of {pairs}"
     );
+}
+
+/// A journal disk that stops answering: the waiting operation gives up after
+/// `durable_timeout`, the manager stops, and once the disk answers again a reopen recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_disk_that_stops_answering_stops_the_manager_in_bounded_time() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let vm = SimVm::new();
+    let mut o = options(Durability::Sync, None);
+    o.durable_timeout = Duration::from_millis(300);
+    let m = Manager::open_with(dir.path(), o, vm.host_backend(), vm.guest_backend())
+        .await
+        .unwrap();
+    let held = m
+        .add_virtual_disk(lunledger::DiskRequest::new("a"))
+        .await
+        .unwrap()
+        .handle_id();
+    faults::arm_stall(Site::DataSync, Duration::from_secs(3));
+    let start = std::time::Instant::now();
+    let r = m
+        .add_virtual_disk(lunledger::DiskRequest::new("b"))
+        .await
+        .map(|h| h.handle_id());
+    let took = start.elapsed();
+    match &r {
+        Err(e) if e.stops_manager() => assert!(e.to_string().contains("did not complete"), "{e}"),
+        other => panic!("expected the manager to stop, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(matches!(
+        m.add_virtual_disk(lunledger::DiskRequest::new("c")).await,
+        Err(Error::Stopped(_))
+    ));
+    let _ = m.close().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    faults::disarm();
+    let m = reopen(dir.path(), &vm, Durability::Sync).await.unwrap();
+    check_recovered(&m, &vm, &[held], "stalled disk").await;
+    release_all_and_check_empty(&m, &vm, "stalled disk").await;
+    m.close().await.unwrap();
 }

@@ -42,11 +42,13 @@ mod armed {
     use super::Site;
     use std::sync::Mutex;
 
-    /// The armed site: it fails with `errno` after letting `skip` calls through.
+    /// The armed site: it fails with `errno` (or, with `stall`, first waits that long, as a
+    /// disk that stopped answering) after letting `skip` calls through.
     pub(super) struct Armed {
         pub site: Site,
         pub errno: i32,
         pub skip: u32,
+        pub stall: Option<std::time::Duration>,
     }
 
     pub(super) static ARMED: Mutex<Option<Armed>> = Mutex::new(None);
@@ -57,7 +59,26 @@ mod armed {
 #[cfg(feature = "testing")]
 pub fn arm(site: Site, errno: i32, skip: u32) {
     if let Ok(mut a) = armed::ARMED.lock() {
-        *a = Some(armed::Armed { site, errno, skip });
+        *a = Some(armed::Armed {
+            site,
+            errno,
+            skip,
+            stall: None,
+        });
+    }
+}
+
+/// Arms `site` to stall: its next call waits `stall` (a disk that stopped answering), then fails
+/// with EIO.
+#[cfg(feature = "testing")]
+pub fn arm_stall(site: Site, stall: std::time::Duration) {
+    if let Ok(mut a) = armed::ARMED.lock() {
+        *a = Some(armed::Armed {
+            site,
+            errno: libc::EIO,
+            skip: 0,
+            stall: Some(stall),
+        });
     }
 }
 
@@ -81,20 +102,25 @@ pub fn disarm() {
 /// Fails with the armed OS error when `site` is armed (feature `testing`).
 #[cfg(feature = "testing")]
 pub(crate) fn check(site: Site) -> io::Result<()> {
-    let Ok(mut a) = armed::ARMED.lock() else {
-        return Ok(());
-    };
-    match a.as_mut() {
-        Some(armed) if armed.site == site => {
-            if armed.skip > 0 {
-                armed.skip -= 1;
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(armed.errno))
+    let stall = {
+        let Ok(mut a) = armed::ARMED.lock() else {
+            return Ok(());
+        };
+        match a.as_mut() {
+            Some(armed) if armed.site == site => {
+                if armed.skip > 0 {
+                    armed.skip -= 1;
+                    return Ok(());
+                }
+                (armed.stall, armed.errno)
             }
+            _ => return Ok(()),
         }
-        _ => Ok(()),
+    };
+    if let Some(d) = stall.0 {
+        std::thread::sleep(d);
     }
+    Err(io::Error::from_raw_os_error(stall.1))
 }
 
 /// Never fails: fault injection is compiled out without the `testing` feature.

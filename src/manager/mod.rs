@@ -154,7 +154,22 @@ impl Inner {
 
     /// Waits until everything up to `seq` is durable.
     pub(crate) async fn durable(&self, seq: u64) -> Result<()> {
-        if let Err(e) = self.journal.wait_durable(seq).await {
+        let limit = self.opts.durable_timeout;
+        let waited = tokio::time::timeout(limit, self.journal.wait_durable(seq)).await;
+        let res = waited.unwrap_or_else(|_| {
+            // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
+            // stopping the journal so that nothing more is made durable behind our back.
+            self.journal.halt();
+            Err(lunledger_journal::JournalError::Internal(format!(
+                "the journal's flush did not complete within {limit:?} (its disk stopped answering?)"
+            )))
+        });
+        if let Err(e) = res {
+            if matches!(e, lunledger_journal::JournalError::Halted) {
+                // Halted because the manager already stopped: the caller gets the first cause,
+                // not the halt it led to.
+                self.check_running()?;
+            }
             self.stop(format!("flush failed: {e}"));
             return Err(e.into());
         }

@@ -45,6 +45,9 @@ pub struct ManagerOptions {
     pub busy_disk_wait: Duration,
     /// How long recovery waits for a backend's `inspect`.
     pub inspect_timeout: Duration,
+    /// How long an operation waits for its records to become durable before the manager
+    /// stops (a journal disk that stopped answering). Default 60 s.
+    pub durable_timeout: Duration,
     /// After each checkpoint, prune records older than this keeps (`None`: keep everything).
     pub retention: Option<Retention>,
     /// Open even when records that had been durable are missing from the journal's files
@@ -73,6 +76,7 @@ impl ManagerOptions {
             teardown_attempts: 3,
             teardown_backoff: Duration::from_millis(20),
             inspect_timeout: Duration::from_secs(10),
+            durable_timeout: Duration::from_secs(60),
             busy_disk_wait: Duration::from_secs(10),
             retention: None,
             accept_lost_records: false,
