@@ -27,6 +27,13 @@ pub enum Site {
     IssueHandle,
     /// An operation was just started (its `OpStarted` record is appended, nothing else yet).
     OpStarted,
+    /// An add's access grant (`HostBackend::grant_vm_access`). Its intent is the add's durable
+    /// `OpStarted` record (which names the VM and the path); its outcome, `AccessGranted`.
+    Grant,
+    /// Recovery's repair of drift, a step on something the journal never held: the unplug and
+    /// detach of a stray disk at a slot, or the unmount of a stray mount. Its intent is the
+    /// durable `DriftFound` record naming it.
+    Repair(Step),
 }
 
 /// One crash point.
@@ -48,6 +55,8 @@ impl fmt::Display for CrashPoint {
             }
             Site::IssueHandle => write!(f, "op {} issue-handle {:?}", self.op, self.boundary),
             Site::OpStarted => write!(f, "op {} started", self.op),
+            Site::Grant => write!(f, "op {} grant {:?}", self.op, self.boundary),
+            Site::Repair(step) => write!(f, "op {} repair {step} {:?}", self.op, self.boundary),
         }
     }
 }

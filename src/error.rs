@@ -64,6 +64,16 @@ pub enum Error {
         /// The backend's error.
         source: BackendError,
     },
+    /// Granting the VM access to the disk's file failed (`HostBackend::grant_vm_access`).
+    #[error("granting {vm_id} access to {path}: {source}")]
+    GrantFailed {
+        /// The VM.
+        vm_id: String,
+        /// The host path.
+        path: String,
+        /// The backend's error.
+        source: BackendError,
+    },
     /// Another caller's attach or mount that this add was sharing failed.
     #[error("shared {step} at slot {slot} failed: {message}")]
     SharedStepFailed {

@@ -789,3 +789,37 @@ async fn re_adding_a_read_write_disk_gives_up_typed_when_its_teardown_lasts() {
     assert!(vm.snapshot().is_empty());
     assert_replay_equals_live(&m).await;
 }
+
+/// A grant that fails keeps the backend's error (typed, with the VM and path), the add is
+/// rolled back with nothing left behind, and the grant's intent (the add's `OpStarted`, naming
+/// VM and path) was durable before the call.
+#[tokio::test]
+async fn a_failed_access_grant_keeps_its_backend_error() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    vm.set_faults(FaultPlan::new().fail_nth(SimOp::Grant, 1, "access denied"));
+    let r = m
+        .add_virtual_disk(DiskRequest::new("/img/a.vhdx").vm_id("vm-1"))
+        .await;
+    match r {
+        Err(Error::GrantFailed {
+            vm_id,
+            path,
+            source: lunledger::backend::BackendError::Failed(msg),
+        }) => {
+            assert_eq!((vm_id.as_str(), path.as_str()), ("vm-1", "/img/a.vhdx"));
+            assert!(msg.contains("access denied"), "{msg}");
+        }
+        other => panic!("expected GrantFailed, got {other:?}"),
+    }
+    assert!(m.state().is_empty(), "{:?}", m.state());
+    assert_eq!(vm.calls(SimOp::Attach), 0);
+    // The next grant succeeds and the add goes on.
+    let h = m
+        .add_virtual_disk(DiskRequest::new("/img/a.vhdx").vm_id("vm-1"))
+        .await
+        .unwrap();
+    h.release().await.unwrap();
+    m.close().await.unwrap();
+}

@@ -75,6 +75,34 @@ impl Manager {
     }
 }
 
+/// Grants `vm` access to `path` by the write-ahead rule. The intent is the add's `OpStarted`
+/// record (it names the VM and the path), made durable before the call; the outcome is
+/// `AccessGranted`. As in hcsshim, a grant is idempotent and never revoked, so recovery has
+/// nothing to settle for one whose outcome was lost.
+async fn grant(inner: &Arc<Inner>, op: OpId, vm: &str, path: &str) -> Result<()> {
+    inner.crash_point(op, Site::Grant, Boundary::BeforeIntent)?;
+    let started = inner.state().last_seq;
+    inner.durable_for(op, started).await?;
+    inner.crash_point(op, Site::Grant, Boundary::AfterIntent)?;
+    let res = inner.host.grant_vm_access(vm, path).await;
+    inner.crash_point(op, Site::Grant, Boundary::AfterCall)?;
+    if let Err(source) = res {
+        return Err(Error::GrantFailed {
+            vm_id: vm.to_string(),
+            path: path.to_string(),
+            source,
+        });
+    }
+    inner.record(
+        op,
+        Event::AccessGranted {
+            vm_id: vm.to_string(),
+            path: path.to_string(),
+        },
+    )?;
+    inner.crash_point(op, Site::Grant, Boundary::AfterOutcome)
+}
+
 /// Releases the handle of an add whose caller went away, under the add's own operation.
 async fn abandon(inner: &Arc<Inner>, op: OpId) -> Result<()> {
     let handle = inner
@@ -130,20 +158,7 @@ async fn add_steps(
     mount: Option<&MountSpec>,
 ) -> Result<Mount> {
     if let Some(vm) = &req.vm_id {
-        inner
-            .host
-            .grant_vm_access(vm, &req.host_path)
-            .await
-            .map_err(|e| {
-                Error::InvalidInput(format!("granting {vm} access to {}: {e}", req.host_path))
-            })?;
-        inner.record(
-            op,
-            Event::AccessGranted {
-                vm_id: vm.clone(),
-                path: req.host_path.clone(),
-            },
-        )?;
+        grant(inner, op, vm, &req.host_path).await?;
     }
     let deadline = tokio::time::Instant::now() + inner.opts.busy_disk_wait;
     let (slot, new) = loop {

@@ -5,6 +5,7 @@
 
 use super::{lock, Inner};
 use crate::backend::{DetachRequest, GuestView, HostView, MountRequest};
+use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
 use lunledger_journal::{Drift, Event, MountSpec, OpId, OpKind, Resolution, Step, Target};
 use lunledger_recovery::{
@@ -237,7 +238,10 @@ async fn execute(
             inner.record(op, Event::DriftFound { drift })?;
         }
         Action::UnmountStray { path, slot, attach } => {
-            // Write-ahead: the finding is durable before the call.
+            // Write-ahead: the finding, which names what the repair does, is durable before the
+            // call; the crash points are those of any step.
+            let site = Site::Repair(Step::Unmount);
+            inner.crash_point(op, site, Boundary::BeforeIntent)?;
             inner
                 .record_durable(
                     op,
@@ -246,6 +250,7 @@ async fn execute(
                     },
                 )
                 .await?;
+            inner.crash_point(op, site, Boundary::AfterIntent)?;
             let req = MountRequest {
                 slot,
                 attach,
@@ -254,7 +259,13 @@ async fn execute(
                 path: path.clone(),
                 spec: MountSpec::default(),
             };
-            match inner.guest.unmount(&req).await {
+            let res = inner.guest.unmount(&req).await;
+            if res.is_ok() {
+                // A repair is a teardown call recovery made: the report counts it.
+                inner.teardown_steps.fetch_add(1, Ordering::Relaxed);
+            }
+            inner.crash_point(op, site, Boundary::AfterCall)?;
+            match res {
                 Ok(()) => {
                     inner.record(
                         op,
@@ -267,6 +278,7 @@ async fn execute(
                     .errors
                     .push(format!("unmounting unknown mount {path} on {slot}: {e}")),
             }
+            inner.crash_point(op, site, Boundary::AfterOutcome)?;
         }
         Action::DetachStray { slot, attach, path } => {
             let drift = |detached| Event::DriftFound {
@@ -276,15 +288,36 @@ async fn execute(
                     detached,
                 },
             };
+            // Write-ahead: the finding, which names the slot both calls act on, is durable
+            // before the first; each call has the crash points of any step.
+            let unplug = Site::Repair(Step::Unplug);
+            let detach = Site::Repair(Step::Detach);
+            inner.crash_point(op, unplug, Boundary::BeforeIntent)?;
             inner.record_durable(op, drift(false)).await?;
+            inner.crash_point(op, unplug, Boundary::AfterIntent)?;
             // Attach id 0 is never issued: it asks the backend for whatever is at the slot.
             let req = DetachRequest {
                 slot,
                 attach: attach.unwrap_or(0),
             };
             // Unplug first: a guest must not lose a device under its feet.
-            let res = match inner.guest.unplug(slot).await {
-                Ok(()) => inner.host.detach(&req).await,
+            // Repairs are teardown calls recovery made: the report counts them.
+            let counted = |r: &std::result::Result<(), crate::backend::BackendError>| {
+                if r.is_ok() {
+                    inner.teardown_steps.fetch_add(1, Ordering::Relaxed);
+                }
+            };
+            let unplugged = inner.guest.unplug(slot).await;
+            counted(&unplugged);
+            inner.crash_point(op, unplug, Boundary::AfterCall)?;
+            let res = match unplugged {
+                Ok(()) => {
+                    inner.crash_point(op, detach, Boundary::AfterIntent)?;
+                    let detached = inner.host.detach(&req).await;
+                    counted(&detached);
+                    inner.crash_point(op, detach, Boundary::AfterCall)?;
+                    detached
+                }
                 Err(e) => Err(e),
             };
             match res {

@@ -123,6 +123,18 @@ pub fn scenarios() -> Vec<(&'static str, Script)> {
                 }
             })
         }),
+        ("add with a VM access grant", |m, _, h| {
+            Box::pin(add(m, mounted("a").vm_id("vm-1"), h))
+        }),
+        (
+            "a stray disk in the VM (recovery detaches it), then an add",
+            |m, vm, h| {
+                Box::pin(async move {
+                    inject_stray(vm).await;
+                    add(m, mounted("a"), h).await
+                })
+            },
+        ),
         ("failed unplug, then retried release", |m, vm, h| {
             Box::pin(async move {
                 add(m, mounted("a"), h).await?;
@@ -181,4 +193,27 @@ pub async fn release_all_and_check_empty(m: &Manager, vm: &SimVm, what: &str) {
         vm.snapshot()
     );
     assert_replay_equals_live(m).await;
+}
+
+/// Where [`inject_stray`] puts a disk the journal never attached (far from where adds go).
+pub const STRAY_SLOT: (u32, u32) = (3, 63);
+
+/// Attaches a disk behind the manager's back, as another tool or a lost journal would: drift
+/// that recovery (with `detach_unknown`) repairs by unplugging and detaching it.
+pub async fn inject_stray(vm: &SimVm) {
+    use lunledger::backend::AttachRequest;
+    use lunledger::journal::{DiskKind, DiskSpec, Slot};
+    let req = AttachRequest {
+        slot: Slot::new(STRAY_SLOT.0, STRAY_SLOT.1),
+        attach: 0,
+        disk: DiskSpec {
+            path: "/img/stray.vhdx".into(),
+            read_only: true,
+            kind: DiskKind::VirtualDisk,
+            evd_type: None,
+        },
+    };
+    if let Err(e) = vm.host_backend().attach(&req).await {
+        panic!("injecting a stray disk: {e}");
+    }
 }
