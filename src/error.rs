@@ -74,16 +74,6 @@ pub enum Error {
         /// The backend's error.
         source: BackendError,
     },
-    /// Another caller's attach or mount that this add was sharing failed.
-    #[error("shared {step} at slot {slot} failed: {message}")]
-    SharedStepFailed {
-        /// The step.
-        step: Step,
-        /// The slot.
-        slot: Slot,
-        /// The error the other caller got.
-        message: String,
-    },
     /// The journal failed.
     #[error("journal: {0}")]
     Journal(#[from] lunledger_journal::JournalError),

@@ -18,6 +18,9 @@ pub use error::{Error, Result};
 pub use journal::{DiskKind, Durability, ManagerConfig, Slot};
 pub use lunledger_journal as journal;
 pub use lunledger_recovery as recovery;
-pub use manager::{load_state, observe, validate_config, Manager, ManagerOptions, RecoveryReport};
+pub use manager::{
+    load_state, observe, validate_config, AttachmentInfo, Manager, ManagerOptions, MountInfo,
+    RecoveryReport,
+};
 pub use mount::Mount;
 pub use request::{parse_evd_path, DiskRequest, MountConfig};

@@ -83,6 +83,13 @@ impl DiskRequest {
         }
         let (path, evd_type) = match kind {
             DiskKind::ExtensibleVirtualDisk => {
+                // hcsshim's AddExtensibleVirtualDisk takes no VM id and grants nothing: the
+                // provider behind `evd://` controls access, and there is no host file to grant.
+                if let Some(vm) = &self.vm_id {
+                    return Err(Error::InvalidInput(format!(
+                        "a VM id ({vm:?}) was given for an extensible virtual disk: EVDs are not granted access, as in hcsshim"
+                    )));
+                }
                 let (t, p) = parse_evd_path(&self.host_path)?;
                 (p.to_string(), Some(t.to_string()))
             }

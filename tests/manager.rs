@@ -823,3 +823,140 @@ async fn a_failed_access_grant_keeps_its_backend_error() {
     h.release().await.unwrap();
     m.close().await.unwrap();
 }
+
+/// Callers sharing another caller's failed attach or mount get the very error its runner got:
+/// the same `Error::Backend`, with the backend's own typed error (not a message string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_sharing_a_failed_step_get_the_runners_typed_error() {
+    use lunledger::backend::BackendError;
+    for (op, step) in [(SimOp::Attach, Step::Attach), (SimOp::Mount, Step::Mount)] {
+        let dir = tempdir();
+        let vm = SimVm::new();
+        let m = open(dir.path(), &vm).await;
+        vm.set_op_latency(op, Duration::from_millis(100));
+        vm.set_faults(FaultPlan::new().fail_always(
+            op,
+            BackendError::Unsupported("no dm-crypt in this guest".into()),
+        ));
+        let req = || {
+            DiskRequest::new("/img/shared.vhdx")
+                .read_only(true)
+                .mount(MountConfig::default())
+        };
+        let (a, b) = tokio::join!(m.add_virtual_disk(req()), m.add_virtual_disk(req()));
+        for r in [a.map(|_| ()), b.map(|_| ())] {
+            match r {
+                Err(Error::Backend {
+                    step: s,
+                    source: BackendError::Unsupported(msg),
+                    ..
+                }) => {
+                    assert_eq!(s, step);
+                    assert!(msg.contains("dm-crypt"), "{msg}");
+                }
+                other => panic!("{step}: expected the runner's Unsupported error, got {other:?}"),
+            }
+        }
+        // Exactly one of them ran the step: the other shared it.
+        let calls = vm.calls(op);
+        assert_eq!(calls, 1, "{step}: {calls} calls");
+        vm.clear_faults();
+        assert!(m.state().handles.is_empty(), "{:?}", m.state().handles);
+        m.close().await.unwrap();
+    }
+}
+
+/// The simulated VM's call log lists every call in order with its result: what an embedder
+/// asserts its shim asked of the VM.
+#[tokio::test]
+async fn the_simulated_vms_call_log_lists_each_call_with_its_result() {
+    use lunledger::backend::sim::LoggedCall;
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    vm.clear_call_log();
+    let h = m
+        .add_virtual_disk(DiskRequest::new("/img/a.vhdx").mount(MountConfig::default()))
+        .await
+        .unwrap();
+    h.release().await.unwrap();
+    vm.set_faults(FaultPlan::new().fail_nth(SimOp::Mount, 1, "bad superblock"));
+    assert!(m
+        .add_virtual_disk(DiskRequest::new("/img/b.vhdx").mount(MountConfig::default()))
+        .await
+        .is_err());
+    let log: Vec<(&'static str, bool)> = vm
+        .call_log()
+        .iter()
+        .map(|LoggedCall { call, result }| {
+            let name = match call {
+                SimCall::Attach(_) => "attach",
+                SimCall::Mount(_) => "mount",
+                SimCall::Unmount(_) => "unmount",
+                SimCall::Unplug(_) => "unplug",
+                SimCall::Detach(_) => "detach",
+                _ => "other",
+            };
+            (name, result.is_ok())
+        })
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            ("attach", true),
+            ("mount", true),
+            ("unmount", true),
+            ("unplug", true),
+            ("detach", true),
+            ("attach", true),
+            ("mount", false),
+            ("unplug", true),
+            ("detach", true),
+        ]
+    );
+    m.close().await.unwrap();
+}
+
+/// Reference counts, slots, paths and phases are readable without cloning the state, and an
+/// EVD add with a VM id is refused (hcsshim grants nothing for EVDs).
+#[tokio::test]
+async fn attachments_and_mounts_are_listed_with_their_refcounts() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let req = || {
+        DiskRequest::new("/img/layer.vhdx")
+            .read_only(true)
+            .mount(MountConfig::default())
+    };
+    let a = m.add_virtual_disk(req()).await.unwrap();
+    let b = m.add_virtual_disk(req()).await.unwrap();
+    let c = m
+        .add_virtual_disk(DiskRequest::new("/img/other.vhdx"))
+        .await
+        .unwrap();
+    let atts = m.attachments();
+    assert_eq!(atts.len(), 2, "{atts:?}");
+    let layer = atts
+        .iter()
+        .find(|x| x.disk.path == "/img/layer.vhdx")
+        .unwrap();
+    assert_eq!((layer.refs, layer.slot), (2, a.slot()));
+    let mounts = m.mounts();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(
+        (mounts[0].refs, mounts[0].path.as_str()),
+        (2, a.guest_path())
+    );
+    b.release().await.unwrap();
+    assert_eq!(m.mounts()[0].refs, 1);
+    a.release().await.unwrap();
+    c.release().await.unwrap();
+    assert!(m.attachments().is_empty() && m.mounts().is_empty());
+    assert!(matches!(
+        m.add_extensible_virtual_disk(DiskRequest::new("evd://space/x").vm_id("vm-1"))
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    m.close().await.unwrap();
+}

@@ -289,14 +289,14 @@ async fn wait_attached(inner: &Inner, slot: Slot) -> Result<()> {
         .wait_until(|st| match st.attachments.get(&slot) {
             Some(a) if a.phase == AttachPhase::Attached => Some(Ok(())),
             Some(a) if matches!(a.phase, AttachPhase::Reserved | AttachPhase::Attaching) => None,
-            Some(a) => Some(Err(Error::SharedStepFailed {
-                step: Step::Attach,
+            Some(a) => Some(Err(inner.shared_failure(
+                Step::Attach,
+                Target::Slot(slot),
                 slot,
-                message: a
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| format!("{:?}", a.phase)),
-            })),
+                Some(a.disk.path.clone()),
+                a.last_error.as_deref(),
+                &a.phase,
+            ))),
             None => Some(Err(Error::Internal(format!(
                 "attachment at {slot} vanished"
             )))),
@@ -370,14 +370,14 @@ async fn take_mount(
             .wait_until(|st| match st.mounts.get(&id) {
                 Some(m) if m.phase == MountPhase::Mounted => Some(Ok(())),
                 Some(m) if matches!(m.phase, MountPhase::Reserved | MountPhase::Mounting) => None,
-                Some(m) => Some(Err(Error::SharedStepFailed {
-                    step: Step::Mount,
+                Some(m) => Some(Err(inner.shared_failure(
+                    Step::Mount,
+                    Target::Mount(id),
                     slot,
-                    message: m
-                        .last_error
-                        .clone()
-                        .unwrap_or_else(|| format!("{:?}", m.phase)),
-                })),
+                    Some(m.path.clone()),
+                    m.last_error.as_deref(),
+                    &m.phase,
+                ))),
                 None => Some(Err(Error::Internal(format!("mount {id} vanished")))),
             })
             .await??;

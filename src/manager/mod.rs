@@ -10,18 +10,20 @@ mod open;
 mod recover;
 mod release;
 mod step;
+mod view;
 
 pub use open::{load_state, validate_config, ManagerOptions};
 pub use recover::{observe, RecoveryReport};
+pub use view::{AttachmentInfo, MountInfo};
 
-use crate::backend::{GuestBackend, HostBackend};
+use crate::backend::{BackendError, GuestBackend, HostBackend};
 use crate::crash::{Boundary, CrashHook, CrashPoint, Site};
 use crate::error::{Error, Result};
 use crate::mount::Mount;
 use crate::request::DiskRequest;
-use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Slot, Target};
+use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Slot, Step, Target};
 use lunledger_recovery::State;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -52,6 +54,10 @@ pub(crate) struct Inner {
     /// Teardowns being run: one runner per mount or slot at a time (two releases can each see
     /// the same teardown due).
     busy: Mutex<HashSet<Target>>,
+    /// The backend error of the last failed attach or mount of each target, so that callers
+    /// sharing that step get the very error its runner got (cleared when the target's next
+    /// step starts).
+    pub(crate) failed_steps: Mutex<HashMap<Target, BackendError>>,
     pub(crate) opts: ManagerOptions,
     last_recovery: Mutex<Option<RecoveryReport>>,
     last_checkpoint: Mutex<u64>,
@@ -230,6 +236,35 @@ impl Inner {
         Ok(())
     }
 
+    /// The error a caller sharing the failed `step` on `target` gets: the runner's own backend
+    /// error (or, for a step failed before this process, its journaled message).
+    pub(crate) fn shared_failure(
+        &self,
+        step: Step,
+        target: Target,
+        slot: Slot,
+        path: Option<String>,
+        journaled: Option<&str>,
+        phase: &dyn std::fmt::Debug,
+    ) -> Error {
+        let source = lock(&self.failed_steps)
+            .get(&target)
+            .cloned()
+            .unwrap_or_else(|| {
+                BackendError::Failed(
+                    journaled
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("{phase:?}")),
+                )
+            });
+        Error::Backend {
+            step,
+            slot,
+            path,
+            source,
+        }
+    }
+
     /// Waits until `ready` says the state is settled, re-checking after every applied event.
     pub(crate) async fn wait_until<T>(
         &self,
@@ -358,6 +393,7 @@ impl Manager {
     }
 
     /// Attaches (and mounts) an extensible virtual disk; `req.host_path` is `evd://<type>/<path>`.
+    /// As hcsshim's `AddExtensibleVirtualDisk`, it grants no VM access: a `vm_id` is refused.
     pub async fn add_extensible_virtual_disk(&self, req: DiskRequest) -> Result<Mount> {
         self.add(req, DiskKind::ExtensibleVirtualDisk).await
     }

@@ -11,7 +11,7 @@ use lunledger_journal::{
     Durability, Event, Journal, JournalOptions, ManagerConfig, OpKind, Retention,
 };
 use lunledger_recovery::{RecoveryPolicy, State};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -243,6 +243,7 @@ impl Manager {
             releasing: Mutex::new(HashSet::new()),
             issuing: Mutex::new(HashSet::new()),
             busy: Mutex::new(HashSet::new()),
+            failed_steps: Mutex::new(HashMap::new()),
             opts: opts.clone(),
             last_recovery: Mutex::new(None),
             teardown_steps: AtomicU64::new(0),

@@ -26,6 +26,7 @@ impl Inner {
     {
         let site = Site::Step(step, target);
         self.crash_point(op, site, Boundary::BeforeIntent)?;
+        super::lock(&self.failed_steps).remove(&target);
         self.record_durable(op, Event::StepIntent { step, target })
             .await?;
         self.crash_point(op, site, Boundary::AfterIntent)?;
@@ -53,11 +54,17 @@ impl Inner {
                     resolution,
                 }
             }
-            Err(e) => Event::StepFailed {
-                step,
-                target,
-                error: e.to_string(),
-            },
+            Err(e) => {
+                if matches!(step, Step::Attach | Step::Mount) {
+                    // Before the failure is applied: a sharing caller woken by it finds it.
+                    super::lock(&self.failed_steps).insert(target, e.clone());
+                }
+                Event::StepFailed {
+                    step,
+                    target,
+                    error: e.to_string(),
+                }
+            }
         };
         self.record(op, outcome)?;
         if res.is_ok() && matches!(step, Step::Unmount | Step::Unplug | Step::Detach) {

@@ -95,6 +95,18 @@ impl SimCall {
     }
 }
 
+/// One call in [`SimVm::call_log`]: what was asked, and what the VM answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedCall {
+    /// The call.
+    pub call: SimCall,
+    /// Its result (an inspect's view is left out: `Ok(())`).
+    pub result: Result<(), BackendError>,
+}
+
+/// How many calls [`SimVm::call_log`] keeps (the oldest go first).
+pub const CALL_LOG_LIMIT: usize = 100_000;
+
 /// A hook invoked at the start of every backend call, before latency and faults.
 pub type SimObserver = Arc<dyn Fn(&SimCall) + Send + Sync>;
 
@@ -104,6 +116,7 @@ struct Core {
     strict: bool,
     faults: FaultPlan,
     calls: BTreeMap<SimOp, u64>,
+    log: std::collections::VecDeque<LoggedCall>,
     latency: Duration,
     op_latency: BTreeMap<SimOp, Duration>,
     observer: Option<SimObserver>,
@@ -186,6 +199,7 @@ impl SimVm {
                 strict: true,
                 faults: FaultPlan::new(),
                 calls: BTreeMap::new(),
+                log: std::collections::VecDeque::new(),
                 latency: Duration::ZERO,
                 op_latency: BTreeMap::new(),
                 observer: None,
@@ -296,10 +310,42 @@ impl SimVm {
         self.lock().observer = None;
     }
 
+    /// Every call this VM answered since it was created in this process (or since
+    /// [`SimVm::clear_call_log`]), in the order they finished, each with its result: the
+    /// testing aid for shims, which can assert exactly what their manager asked the VM. A call
+    /// that hangs (a `hang` fault) never finishes and is not listed. At most the newest
+    /// [`CALL_LOG_LIMIT`] calls are kept.
+    pub fn call_log(&self) -> Vec<LoggedCall> {
+        self.lock().log.iter().cloned().collect()
+    }
+
+    /// Empties the call log.
+    pub fn clear_call_log(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Runs one backend call (see [`SimVm::call_inner`]) and logs it with its result.
+    async fn call<T>(
+        &self,
+        call: SimCall,
+        effect: impl FnOnce(&mut SimState, bool) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let res = self.call_inner(call.clone(), effect).await;
+        let mut core = self.lock();
+        if core.log.len() >= CALL_LOG_LIMIT {
+            core.log.pop_front();
+        }
+        core.log.push_back(LoggedCall {
+            call,
+            result: res.as_ref().map(|_| ()).map_err(Clone::clone),
+        });
+        res
+    }
+
     /// Runs one backend call: count it, tell the observer, wait out the latency, apply its
     /// fault if one fires, else apply `effect` to a copy of the state and commit the copy
     /// (persisting it first when it changed).
-    async fn call<T>(
+    async fn call_inner<T>(
         &self,
         call: SimCall,
         effect: impl FnOnce(&mut SimState, bool) -> Result<T, BackendError>,
