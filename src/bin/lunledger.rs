@@ -8,8 +8,8 @@
 #[path = "lunledger/mod.rs"]
 mod cli;
 use cli::{
-    args, audit, backend, clock, demo, demo_shim, dry_run, fail, filter, history, interrupt,
-    progress, replay, snapshot, status, style, table, trail, verify, view,
+    args, audit, backend, clock, cursor, demo, demo_shim, dry_run, fail, filter, history,
+    interrupt, progress, replay, snapshot, status, style, table, trail, verify, view,
 };
 
 use args::{Cli, Command};

@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     pub(crate) opts: ManagerOptions,
     last_recovery: Mutex<Option<RecoveryReport>>,
     last_checkpoint: Mutex<u64>,
+    /// Held while a checkpoint is written (see `maybe_checkpoint`).
+    pub(crate) checkpointing: tokio::sync::Mutex<()>,
     /// Unmount, unplug and detach calls that succeeded. Recovery runs before the manager is
     /// handed to any caller, so its share is the difference across it.
     pub(crate) teardown_steps: AtomicU64,
@@ -310,6 +312,10 @@ impl Inner {
         if every == 0 {
             return Ok(());
         }
+        // One checkpoint at a time, and never an older one after a newer: two operations ending
+        // together would otherwise race, and the older one could name a record the newer one's
+        // pruning had just removed.
+        let _one = self.checkpointing.lock().await;
         let (at, blob) = {
             let st = self.state();
             let last = *lock(&self.last_checkpoint);
@@ -320,7 +326,6 @@ impl Inner {
                 .map_err(|e| Error::Internal(format!("encoding a checkpoint: {e}")))?;
             (st.last_seq, blob)
         };
-        *lock(&self.last_checkpoint) = at;
         // The checkpoint's state must be durable in the journal before the checkpoint claims it.
         self.durable(at).await?;
         let journal = self.journal.clone();
@@ -334,12 +339,20 @@ impl Inner {
         })
         .await
         .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))?;
-        if let Err(e) = written {
-            // A checkpoint or rotation that failed part way leaves the journal's files in a
+        match written {
+            Ok(()) => *lock(&self.last_checkpoint) = at,
+            // A checkpoint or rotation that failed on storage leaves the journal's files in a
             // state only a reopen sorts out: fail-stop, as for any other journal write.
-            self.journal.halt();
-            self.stop(format!("checkpoint failed: {e}"));
-            return Err(e.into());
+            Err(
+                e @ (lunledger_journal::JournalError::Storage { .. }
+                | lunledger_journal::JournalError::Sled(_)
+                | lunledger_journal::JournalError::Io { .. }),
+            ) => {
+                self.journal.halt();
+                self.stop(format!("checkpoint failed: {e}"));
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
         }
         tracing::debug!(at_seq = at, "checkpoint written");
         Ok(())

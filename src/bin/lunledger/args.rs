@@ -115,6 +115,17 @@ pub struct ReplayArgs {
     /// Keep printing new records (re-copies the journal every 500 ms) until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// After the records, print the cursor (`SEQ:HASH` of the last record read) to resume from.
+    #[arg(long)]
+    pub show_cursor: bool,
+    /// Only records after this cursor; refused (exit 1) when the record there no longer carries
+    /// the cursor's hash (the journal was replaced, restored or pruned past it).
+    #[arg(long, value_name = "CURSOR")]
+    pub after_cursor: Option<String>,
+    /// Resume after the cursor in FILE (if it holds one), and write the new cursor to it after
+    /// the records (and after each batch with --follow).
+    #[arg(long, value_name = "FILE")]
+    pub cursor_file: Option<PathBuf>,
 }
 
 /// A backend step name for `--step`.

@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub(crate) mod audit;
 pub(crate) mod backend;
 pub(crate) mod clock;
+pub(crate) mod cursor;
 pub(crate) mod demo;
 pub(crate) mod demo_shim;
 pub(crate) mod dry_run;

@@ -4,6 +4,7 @@
 use crate::args::ReplayArgs;
 use crate::audit::{Auditor, Row};
 use crate::clock::{now_micros, parse_when};
+use crate::cursor;
 use crate::fail::{CliError, CliResult, Outcome};
 use crate::filter::Filter;
 use crate::history::{self, History};
@@ -12,6 +13,7 @@ use crate::snapshot::{self, Snapshot};
 use crate::table::Table;
 use crate::trail;
 use crate::view::StateView;
+use lunledger::journal::Head;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -33,10 +35,13 @@ pub fn run(a: &ReplayArgs) -> CliResult {
             || a.until.is_some()
             || a.from_seq.is_some()
             || a.to_seq.is_some()
-            || a.lines.is_some();
+            || a.lines.is_some()
+            || a.show_cursor
+            || a.after_cursor.is_some()
+            || a.cursor_file.is_some();
         if a.follow || a.reverse || filtered {
             return Err(CliError::Usage(
-                "--at shows one state; it does not combine with record filters, -n, --follow or --reverse".into(),
+                "--at shows one state; it does not combine with record filters, cursors, -n, --follow or --reverse".into(),
             ));
         }
         return at_point(a, at);
@@ -47,6 +52,16 @@ pub fn run(a: &ReplayArgs) -> CliResult {
         ));
     }
     let filter = Filter::from_args(a)?;
+    if a.after_cursor.is_some() && a.cursor_file.is_some() {
+        return Err(CliError::Usage(
+            "--after-cursor and --cursor-file do not combine (the file holds the cursor)".into(),
+        ));
+    }
+    let resume = match (&a.after_cursor, &a.cursor_file) {
+        (Some(c), _) => Some(cursor::parse(c, "--after-cursor")?),
+        (None, Some(f)) => cursor::read_file(f)?,
+        (None, None) => None,
+    };
     if a.follow {
         interrupt::set_graceful();
     }
@@ -59,7 +74,16 @@ pub fn run(a: &ReplayArgs) -> CliResult {
     say_banner(&snap, a.common.json);
     let to = if a.follow { None } else { filter.to_seq() };
     let hist = history::load(snap.journal(), to)?;
+    if let Some(c) = &resume {
+        if let Some(why) = cursor::check(snap.journal(), c)? {
+            eprintln!("lunledger: {}", crate::style::printable(&why));
+            return Ok(Outcome::Problem);
+        }
+    }
     let (mut auditor, mut rows, mut problem) = trail_of(&hist, &filter);
+    if let Some(c) = &resume {
+        rows.retain(|r| r.seq > c.seq);
+    }
     if let Some(n) = a.lines {
         let skip = rows.len().saturating_sub(n);
         rows.drain(..skip);
@@ -78,6 +102,12 @@ pub fn run(a: &ReplayArgs) -> CliResult {
     if let Some(p) = &problem {
         eprintln!("lunledger: {}", crate::style::printable(p));
     }
+    // The cursor is the last record read (filtered out or not): resuming skips nothing unseen.
+    let read_to = hist.records.last().map(|r| r.seq).unwrap_or(0);
+    let mut head = cursor::at(snap.journal(), read_to)?.or(resume);
+    if problem.is_none() {
+        save_cursor(a, head.as_ref())?;
+    }
     if a.follow && reader_there {
         let mut widths = {
             let mut t = Table::new(trail::HEAD);
@@ -95,9 +125,28 @@ pub fn run(a: &ReplayArgs) -> CliResult {
             &mut next,
             &mut widths,
             &mut problem,
+            &mut head,
         )?;
     }
+    if a.show_cursor {
+        if let Some(h) = &head {
+            let line = if a.common.json {
+                format!("{}\n", serde_json::json!({ "cursor": h.to_string() }))
+            } else {
+                format!("-- cursor: {h}\n")
+            };
+            write_out(&mut std::io::stdout().lock(), &line)?;
+        }
+    }
     Ok(Outcome::problem_if(problem.is_some()))
+}
+
+/// Writes the cursor to `--cursor-file`, when given.
+fn save_cursor(a: &ReplayArgs, head: Option<&Head>) -> Result<(), CliError> {
+    match (&a.cursor_file, head) {
+        (Some(f), Some(h)) => cursor::write_file(f, h),
+        _ => Ok(()),
+    }
 }
 
 /// Folds the history into rows that pass `filter`; a fold error or damage ends it (described).
@@ -144,6 +193,7 @@ fn follow(
     next: &mut u64,
     widths: &mut [usize],
     problem: &mut Option<String>,
+    head: &mut Option<Head>,
 ) -> Result<(), CliError> {
     interrupt::install();
     while !interrupt::requested() {
@@ -157,6 +207,15 @@ fn follow(
             Err(CliError::Io(_)) => continue,
             Err(e) => return Err(e),
         };
+        // The same journal as before: the last record read still carries its hash (a shim's
+        // restart keeps it; a replaced or restored journal does not).
+        if let Some(h) = head.as_ref() {
+            if let Some(why) = cursor::check(snap.journal(), h)? {
+                eprintln!("lunledger: {}", crate::style::printable(&why));
+                *problem = Some(why);
+                return Ok(());
+            }
+        }
         let mut fresh = Vec::new();
         for item in snap.journal().read_from(*next) {
             match item {
@@ -185,7 +244,11 @@ fn follow(
                 }
             }
         }
+        if let Some(h) = cursor::at(snap.journal(), next.saturating_sub(1))? {
+            *head = Some(h);
+        }
         if rows.is_empty() {
+            save_cursor(a, head.as_ref())?;
             continue;
         }
         let text = if a.common.json {
@@ -208,6 +271,9 @@ fn follow(
             // Nobody reads any more (`| head`, a closed pipe): stop following.
             break;
         }
+        drop(out);
+        // After the records are out: a shipper killed now resumes after them, not before.
+        save_cursor(a, head.as_ref())?;
     }
     Ok(())
 }
