@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test tier of lunledger on a fresh machine, installing what it needs.
-#   1. fmt + clippy (-D warnings)
+#   1. fmt + clippy (-D warnings, all features, and the fuzz crate), cargo doc (-D warnings)
 #   2. the default tier: `cargo test --workspace` (unit, manager, crash matrix, kill -9 x25,
 #      property tests, fuzz corpora on stable)
 #   3. the long tier: kill -9 harness x200, journal rotation SIGKILL loop x100, property tests
@@ -20,6 +20,11 @@ timed() { local t0; t0=$(date +%s); "$@"; times+=("$(( $(date +%s) - t0 ))s  $*"
 tier "1. format and lint"
 timed cargo fmt --all -- --check
 timed cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The fuzz crate is outside the workspace: linted on its own.
+timed cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+timed cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+# Public items are documented, and the docs build without broken links.
+RUSTDOCFLAGS="-D warnings" timed cargo doc --no-deps --workspace --all-features
 
 tier "2. default tier"
 timed cargo test --workspace

@@ -1,10 +1,10 @@
 //! Injected storage faults, for testing what a failing disk does to the journal (feature
-//! `testing`). Each of the journal's own write and sync sites asks [`check`] before it touches
+//! `testing`). Each of the journal's own write and sync sites asks `check` before it touches
 //! the disk; an armed site fails with the OS error it was armed with, as the disk would. sled's
 //! own sites are armed through sled's failpoints ([`arm_sled`]), which this feature turns on.
 //!
 //! The arming is process-wide (as sled's failpoints are): tests that arm faults run one at a
-//! time. Without the feature, [`check`] is an empty inline function.
+//! time. Without the feature, `check` is an empty inline function.
 
 use std::io;
 

@@ -198,9 +198,9 @@ impl QgaClient {
     /// exit status and output. A timeout leaves the process running in the guest (its result is
     /// collected by a later call).
     ///
-    /// The result is bound to this call: the command runs under `/bin/sh` (see [`BIND_SCRIPT`]),
+    /// The result is bound to this call: the command runs under `/bin/sh` (see `BIND_SCRIPT`),
     /// which prints a fresh nonce first; a result without it belongs to another process that
-    /// had the same pid, and is collected and discarded. After [`MAX_STALE`] such results the
+    /// had the same pid, and is collected and discarded. After `MAX_STALE` such results the
     /// call fails with [`QemuError::ExecMismatch`].
     pub async fn exec(
         &mut self,
