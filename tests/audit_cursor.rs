@@ -2,37 +2,15 @@
 //! or duplicates, and notices a journal that is not the one it left (replaced, restored from an
 //! older copy, pruned past its position).
 
+mod common;
+
+use common::cli::{cli, small_config as config, text};
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::{ManagerConfig, Retention};
+use lunledger::journal::Retention;
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn config() -> ManagerConfig {
-    ManagerConfig {
-        controllers: 2,
-        luns_per_controller: 8,
-        mount_format: "/run/mounts/scsi/m%d".into(),
-        reserved: vec![],
-    }
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lunledger"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Sequence numbers of the records a `--json` replay printed (cursor lines left out).
 fn seqs(o: &Output) -> Vec<u64> {

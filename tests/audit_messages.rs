@@ -2,36 +2,12 @@
 //! silence over lost durable records or another program's database, journal text shown with its
 //! control bytes escaped, and filters that cannot match refused instead of printing nothing.
 
+mod common;
+
+use common::cli::{cli, small_config as config, text};
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::ManagerConfig;
 use lunledger::{DiskRequest, Manager, MountConfig};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn config() -> ManagerConfig {
-    ManagerConfig {
-        controllers: 2,
-        luns_per_controller: 8,
-        mount_format: "/run/mounts/scsi/m%d".into(),
-        reserved: vec![],
-    }
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lunledger"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

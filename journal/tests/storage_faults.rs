@@ -207,15 +207,36 @@ fn bounded(
         .unwrap_or_else(|_| Err(format!("no answer within {HANG:?}")))
 }
 
+/// Counts of a fault campaign, by fault.
+#[derive(Default)]
+struct Tally {
+    pairs: u32,
+    held: u32,
+    not_reached: u32,
+    failures: Vec<String>,
+    /// (mode, fault) -> how often it fired.
+    fired: std::collections::BTreeMap<String, u32>,
+}
+
+impl Tally {
+    fn add(&mut self, key: String, what: String, r: Result<Outcome, String>) {
+        self.pairs += 1;
+        let fired = self.fired.entry(key.clone()).or_default();
+        match r {
+            Ok(Outcome::Held) => {
+                self.held += 1;
+                *fired += 1;
+            }
+            Ok(Outcome::NotReached) => self.not_reached += 1,
+            Err(e) => self.failures.push(format!("{key} {what}: {e}")),
+        }
+    }
+}
+
 #[test]
 fn every_storage_fault_stops_the_journal_and_loses_nothing_acknowledged() {
     let _serial = serial();
-    let mut pairs = 0;
-    let mut held = 0;
-    let mut not_reached = 0;
-    let mut failures = Vec::new();
-    // (mode, fault) -> how often it fired.
-    let mut fired: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut t = Tally::default();
     for mode in [Durability::Flush, Durability::Sync] {
         // Our own sites, each failing at its 1st to 6th call, with each OS error.
         for site in Site::ALL {
@@ -224,55 +245,40 @@ fn every_storage_fault_stops_the_journal_and_loses_nothing_acknowledged() {
             }
             for skip in 0..6 {
                 for (errno, text) in ERRNOS {
-                    pairs += 1;
                     let dir = tempfile::tempdir().unwrap();
                     let path = dir.path().to_path_buf();
-                    let r = bounded(move || {
-                        one_case(
-                            &path,
-                            mode,
-                            &|| faults::arm(site, errno, skip),
-                            Some((errno, text)),
-                        )
-                    });
-                    let key = format!("{mode:?} {site:?}");
-                    match r {
-                        Ok(Outcome::Held) => {
-                            held += 1;
-                            *fired.entry(key).or_default() += 1;
-                        }
-                        Ok(Outcome::NotReached) => {
-                            not_reached += 1;
-                            fired.entry(key).or_default();
-                        }
-                        Err(e) => failures.push(format!("{key} skip {skip} {text}: {e}")),
-                    }
+                    let arm = move || faults::arm(site, errno, skip);
+                    let r = bounded(move || one_case(&path, mode, &arm, Some((errno, text))));
+                    t.add(
+                        format!("{mode:?} {site:?}"),
+                        format!("skip {skip} {text}"),
+                        r,
+                    );
                 }
             }
         }
         // sled's failpoints: sled reports its own error (FailPoint or I/O) and poisons the db.
-        for (point, skip) in SLED_POINTS
-            .into_iter()
-            .flat_map(|p| (0..6).map(move |s| (p, s)))
-        {
-            pairs += 1;
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().to_path_buf();
-            let r = bounded(move || one_case(&path, mode, &|| faults::arm_sled(point, skip), None));
-            let key = format!("{mode:?} sled {point:?}");
-            match r {
-                Ok(Outcome::Held) => {
-                    held += 1;
-                    *fired.entry(key).or_default() += 1;
-                }
-                Ok(Outcome::NotReached) => {
-                    not_reached += 1;
-                    fired.entry(key).or_default();
-                }
-                Err(e) => failures.push(format!("{key}: {e}")),
+        for point in SLED_POINTS {
+            for skip in 0..6 {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().to_path_buf();
+                let arm = move || faults::arm_sled(point, skip);
+                let r = bounded(move || one_case(&path, mode, &arm, None));
+                t.add(
+                    format!("{mode:?} sled {point:?}"),
+                    format!("skip {skip}"),
+                    r,
+                );
             }
         }
     }
+    let Tally {
+        pairs,
+        held,
+        not_reached,
+        failures,
+        fired,
+    } = t;
     println!(
         "storage faults: {pairs} (fault, position) pairs: {held} fired and held, {not_reached} not reached, {} failed",
         failures.len()

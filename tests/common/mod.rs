@@ -1,6 +1,7 @@
 //! Helpers shared by the manager's integration tests.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod scenarios;
 
 use lunledger::backend::sim::SimVm;
