@@ -13,6 +13,15 @@ use std::path::PathBuf;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // lunledger reports each operation as a tracing span (operation id, disk, slot, step):
+    // an embedder shows them with any subscriber, here the fmt one, filtered by RUST_LOG
+    // (e.g. RUST_LOG=lunledger=debug).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
     let dir = PathBuf::from(
         std::env::args()
             .nth(1)

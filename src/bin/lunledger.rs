@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging(cli.verbose);
     let result = match &cli.command {
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
@@ -33,4 +34,22 @@ fn main() -> ExitCode {
             e.code()
         }
     }
+}
+
+/// Sends the library's `tracing` output to stderr: RUST_LOG when set, else by `-v` count
+/// (warnings only by default).
+fn install_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // A second install (never here) would fail; logging is best effort either way.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

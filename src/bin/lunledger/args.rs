@@ -13,6 +13,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log the library's tracing spans and events to stderr: -v info, -vv debug, -vvv trace
+    /// (RUST_LOG, when set, takes precedence).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The subcommands.

@@ -56,6 +56,9 @@ pub fn open(dir: &Path, allow_live: bool, work_dir: Option<&Path>) -> Result<Sna
     let inner = open_read_only(dir, &opts, &mut |p| crate::interrupt::guard_private_dir(p))
         .map_err(|e| match e {
             JournalError::InUse { dir, pid } => CliError::InUse { dir, pid },
+            e if e.os_error().is_none() => {
+                CliError::Io(format!("auditing journal {}: {e}", dir.display()))
+            }
             e => {
                 // Where the copy went, so a full temporary directory is told apart from a
                 // problem of the journal's own.
