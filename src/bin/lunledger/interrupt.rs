@@ -89,7 +89,14 @@ fn watchdog() {
     }
     let dirs = PRIVATE_DIRS.lock().map(|d| d.clone()).unwrap_or_default();
     for d in dirs {
-        let _ = std::fs::remove_dir_all(&d);
+        // The command's own threads (sled's among them) may still write into the copy while it
+        // is removed, making the last rmdir fail: try again a few times.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     // _exit, not exit: the main thread may hold stdout's lock (blocked on a full pipe), which
     // exit's flush of stdout would wait for forever.

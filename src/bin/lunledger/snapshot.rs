@@ -4,32 +4,35 @@
 use crate::fail::CliError;
 use lunledger::journal::readonly::{open_read_only, Provenance, ReadOnlyJournal, ReadOnlyOptions};
 use lunledger::journal::{Journal, JournalError};
+use std::mem::ManuallyDrop;
 use std::path::Path;
 
 /// An opened private copy of a journal; removed when dropped.
 pub struct Snapshot {
-    inner: ReadOnlyJournal,
+    // Dropped by hand: the copy is removed first, then forgotten by the signal guard, so a
+    // signal in between still finds it to remove.
+    inner: ManuallyDrop<ReadOnlyJournal>,
 }
 
 impl Snapshot {
     /// The opened copy.
     pub fn journal(&self) -> &Journal {
-        self.inner.journal()
+        self.inner().journal()
     }
 
     /// A line for people saying what was audited, when it is not simply the journal at rest,
     /// and what the copy left out.
     pub fn banner(&self) -> Option<String> {
         let mut lines = Vec::new();
-        if let Provenance::LiveCopy { pid } = self.inner.provenance() {
+        if let Provenance::LiveCopy { pid } = self.inner().provenance() {
             lines.push(format!(
                 "note: auditing a point-in-time copy of live journal {} (in use by {})",
-                self.inner.source().display(),
+                self.inner().source().display(),
                 pid.map(|p| format!("pid {p}"))
                     .unwrap_or_else(|| "a running process".into())
             ));
         }
-        for left in &self.inner.copy_report().left_out {
+        for left in &self.inner().copy_report().left_out {
             lines.push(format!(
                 "note: {} was not read: it is {}",
                 left.path.display(),
@@ -40,9 +43,18 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    fn inner(&self) -> &ReadOnlyJournal {
+        &self.inner
+    }
+}
+
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        crate::interrupt::release_private_dir(self.inner.private_dir());
+        let dir = self.inner.private_dir().to_path_buf();
+        // SAFETY: dropped exactly once, here; `self.inner` is not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
+        crate::interrupt::release_private_dir(&dir);
     }
 }
 
@@ -77,5 +89,7 @@ pub fn open(dir: &Path, allow_live: bool, work_dir: Option<&Path>) -> Result<Sna
                 ))
             }
         })?;
-    Ok(Snapshot { inner })
+    Ok(Snapshot {
+        inner: ManuallyDrop::new(inner),
+    })
 }
