@@ -23,9 +23,16 @@ pub enum BackendError {
     /// The VM (or its agent) cannot be reached.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
-    /// The call took longer than its timeout; its effect is unknown.
-    #[error("backend call timed out after {0} ms")]
-    Timeout(u64),
+    /// The call took longer than its timeout; its effect is unknown. `call` says which
+    /// (e.g. `QMP blockdev-add`, `guest agent: mount script (guest-exec)`), so a hang can be told
+    /// apart from a slow command and the monitor from the agent.
+    #[error("{call} timed out after {ms} ms (effect unknown)")]
+    Timeout {
+        /// What did not answer in time.
+        call: String,
+        /// The timeout.
+        ms: u64,
+    },
     /// The backend cannot do what was asked (e.g. encryption on a guest without dm-crypt).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -1,6 +1,8 @@
 //! Helpers shared by the manager's integration tests.
 #![allow(dead_code)]
 
+pub mod observer;
+
 use lunledger::backend::sim::SimVm;
 use lunledger::journal::ManagerConfig;
 use lunledger::recovery::State;

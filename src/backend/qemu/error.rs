@@ -22,10 +22,13 @@ pub enum QemuError {
         /// What broke.
         reason: String,
     },
-    /// Connected but got no greeting or sync reply in time (QMP serves one client per monitor,
-    /// so a second client waits here; the guest agent may not have started yet).
+    /// Connected but got no greeting or sync reply in time: QEMU is stopped or hung (a
+    /// SIGSTOPped QEMU still accepts connections), the guest agent is frozen or not started
+    /// yet, or another client holds the monitor (QMP serves one client per monitor, so a second
+    /// client waits here).
     #[error(
-        "no handshake from {path} within {ms} ms (another client connected, or agent not up?)"
+        "no handshake from {path} within {ms} ms (not answering: QEMU stopped or hung, agent \
+         frozen or not up, or another client connected)"
     )]
     NoHandshake {
         /// The socket path.
@@ -151,7 +154,7 @@ impl From<QemuError> for BackendError {
             | QemuError::Disconnected { .. }
             | QemuError::NoHandshake { .. }
             | QemuError::ExecMismatch { .. } => BackendError::Unavailable(e.to_string()),
-            QemuError::Timeout { ms, .. } => BackendError::Timeout(ms),
+            QemuError::Timeout { command, ms } => BackendError::Timeout { call: command, ms },
             QemuError::LunOutOfRange { .. }
             | QemuError::ControllerOutOfRange { .. }
             | QemuError::Unsupported(_) => BackendError::Unsupported(e.to_string()),

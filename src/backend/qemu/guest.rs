@@ -95,9 +95,16 @@ impl QemuGuest {
             })
     }
 
-    /// Runs a script and maps its exit code onto typed errors.
-    async fn run(&self, script: &str, args: &[&str]) -> Result<String, QemuError> {
-        let out = self.sh(script, args).await?;
+    /// Runs the script `name` and maps its exit code onto typed errors; a timeout names the
+    /// script, so a hung agent says what it was doing.
+    async fn run(&self, name: &str, script: &str, args: &[&str]) -> Result<String, QemuError> {
+        let out = self.sh(script, args).await.map_err(|e| match e {
+            QemuError::Timeout { command, ms } => QemuError::Timeout {
+                command: format!("{command} ({name} script)"),
+                ms,
+            },
+            e => e,
+        })?;
         let msg = out.stderr.trim().to_string();
         match out.exit_code {
             Some(0) => Ok(out.stdout),
@@ -137,13 +144,16 @@ impl QemuGuest {
             &req.mount.to_string(),
             &req.spec.options.join(","),
         ];
-        self.run(&guest_scripts::mount(), &args).await.map(|_| ())
+        self.run("mount", &guest_scripts::mount(), &args)
+            .await
+            .map(|_| ())
     }
 
     async fn unmount_inner(&self, req: &MountRequest) -> Result<(), QemuError> {
         check_guest_path(&req.path)?;
         let flag = if req.spec.encrypted { "1" } else { "0" };
         self.run(
+            "unmount",
             &guest_scripts::unmount(),
             &[&req.path, flag, &req.mount.to_string()],
         )
@@ -175,13 +185,17 @@ impl GuestBackend for QemuGuest {
 
     async fn unplug(&self, slot: Slot) -> Result<(), BackendError> {
         let pci = self.pci(slot)?;
-        self.run(&guest_scripts::unplug(), &[&pci, &slot.lun.to_string()])
-            .await?;
+        self.run(
+            "unplug",
+            &guest_scripts::unplug(),
+            &[&pci, &slot.lun.to_string()],
+        )
+        .await?;
         Ok(())
     }
 
     async fn inspect(&self) -> Result<GuestView, BackendError> {
-        let report = self.run(&guest_scripts::inspect(), &[]).await?;
+        let report = self.run("inspect", &guest_scripts::inspect(), &[]).await?;
         Ok(guest_scan::parse(&report, &self.controllers))
     }
 }

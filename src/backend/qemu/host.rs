@@ -267,7 +267,9 @@ impl QemuHost {
                 }
                 if start.elapsed() >= self.opts.unplug_timeout {
                     return Err(QemuError::timeout(
-                        &format!("device_del {dev}"),
+                        &format!(
+                            "QMP device_del {dev} (waiting for the device to leave query-block)"
+                        ),
                         self.opts.unplug_timeout,
                     ));
                 }

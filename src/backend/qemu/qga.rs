@@ -176,7 +176,10 @@ impl QgaClient {
             }
             Err(_) => {
                 self.conn = None;
-                return Err(QemuError::timeout(command, timeout));
+                return Err(QemuError::timeout(
+                    &format!("guest agent {command}"),
+                    timeout,
+                ));
             }
         };
         if let Some(err) = reply.get("error") {
@@ -277,7 +280,10 @@ impl QgaClient {
             }
             if start.elapsed() >= timeout {
                 self.abandon(pid);
-                return Err(QemuError::timeout(&format!("guest-exec {path}"), timeout));
+                return Err(QemuError::timeout(
+                    &format!("guest agent guest-exec {path}"),
+                    timeout,
+                ));
             }
             tokio::time::sleep(EXEC_POLL).await;
         }
