@@ -9,7 +9,7 @@
 pub mod qemu;
 
 use async_trait::async_trait;
-use lunledger_journal::{AttachId, DiskSpec, MountId, MountSpec, Slot};
+use lunledger_journal::{AttachId, DiskSpec, ManagerConfig, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 
 pub mod sim;
@@ -36,6 +36,10 @@ pub enum BackendError {
     /// The backend cannot do what was asked (e.g. encryption on a guest without dm-crypt).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The VM does not have what the manager's configuration names (e.g. fewer SCSI
+    /// controllers than `ManagerConfig::controllers`). Found by `check_config` at open.
+    #[error("the VM does not match the configuration: {0}")]
+    Mismatch(String),
 }
 
 /// Attach `disk` at `slot`.
@@ -132,6 +136,13 @@ pub trait HostBackend: Send + Sync {
     async fn detach(&self, req: &DetachRequest) -> Result<(), BackendError>;
     /// Reports every attachment.
     async fn inspect(&self) -> Result<HostView, BackendError>;
+    /// Checks that the VM can serve every slot `config` names (its controllers exist, its
+    /// LUNs are addressable). `Manager::open` calls it before touching the journal and refuses
+    /// to open on [`BackendError::Mismatch`]; any other error (VM unreachable) is only logged,
+    /// since recovery must still run. Backends with nothing to check succeed.
+    async fn check_config(&self, _config: &ManagerConfig) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// The guest side of a VM: mounts attached disks and ejects devices before the host detaches.
@@ -146,4 +157,9 @@ pub trait GuestBackend: Send + Sync {
     async fn unplug(&self, slot: Slot) -> Result<(), BackendError>;
     /// Reports devices and mounts.
     async fn inspect(&self) -> Result<GuestView, BackendError>;
+    /// As [`HostBackend::check_config`], for the guest side (e.g. it can find every
+    /// controller the configuration names).
+    async fn check_config(&self, _config: &ManagerConfig) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

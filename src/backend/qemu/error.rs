@@ -87,6 +87,9 @@ pub enum QemuError {
     /// bound to another file, ...).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The VM lacks what the configuration names (controllers, LUN range).
+    #[error("{0}")]
+    Mismatch(String),
     /// A host-side I/O error (reading the disk image header, ...).
     #[error("{0}")]
     Io(String),
@@ -158,6 +161,7 @@ impl From<QemuError> for BackendError {
             QemuError::LunOutOfRange { .. }
             | QemuError::ControllerOutOfRange { .. }
             | QemuError::Unsupported(_) => BackendError::Unsupported(e.to_string()),
+            QemuError::Mismatch(m) => BackendError::Mismatch(m),
             QemuError::Protocol { .. }
             | QemuError::Command { .. }
             | QemuError::Conflict(_)

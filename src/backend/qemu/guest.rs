@@ -11,7 +11,7 @@ use super::names;
 use super::qga::{ExecOutput, QgaClient};
 use crate::backend::{BackendError, GuestBackend, GuestView, MountRequest};
 use async_trait::async_trait;
-use lunledger_journal::Slot;
+use lunledger_journal::{ManagerConfig, Slot};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -192,6 +192,23 @@ impl GuestBackend for QemuGuest {
         )
         .await?;
         Ok(())
+    }
+
+    async fn check_config(&self, config: &ManagerConfig) -> Result<(), BackendError> {
+        let missing: Vec<String> = (0..config.controllers)
+            .filter(|c| self.controllers.get(*c).is_none())
+            .map(names::controller_id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(BackendError::Mismatch(format!(
+            "the guest backend's controller map (from QemuHost::controller_map, the PCI \
+             addresses of virtio-scsi-pci devices with ids scsiN) has no {}: the configuration \
+             names {} controllers",
+            missing.join(", "),
+            config.controllers
+        )))
     }
 
     async fn inspect(&self) -> Result<GuestView, BackendError> {

@@ -12,7 +12,7 @@ use crate::backend::{
     AttachRequest, BackendError, DetachRequest, HostAttachment, HostBackend, HostView,
 };
 use async_trait::async_trait;
-use lunledger_journal::{AttachId, DiskKind, Slot};
+use lunledger_journal::{AttachId, DiskKind, ManagerConfig, Slot};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -416,6 +416,83 @@ impl HostBackend for QemuHost {
         let mut qmp = self.qmp.lock().await;
         Ok(self.inspect_locked(&mut qmp).await?)
     }
+
+    async fn check_config(&self, config: &ManagerConfig) -> Result<(), BackendError> {
+        let mut qmp = self.qmp.lock().await;
+        let list = call(
+            &mut qmp,
+            "qom-list",
+            Some(json!({"path": "/machine/peripheral"})),
+        )
+        .await?;
+        let types: BTreeMap<String, String> = list
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|e| Some((str_field(e, "name")?, str_field(e, "type")?)))
+            .collect();
+        Ok(check_controllers(config, &types)?)
+    }
+}
+
+/// Checks `config` against the VM's `/machine/peripheral` children (id to QOM type): the LUN
+/// range is one the guest can address, and every controller `scsi0..scsi<N-1>` the
+/// configuration names exists and is a virtio-scsi controller.
+fn check_controllers(
+    config: &ManagerConfig,
+    types: &BTreeMap<String, String>,
+) -> Result<(), QemuError> {
+    if config.luns_per_controller > names::MAX_LUN {
+        return Err(QemuError::Mismatch(format!(
+            "{} LUNs per controller: the QEMU backend addresses LUNs 0..{} only (Linux guests \
+             mis-address hot-plugged LUNs >= 256)",
+            config.luns_per_controller,
+            names::MAX_LUN - 1
+        )));
+    }
+    if config.controllers > names::MAX_CONTROLLER {
+        return Err(QemuError::Mismatch(format!(
+            "{} controllers: the QEMU backend supports at most {}",
+            config.controllers,
+            names::MAX_CONTROLLER
+        )));
+    }
+    let mut missing = Vec::new();
+    for c in 0..config.controllers {
+        let id = names::controller_id(c);
+        match types.get(&id) {
+            Some(t) if t.starts_with("child<virtio-scsi") => {}
+            Some(t) => {
+                return Err(QemuError::Mismatch(format!(
+                    "device {id} is a {t}, not a virtio-scsi controller (the QEMU backend puts \
+                     controller {c} on bus {})",
+                    names::bus_name(c)
+                )))
+            }
+            None => missing.push(id),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut have: Vec<&str> = types
+        .iter()
+        .filter(|(id, t)| {
+            t.starts_with("child<virtio-scsi") && names::parse_controller_id(id).is_some()
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    have.sort_by_key(|id| names::parse_controller_id(id));
+    Err(QemuError::Mismatch(format!(
+        "the configuration names {} controllers (scsi0..scsi{}) but the VM has no {}; it has \
+         [{}] (start QEMU with -device virtio-scsi-pci,id=scsiN for each, or lower \
+         ManagerConfig::controllers)",
+        config.controllers,
+        config.controllers.saturating_sub(1),
+        missing.join(", "),
+        have.join(", ")
+    )))
 }
 
 /// Runs one command, retrying once on a fresh connection if the connection broke. Every command
@@ -539,4 +616,50 @@ async fn scsi_placement(
         .ok()
         .and_then(|v| v.as_str().map(str::to_string));
     Ok(Some((Slot::new(controller, lun), serial)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(controllers: u32, luns: u32) -> ManagerConfig {
+        ManagerConfig {
+            controllers,
+            luns_per_controller: luns,
+            mount_format: "/m%d".into(),
+            reserved: vec![],
+        }
+    }
+
+    fn peripherals(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(id, t)| (id.to_string(), format!("child<{t}>")))
+            .collect()
+    }
+
+    #[test]
+    fn controllers_the_configuration_names_must_exist() {
+        let vm = peripherals(&[
+            ("scsi0", "virtio-scsi-pci"),
+            ("scsi1", "virtio-scsi-pci"),
+            ("vser0", "virtio-serial-pci"),
+        ]);
+        assert!(check_controllers(&config(2, 64), &vm).is_ok());
+        assert!(check_controllers(&config(1, 256), &vm).is_ok());
+        let e = check_controllers(&config(4, 64), &vm).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, QemuError::Mismatch(_)), "{e:?}");
+        assert!(
+            msg.contains("no scsi2, scsi3") && msg.contains("[scsi0, scsi1]"),
+            "{msg}"
+        );
+        let e = check_controllers(&config(2, 257), &vm).unwrap_err();
+        assert!(e.to_string().contains("LUNs 0..255"), "{e}");
+        let odd = peripherals(&[("scsi0", "virtio-scsi-pci"), ("scsi1", "lsi53c895a")]);
+        let e = check_controllers(&config(2, 8), &odd).unwrap_err();
+        assert!(
+            e.to_string().contains("not a virtio-scsi controller"),
+            "{e}"
+        );
+    }
 }
