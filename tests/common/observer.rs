@@ -23,6 +23,10 @@ pub struct Seen {
     pub loose_nodes: BTreeSet<String>,
     /// Guest mount points under `prefix` (from `/proc/mounts`) and guest symlinks there.
     pub guest_paths: BTreeSet<String>,
+    /// Serials of the scsi-hd devices QEMU has.
+    pub host_serials: BTreeSet<String>,
+    /// Serials (VPD page 0x80) of the SCSI disks the guest sees.
+    pub guest_serials: BTreeSet<String>,
 }
 
 async fn qmp(c: &mut QmpClient, cmd: &str, args: Option<Value>) -> Value {
@@ -63,6 +67,9 @@ pub async fn host(aux_qmp: &Path) -> Seen {
         let get = |p: &'static str| json!({"path": path, "property": p});
         let bus = qmp(&mut c, "qom-get", Some(get("parent_bus"))).await;
         let lun = qmp(&mut c, "qom-get", Some(get("lun"))).await;
+        let serial = qmp(&mut c, "qom-get", Some(get("serial"))).await;
+        seen.host_serials
+            .insert(serial.as_str().unwrap_or("").to_string());
         let controller = bus
             .as_str()
             .and_then(|b| b.rsplit('/').next())
@@ -100,11 +107,26 @@ pub async fn host(aux_qmp: &Path) -> Seen {
 /// Run it with a raw `guest-exec` (`QgaClient::exec` or `QemuGuest::sh`), never lunledger's
 /// inspect, and hand its stdout to [`parse_guest`].
 pub const GUEST_SCRIPT: &str = "awk '{print \"M\", $2}' /proc/mounts; \
-    for p in \"$1\"*; do [ -L \"$p\" ] && echo \"L $p\"; done; true";
+    for p in \"$1\"*; do [ -L \"$p\" ] && echo \"L $p\"; done; \
+    for d in /sys/bus/scsi/devices/*:*:*:*; do [ -d \"$d/block\" ] && \
+    echo \"D $(tail -c +5 \"$d/vpd_pg80\" | tr -d '\\000 ')\"; done; true";
+
+/// Waits until no lunledger guest script runs in the guest (their text carries the marker
+/// `lunledger-guest-script`; the pattern is assembled at run time so this script does not match
+/// itself): a script a killed shim started goes on running, and what it does later counts.
+/// Prints how many are still running when it gives up after `$1` tries of 50 ms.
+pub const GUEST_QUIET: &str = "m=lunledger-guest; m=$m-script; i=0; while :; do n=0; \
+    for p in /proc/[0-9]*; do [ \"${p#/proc/}\" = $$ ] && continue; \
+    case \"$(tr -d '\\000' < $p/cmdline 2>/dev/null)\" in *$m*) n=$((n+1));; esac; done; \
+    [ $n = 0 ] && { echo $i; exit 0; }; i=$((i+1)); [ $i -ge $1 ] && { echo $n; exit 1; }; sleep 0.05; done";
 
 /// Adds the guest paths under `prefix` that [`GUEST_SCRIPT`] printed.
 pub fn parse_guest(stdout: &str, prefix: &str, seen: &mut Seen) {
     for line in stdout.lines() {
+        if let Some(serial) = line.strip_prefix("D ") {
+            seen.guest_serials.insert(serial.to_string());
+            continue;
+        }
         if let Some(p) = line.strip_prefix("M ").or_else(|| line.strip_prefix("L ")) {
             if p.starts_with(prefix) {
                 seen.guest_paths.insert(p.to_string());
@@ -113,8 +135,27 @@ pub fn parse_guest(stdout: &str, prefix: &str, seen: &mut Seen) {
     }
 }
 
-/// Adds the guest's view through an agent connection of the observer's own.
+/// Adds the guest's view through an agent connection of the observer's own, once no
+/// lunledger script runs there any more (waiting up to 20 s).
 pub async fn guest(qga: &mut QgaClient, prefix: &str, seen: &mut Seen) {
+    let quiet = qga
+        .exec(
+            "/bin/sh",
+            &["-c", GUEST_QUIET, "sh", "400"],
+            Duration::from_secs(40),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("observer: guest-exec: {e}"));
+    assert!(
+        quiet.success(),
+        "observer: lunledger scripts still running in the guest after 20 s: {quiet:?}"
+    );
+    if quiet.stdout.trim() != "0" {
+        eprintln!(
+            "observer: waited {} x 50 ms for lunledger scripts to end in the guest",
+            quiet.stdout.trim()
+        );
+    }
     let out = qga
         .exec(
             "/bin/sh",
@@ -155,5 +196,10 @@ pub fn assert_matches(seen: &Seen, state: &State, what: &str) {
     assert_eq!(
         seen.guest_paths, want_paths,
         "{what}: the guest's mounts and links (observer) differ from the journal's"
+    );
+    let zombies: Vec<_> = seen.guest_serials.difference(&seen.host_serials).collect();
+    assert!(
+        zombies.is_empty(),
+        "{what}: the guest sees disks QEMU no longer has (serials {zombies:?})"
     );
 }

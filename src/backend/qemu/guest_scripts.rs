@@ -7,7 +7,10 @@
 
 /// Shared functions, prepended to every script.
 const PRELUDE: &str = r#"
+# lunledger-guest-script (a marker: see DRAIN)
 die() { echo "$2" >&2; exit "$1"; }
+# pause: a test hook's pause at an inner step (LL_PAUSE seconds, set only by tests).
+pause() { [ -z "$LL_PAUSE" ] || sleep "$LL_PAUSE"; }
 # host_of PCI: the SCSI host number of the controller at PCI address PCI.
 host_of() {
     for h in /sys/class/scsi_host/host*; do
@@ -71,6 +74,7 @@ if [ "$blockdev" = 1 ]; then
     fi
     [ -e "$path" ] && die 13 "$path exists and is not a link"
     mkdir -p "$(dirname "$path")" /run/lunledger || die 1 "cannot create $(dirname "$path")"
+    pause
     echo "$path" >> "$LINKS"
     ln -s "$dev" "$path" || die 1 "cannot link $path"
     exit 0
@@ -85,6 +89,7 @@ if [ -n "$cur" ]; then
     exit 0
 fi
 mkdir -p "$path" || die 1 "cannot create $path"
+pause
 if [ "$ensure" = 1 ] && ! blkid "$dev" 2> /dev/null | grep -q 'TYPE='; then
     case "$fs" in
         "" | ext2 | ext3 | ext4)
@@ -99,6 +104,7 @@ if [ "$ensure" = 1 ] && ! blkid "$dev" 2> /dev/null | grep -q 'TYPE='; then
             out=$("mkfs.$fs" "$dev" 2>&1) ;;
     esac || die 1 "mkfs on $dev failed: $out"
 fi
+pause
 o=$opts
 [ "$ro" = 1 ] && o=ro${o:+,$o}
 if [ -n "$o" ]; then
@@ -122,6 +128,7 @@ else
         n=$((n + 1))
         [ "$n" -ge 8 ] && die 1 "$path is still mounted after $n unmounts"
     done
+    pause
     # The mount point is ours (as in hcsshim's guest); leave it if something else is inside.
     rmdir "$path" 2> /dev/null
 fi
@@ -142,6 +149,7 @@ if [ -n "$b" ]; then
     # A surprise removal would leave a zombie mount: refuse, the caller must unmount first.
     [ -z "$m" ] || die 13 "/dev/$b is still mounted at $m"
 fi
+pause
 echo 1 > "$d/delete" || die 1 "cannot delete $d"
 i=0
 while [ -e "$d" ]; do
@@ -169,6 +177,30 @@ if [ -f "$LINKS" ]; then
 fi
 exit 0
 "#;
+
+/// Waits until no other process in the guest runs one of our scripts (their text carries the
+/// PRELUDE's marker; the pattern is assembled at run time so this script, which has no prelude,
+/// does not match itself). Args: TRIES (of 20 ms). Exit 1 with the count still running when
+/// they do not end in time.
+const DRAIN: &str = r#"
+m=lunledger-guest; m=$m-script; i=0
+while :; do
+    n=0
+    for p in /proc/[0-9]*; do
+        [ "${p#/proc/}" = "$$" ] && continue
+        case "$(tr -d '\000' < "$p/cmdline" 2>/dev/null)" in *"$m"*) n=$((n + 1)) ;; esac
+    done
+    [ "$n" = 0 ] && exit 0
+    i=$((i + 1))
+    [ "$i" -ge "$1" ] && { echo "$n" >&2; exit 1; }
+    sleep 0.02
+done
+"#;
+
+/// The drain script (no prelude: it must not carry the marker it looks for).
+pub(crate) fn drain() -> &'static str {
+    DRAIN
+}
 
 /// A complete script: the prelude and one body.
 fn with_prelude(body: &str) -> String {

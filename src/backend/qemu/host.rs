@@ -5,6 +5,7 @@
 
 use super::controllers::ControllerMap;
 use super::error::QemuError;
+use super::hooks::{self, SequenceHook};
 use super::image;
 use super::names;
 use super::qmp::QmpClient;
@@ -48,6 +49,7 @@ impl Default for QemuHostOptions {
 pub struct QemuHost {
     qmp: Mutex<QmpClient>,
     opts: QemuHostOptions,
+    hook: Option<SequenceHook>,
 }
 
 /// One block device as `query-block` shows it.
@@ -73,7 +75,14 @@ impl QemuHost {
         Ok(QemuHost {
             qmp: Mutex::new(qmp),
             opts,
+            hook: None,
         })
+    }
+
+    /// Installs a test hook that pauses inside attach and detach (see [`super::hooks`]).
+    pub fn with_sequence_hook(mut self, hook: SequenceHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// The controllers' PCI addresses, which [`super::QemuGuest`] needs to find them in the guest.
@@ -179,6 +188,7 @@ impl QemuHost {
             Err(e) => return Err(e),
         }
 
+        SequenceHook::at(&self.hook, hooks::ATTACH_AFTER_BLOCKDEV_ADD).await;
         // 2. The device.
         let args = json!({
             "driver": "scsi-hd",
@@ -245,6 +255,7 @@ impl QemuHost {
         // else's device_del, a reconnect: events are not replayed) poll query-block instead.
         let mut seen = false;
         if initiated {
+            SequenceHook::at(&self.hook, hooks::DETACH_AFTER_DEVICE_DEL).await;
             let is_ours = |ev: &Value| {
                 ev.get("event").and_then(Value::as_str) == Some("DEVICE_DELETED")
                     && ev.pointer("/data/device").and_then(Value::as_str) == Some(dev.as_str())
@@ -276,6 +287,7 @@ impl QemuHost {
                 tokio::time::sleep(UNPLUG_POLL).await;
             }
         }
+        SequenceHook::at(&self.hook, hooks::DETACH_BEFORE_BLOCKDEV_DEL).await;
         for name in [node, names::file_node_name(req.attach, req.slot)] {
             loop {
                 match call(qmp, "blockdev-del", Some(json!({"node-name": name}))).await {
