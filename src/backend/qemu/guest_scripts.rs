@@ -148,6 +148,10 @@ if [ -n "$b" ]; then
     m=$(awk -v b="/dev/$b" 'index($1, b) == 1 && substr($1, length(b) + 1) ~ /^[0-9]*$/ { print $2 }' /proc/mounts)
     # A surprise removal would leave a zombie mount: refuse, the caller must unmount first.
     [ -z "$m" ] || die 13 "/dev/$b is still mounted at $m"
+    # Likewise a device-mapper device (dm-crypt) still built on it or a partition of it.
+    for hd in /sys/block/$b/holders/* /sys/block/$b/$b*/holders/*; do
+        [ -e "$hd" ] && die 13 "/dev/$b is still held by ${hd##*/} ($(cat "$hd/dm/name" 2>/dev/null))"
+    done
 fi
 pause
 echo 1 > "$d/delete" || die 1 "cannot delete $d"
@@ -168,6 +172,11 @@ for d in /sys/bus/scsi/devices/*:*:*:*; do
     b=$(ls "$d/block" 2>/dev/null | head -n1)
     [ -n "$b" ] || continue
     echo "D ${d##*/} $b $(tail -c +5 "$d/vpd_pg80" 2>/dev/null | tr -d '\000 ')"
+done
+# device-mapper devices (our dm-crypt mappings) and the disk (or partition) under each
+for m in /sys/block/dm-*; do
+    [ -e "$m/dm/name" ] || continue
+    echo "C /dev/mapper/$(cat "$m/dm/name") $(ls "$m/slaves" 2>/dev/null | head -n1)"
 done
 awk '$1 ~ /^\/dev\// { print "M", $1, $2 }' /proc/mounts
 if [ -f "$LINKS" ]; then
