@@ -150,16 +150,15 @@ impl Fixture {
     }
 
     async fn open(&self) -> Manager {
+        self.open_at(&self.work.path().join("journal")).await
+    }
+
+    async fn open_at(&self, journal: &Path) -> Manager {
         let host: Arc<dyn HostBackend> = self.host.clone();
         let guest: Arc<dyn GuestBackend> = self.guest.clone();
-        Manager::open_with(
-            self.work.path().join("journal"),
-            manager_opts(),
-            host,
-            guest,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("open: {e}"))
+        Manager::open_with(journal, manager_opts(), host, guest)
+            .await
+            .unwrap_or_else(|e| panic!("open: {e}"))
     }
 
     /// The observer's check of the VM against the manager's state (second QMP monitor, raw
@@ -438,4 +437,97 @@ async fn qemu_killed_under_a_running_manager() {
         Ok(_) => panic!("connected to a dead QEMU"),
     }
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// The VM dies between two runs of the shim and the shim comes back on a new VM with the same
+/// journal: recovery must say what the journal held that the new VM lacks (drift), take none of
+/// it as still attached or mounted, and act on the new VM only for new work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "qemu-tests"),
+    ignore = "needs QEMU: run scripts/test-all.sh"
+)]
+async fn qemu_killed_between_shim_runs_then_a_new_vm() {
+    use lunledger::journal::Drift;
+    let shared = tempfile::tempdir().expect("temp dir");
+    let journal = shared.path().join("journal");
+    let (disks, slots, mount_path) = {
+        let fx = boot().await;
+        let disks: Vec<String> = fx
+            .images(2)
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let to = shared.path().join(format!("d{i}.img"));
+                std::fs::rename(&p, &to).expect("move image");
+                to.display().to_string()
+            })
+            .collect();
+        let m = fx.open_at(&journal).await;
+        let h1 = m
+            .add_virtual_disk(DiskRequest::new(&disks[0]).mount(mounted()))
+            .await
+            .expect("add");
+        let h2 = m
+            .add_virtual_disk(DiskRequest::new(&disks[1]))
+            .await
+            .expect("add");
+        let slots = vec![h1.slot(), h2.slot()];
+        let mount_path = h1.guest_path().to_string();
+        m.close().await.expect("close");
+        signal(&fx.vm, libc::SIGKILL);
+        (disks, slots, mount_path)
+        // fx drops: the dead VM's directory goes.
+    };
+
+    let fx = boot().await;
+    let (m, took) = bounded("open on a new VM", fx.open_at(&journal)).await;
+    eprintln!("open on the new VM: {took:?}");
+    let report = m.last_recovery().expect("report");
+    eprintln!("drift: {:?}", report.drift);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for slot in &slots {
+        assert!(
+            report
+                .drift
+                .iter()
+                .any(|d| matches!(d, Drift::MissingAttachment { slot: s } if s == slot)),
+            "the missing attachment at {slot} is not reported: {:?}",
+            report.drift
+        );
+    }
+    assert!(
+        report
+            .drift
+            .iter()
+            .any(|d| matches!(d, Drift::MissingMount { path, .. } if *path == mount_path)),
+        "the missing mount is not reported: {:?}",
+        report.drift
+    );
+    let (need_slots, need_paths) = m.state().needed_on_vm();
+    assert!(
+        need_slots.is_empty() && need_paths.is_empty(),
+        "the journal still takes the old VM's disks as attached: {need_slots:?} {need_paths:?}"
+    );
+    fx.observe(&m, "new VM after recovery").await;
+
+    // The old handles are released without touching the new VM.
+    for h in m.handles() {
+        let (r, _) = bounded("release an old VM's handle", h.release()).await;
+        r.unwrap_or_else(|e| panic!("release an old VM's handle: {e}"));
+    }
+    assert!(m.state().is_empty(), "{:?}", m.state());
+    fx.observe(&m, "new VM after releasing the old handles")
+        .await;
+
+    // New work on the new VM.
+    let h = m
+        .add_virtual_disk(DiskRequest::new(&disks[0]).mount(mounted()))
+        .await
+        .unwrap_or_else(|e| panic!("add on the new VM: {e}"));
+    fx.observe(&m, "new VM with a new disk").await;
+    h.release().await.expect("release");
+    fx.observe(&m, "new VM at the end").await;
+    common::assert_replay_equals_live(&m).await;
+    m.close().await.expect("close");
 }
