@@ -729,6 +729,28 @@ async fn ext4_xfs_and_encrypted_mounts_end_to_end() {
     assert_ne!(rc, 0, "the dm-crypt mapping outlived its unmount");
     let (_, out, _) = fx.sh("grep /mnt/ /proc/mounts; true").await;
     assert_eq!(out.trim(), "", "mounts left: {out}");
+    // An encrypted mount that fails after opening its mapping (no mkfs for the filesystem)
+    // closes the mapping again: nothing holds the disk, and it unplugs.
+    let bad = mount_req(
+        c_slot,
+        13,
+        4,
+        "/mnt/encbad",
+        MountSpec {
+            encrypted: true,
+            ensure_filesystem: true,
+            filesystem: "nofs".into(),
+            ..MountSpec::default()
+        },
+    );
+    let e = fx.guest.mount(&bad).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unsupported(_)), "{e:?}");
+    let (_, out, _) = fx.sh("ls /dev/mapper").await;
+    assert_eq!(
+        out.trim(),
+        "control",
+        "a failed mount left its mapping open: {out}"
+    );
     for (slot, attach) in [(e4_slot, 11), (x_slot, 12), (c_slot, 13)] {
         fx.guest.unplug(slot).await.expect("unplug");
         fx.host

@@ -93,15 +93,18 @@ async fn open_hooked(journal: &Path, qmp: &Path, qga: &Path, site: Option<String
         .unwrap_or_else(|e| panic!("open: {e}"))
 }
 
-/// Eight ext4 images made on the host, then two blank ones the guest formats (mkfs in the guest).
+/// Eight ext4 images made on the host, then three blank ones the guest formats: disk 8 mounted
+/// encrypted (dm-crypt; a fresh ext4 at every mount), disk 9 as ext4, disk 10 as xfs (which
+/// wants 300 MiB; the image is sparse).
 fn images(dir: &Path) -> Vec<PathBuf> {
-    (0..10)
+    (0..11)
         .map(|i| {
             let p = dir.join(format!("disk{i}.img"));
             if !p.exists() {
+                let mib = if i == 10 { 320 } else { 32 };
                 std::fs::File::create(&p)
                     .unwrap()
-                    .set_len(32 << 20)
+                    .set_len(mib << 20)
                     .unwrap();
                 if i < 8 {
                     let ok = Command::new("mkfs.ext4")
@@ -150,9 +153,10 @@ async fn qemu_manager_child() {
         let mut req = DiskRequest::new(disk.to_string_lossy()).read_only(x % 2 == 0);
         req = match x % 4 {
             _ if i >= 8 => req.read_only(false).mount(MountConfig {
-                // A blank disk: the guest runs mkfs first.
+                // A blank disk: the guest runs mkfs first (encrypted: cryptsetup open first).
                 ensure_filesystem: true,
-                filesystem: "ext4".into(),
+                encrypted: i == 8,
+                filesystem: if i == 10 { "xfs" } else { "ext4" }.into(),
                 ..Default::default()
             }),
             0 => req,
@@ -337,11 +341,22 @@ async fn qemu_shared_mount_child() {
     let m = open_hooked(&dir.join("journal"), &qmp, &qga, site).await;
     println!("opened");
     let disk = disks[0].to_string_lossy().to_string();
-    let h = m.add_virtual_disk(DiskRequest::new(&disk)).await.unwrap();
-    println!("got {}", h.handle_id());
-    let h2 = m
-        .add_virtual_disk(DiskRequest::new(&disk).mount(MountConfig::default()))
-        .await;
+    let h2 = if std::env::var("LUNLEDGER_QEMU_SCENARIO").as_deref() == Ok("encrypted") {
+        // A blank disk mounted encrypted: cryptsetup open, (pause: the kill), mkfs, mount.
+        let blank = disks[8].to_string_lossy().to_string();
+        m.add_virtual_disk(DiskRequest::new(&blank).mount(MountConfig {
+            encrypted: true,
+            ensure_filesystem: true,
+            filesystem: "ext4".into(),
+            ..Default::default()
+        }))
+        .await
+    } else {
+        let h = m.add_virtual_disk(DiskRequest::new(&disk)).await.unwrap();
+        println!("got {}", h.handle_id());
+        m.add_virtual_disk(DiskRequest::new(&disk).mount(MountConfig::default()))
+            .await
+    };
     println!("unexpectedly finished: {:?}", h2.map(|h| h.handle_id()));
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
@@ -356,6 +371,24 @@ async fn qemu_shared_mount_child() {
     ignore = "needs QEMU: run scripts/test-all.sh"
 )]
 async fn kill_inside_the_mount_script_of_a_shared_attachment() {
+    kill_inside_the_mount_script("shared", 1).await;
+}
+
+/// A shim killed inside an encrypted mount's script, after `cryptsetup open` and before mkfs:
+/// the dm-crypt mapping is open on the disk with nothing mounted. Rolling the add back must
+/// close it and unplug the disk, leaving neither a mapping nor a device behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "qemu-tests"),
+    ignore = "needs QEMU: run scripts/test-all.sh"
+)]
+async fn kill_inside_an_encrypted_mount_script() {
+    kill_inside_the_mount_script("encrypted", 0).await;
+}
+
+/// Runs the `qemu_shared_mount_child` scenario, kills it inside the mount script, recovers and
+/// observes; `live` handles must survive.
+async fn kill_inside_the_mount_script(scenario: &str, want_live: usize) {
     if std::env::var(SHARED_ENV).is_ok() || std::env::var(CHILD_ENV).is_ok() {
         return;
     }
@@ -384,6 +417,7 @@ async fn kill_inside_the_mount_script_of_a_shared_attachment() {
         "--test-threads=1",
     ])
     .env(SHARED_ENV, work.path())
+    .env("LUNLEDGER_QEMU_SCENARIO", scenario)
     .env("LUNLEDGER_QMP", &qmp)
     .env("LUNLEDGER_QGA", &qga);
     let victim = Victim::spawn(cmd);
@@ -399,9 +433,14 @@ async fn kill_inside_the_mount_script_of_a_shared_attachment() {
     let report = m.last_recovery().unwrap();
     println!("plan {:?}", report.plan);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        report.teardowns_pending.is_empty(),
+        "teardowns left pending: {:?}",
+        report.teardowns_pending
+    );
     let live: BTreeSet<HandleId> = m.handles().iter().map(|h| h.handle_id()).collect();
     assert!(reported.lost(&live).is_empty(), "handles lost");
-    assert_eq!(live.len(), 1, "the first handle lives on");
+    assert_eq!(live.len(), want_live, "handles after recovery");
     let st = m.state();
     m.close().await.unwrap();
     observe(&vm, &st, "after the kill inside the mount script").await;

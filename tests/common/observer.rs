@@ -27,6 +27,8 @@ pub struct Seen {
     pub host_serials: BTreeSet<String>,
     /// Serials (VPD page 0x80) of the SCSI disks the guest sees.
     pub guest_serials: BTreeSet<String>,
+    /// Device-mapper devices in the guest (`/dev/mapper/*` but `control`).
+    pub mappings: BTreeSet<String>,
 }
 
 async fn qmp(c: &mut QmpClient, cmd: &str, args: Option<Value>) -> Value {
@@ -109,7 +111,8 @@ pub async fn host(aux_qmp: &Path) -> Seen {
 pub const GUEST_SCRIPT: &str = "awk '{print \"M\", $2}' /proc/mounts; \
     for p in \"$1\"*; do [ -L \"$p\" ] && echo \"L $p\"; done; \
     for d in /sys/bus/scsi/devices/*:*:*:*; do [ -d \"$d/block\" ] && \
-    echo \"D $(tail -c +5 \"$d/vpd_pg80\" | tr -d '\\000 ')\"; done; true";
+    echo \"D $(tail -c +5 \"$d/vpd_pg80\" | tr -d '\\000 ')\"; done; \
+    for x in /dev/mapper/*; do [ \"$x\" = /dev/mapper/control ] || echo \"X $x\"; done; true";
 
 /// Waits until no lunledger guest script runs in the guest (their text carries the marker
 /// `lunledger-guest-script`; the pattern is assembled at run time so this script does not match
@@ -123,6 +126,12 @@ pub const GUEST_QUIET: &str = "m=lunledger-guest; m=$m-script; i=0; while :; do 
 /// Adds the guest paths under `prefix` that [`GUEST_SCRIPT`] printed.
 pub fn parse_guest(stdout: &str, prefix: &str, seen: &mut Seen) {
     for line in stdout.lines() {
+        if let Some(x) = line.strip_prefix("X ") {
+            if x != "/dev/mapper/*" {
+                seen.mappings.insert(x.to_string());
+            }
+            continue;
+        }
         if let Some(serial) = line.strip_prefix("D ") {
             seen.guest_serials.insert(serial.to_string());
             continue;
@@ -196,6 +205,16 @@ pub fn assert_matches(seen: &Seen, state: &State, what: &str) {
     assert_eq!(
         seen.guest_paths, want_paths,
         "{what}: the guest's mounts and links (observer) differ from the journal's"
+    );
+    let want_mappings: BTreeSet<String> = state
+        .mounts
+        .iter()
+        .filter(|(_, m)| m.spec.encrypted && want_paths.contains(&m.path))
+        .map(|(id, _)| format!("/dev/mapper/ll-crypt-{id}"))
+        .collect();
+    assert_eq!(
+        seen.mappings, want_mappings,
+        "{what}: the guest's dm-crypt mappings (observer) differ from the journal's encrypted mounts"
     );
     let zombies: Vec<_> = seen.guest_serials.difference(&seen.host_serials).collect();
     assert!(

@@ -51,6 +51,7 @@ LINKS=/run/lunledger/links
 const MOUNT: &str = r#"
 pci=$1 lun=$2 serial=$3 tries=$4 path=$5 part=$6 ro=$7 blockdev=$8 ensure=$9
 shift 9
+ok=0
 fs=$1 encrypted=$2 mid=$3 opts=$4
 r=$(find_dev "$pci" "$lun" "$serial" "$tries") || exit $?
 blk=${r#* }
@@ -64,12 +65,15 @@ if [ "$encrypted" = 1 ]; then
         # An ephemeral key: the data is scratch and dies with the mapping (as in hcsshim).
         cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 \
             --key-file /dev/urandom "$dev" "$name" || die 1 "cryptsetup open $dev failed"
+        # Opened here: a failure from now on closes it again, or it would hold the disk
+        # (unplug refuses) with nothing in the journal to close it.
+        trap '[ "$ok" = 1 ] || cryptsetup close "$name" 2> /dev/null' EXIT
     fi
     dev=/dev/mapper/$name
 fi
 if [ "$blockdev" = 1 ]; then
     if [ -L "$path" ]; then
-        [ "$(readlink "$path")" = "$dev" ] && exit 0
+        [ "$(readlink "$path")" = "$dev" ] && { ok=1; exit 0; }
         die 13 "$path links to $(readlink "$path"), not $dev"
     fi
     [ -e "$path" ] && die 13 "$path exists and is not a link"
@@ -77,6 +81,7 @@ if [ "$blockdev" = 1 ]; then
     pause
     echo "$path" >> "$LINKS"
     ln -s "$dev" "$path" || die 1 "cannot link $path"
+    ok=1
     exit 0
 fi
 cur=$(mounted_from "$path")
@@ -86,6 +91,7 @@ if [ -n "$cur" ]; then
     # write-protected disk gives a read-write request, so it is accepted.)
     mode=$(awk -v p="$path" '$2 == p { o = $4 } END { split(o, a, ","); print a[1] }' /proc/mounts)
     [ "$ro" = 1 ] && [ "$mode" != ro ] && die 13 "$path is mounted $mode, asked for read-only"
+    ok=1
     exit 0
 fi
 mkdir -p "$path" || die 1 "cannot create $path"
@@ -112,6 +118,7 @@ if [ -n "$o" ]; then
 else
     out=$(mount "$dev" "$path" 2>&1) || die 1 "mount $dev at $path failed: $out"
 fi
+ok=1
 "#;
 
 /// Unmount (or unlink). Args: PATH ENCRYPTED MOUNT_ID.
