@@ -33,7 +33,7 @@ fn config() -> ManagerConfig {
     }
 }
 
-/// Short bounds, so a hang shows within seconds: 1 s per QMP or agent command, 3 s per guest
+/// Short bounds, so a hang shows within seconds: 1 s per QMP or agent command, 5 s per guest
 /// script, 2 s per inspect.
 fn host_opts() -> QemuHostOptions {
     QemuHostOptions {
@@ -46,7 +46,7 @@ fn guest_opts() -> QemuGuestOptions {
     QemuGuestOptions {
         command_timeout: Duration::from_secs(1),
         device_timeout: Duration::from_secs(5),
-        exec_timeout: Duration::from_secs(3),
+        exec_timeout: Duration::from_secs(5),
     }
 }
 
