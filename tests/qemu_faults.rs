@@ -423,6 +423,45 @@ async fn qemu_killed_under_a_running_manager() {
     let (r, _) = bounded("close after QEMU died", m.close()).await;
     r.expect("close");
 
+    // The shim knows the VM is gone for good: it settles the journal explicitly with GoneVm.
+    // Recovery reports everything the journal held as missing, finishes the failed release,
+    // and the journal ends empty.
+    let gone = Arc::new(lunledger::backend::gone::GoneVm::new(format!(
+        "QEMU pid {pid} was killed"
+    )));
+    let host: Arc<dyn HostBackend> = gone.clone();
+    let guest: Arc<dyn GuestBackend> = gone;
+    let journal = fx.work.path().join("journal");
+    let (r, _) = bounded(
+        "open with the VM gone",
+        Manager::open_with(&journal, manager_opts(), host, guest),
+    )
+    .await;
+    let m = r.unwrap_or_else(|e| panic!("open with the VM gone: {e}"));
+    let report = m.last_recovery().expect("report");
+    eprintln!("recovery with the VM gone: drift {:?}", report.drift);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        report
+            .drift
+            .iter()
+            .any(|d| matches!(d, lunledger::journal::Drift::MissingAttachment { .. })),
+        "the lost attachment is not reported: {:?}",
+        report.drift
+    );
+    for h in m.handles() {
+        h.release().await.unwrap_or_else(|e| panic!("release: {e}"));
+    }
+    let st = m.state();
+    assert!(st.is_empty(), "the journal is not clean: {st:?}");
+    let e = match m.add_virtual_disk(DiskRequest::new(&disks[1])).await {
+        Err(e) => e,
+        Ok(_) => panic!("an add on a gone VM succeeded"),
+    };
+    assert!(e.to_string().contains("the VM is gone"), "{e}");
+    common::assert_replay_equals_live(&m).await;
+    m.close().await.expect("close");
+
     // Between shim runs: connecting to the dead VM is a typed, prompt error.
     let (r, took) = bounded(
         "connect to a dead QEMU",

@@ -6,6 +6,7 @@
 //! nothing, unmounting a path that is not mounted and unplugging a device that is gone all succeed;
 //! attaching or mounting what is already there with the same identity succeeds.
 
+pub mod gone;
 pub mod qemu;
 
 use async_trait::async_trait;
