@@ -6,14 +6,17 @@
 #
 #   scripts/build-guest.sh [OUTDIR]      (default: target/guest)
 #
-# Output: OUTDIR/vmlinuz and OUTDIR/initrd.gz. Cached: does nothing when both exist (delete them to
-# rebuild). Packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x`, so nothing
+# Output: OUTDIR/vmlinuz and OUTDIR/initrd.gz. Cached: does nothing when both exist and were built
+# by this version of the script (OUTDIR/build.sha256); delete them to rebuild. Packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x`, so nothing
 # is installed on the host and /boot is never touched. qemu-ga's shared libraries are copied from
 # the host, which must run the same Debian release (scripts/install-qemu.sh pulls them in).
 set -euo pipefail
 
 OUT=${1:-target/guest}
-if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ]; then
+# The cache is keyed on this script's contents, so a guest built by an older version (say,
+# without cryptsetup) is rebuilt rather than failing the tests that need what it lacks.
+STAMP=$(sha256sum "$0" | cut -d' ' -f1)
+if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] && [ "$(cat "$OUT/build.sha256" 2>/dev/null)" = "$STAMP" ]; then
     echo "build-guest: cached: $OUT/vmlinuz $OUT/initrd.gz"
     exit 0
 fi
@@ -150,5 +153,6 @@ cp "$WORK/kernel/boot/vmlinuz-$KV" "$WORK/vmlinuz"
 # Move into place last so an interrupted build never looks cached.
 mv "$WORK/vmlinuz" "$OUT/vmlinuz.tmp" && mv "$WORK/initrd.gz" "$OUT/initrd.gz.tmp"
 mv "$OUT/initrd.gz.tmp" "$OUT/initrd.gz" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+echo "$STAMP" > "$OUT/build.sha256"
 echo "build-guest: kernel $KV ($KPKG); modules: $(tr '\n' ' ' < "$R/lib/modules/order")"
 ls -la "$OUT"
