@@ -5,7 +5,8 @@
 #      property tests, fuzz corpora on stable)
 #   3. the long tier: kill -9 harness x200, journal rotation SIGKILL loop x100, property tests
 #      with more cases
-#   4. the QEMU tier: real QEMU (TCG) over QMP, without and with a guest (qemu-guest-agent)
+#   4. the QEMU tier: real QEMU (TCG) over QMP, without and with a guest (qemu-guest-agent),
+#      then the long QEMU kill loop (LUNLEDGER_QEMU_LONG_KILLS, default 105)
 #   5. a short fuzz campaign per target when a nightly toolchain is present
 #   6. the demo (the README's main job) must exit 0
 # A tier that cannot run fails the script; nothing is skipped silently.
@@ -49,6 +50,11 @@ if [ -x scripts/install-qemu.sh ]; then
   timed scripts/install-qemu.sh
   timed scripts/build-guest.sh
   timed cargo test --features qemu-tests --test 'qemu_*' -- --test-threads=2 --nocapture
+  # The long QEMU kill loop: >= 100 SIGKILLs of the shim, six in seven aimed inside a
+  # multi-command sequence (QMP attach/detach, guest mount/mkfs/unmount/unplug scripts), each
+  # recovery checked by an observer outside lunledger's inspect (~3 s a kill on 2 cores).
+  LUNLEDGER_QEMU_KILLS="${LUNLEDGER_QEMU_LONG_KILLS:-105}" timed cargo test --features qemu-tests \
+    --test qemu_manager sigkill_the_shim_while_qemu_lives_on -- --nocapture
   # The demo on a real VM (lunledger demo --backend qemu), from the CLI tests.
   timed cargo test --features qemu-tests --test cli -- qemu --nocapture
 else

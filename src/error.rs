@@ -49,6 +49,16 @@ pub enum Error {
     /// The configuration is not valid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// The VM cannot serve the configuration (e.g. it has fewer SCSI controllers than
+    /// `ManagerConfig::controllers` names), found by the backends' `check_config` at open,
+    /// before the journal is touched.
+    #[error("the VM does not match the configuration ({side} side): {what}")]
+    VmMismatch {
+        /// `host` or `guest`.
+        side: &'static str,
+        /// What is missing.
+        what: String,
+    },
     /// The configuration contradicts what the journal holds.
     #[error("configuration conflicts with the journal: {0}")]
     ConfigConflict(String),

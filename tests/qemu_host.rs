@@ -636,3 +636,60 @@ async fn qmp_client_is_alone_on_its_monitor_and_reconnects_after_qemu_restarts()
     assert!(e.is_class("CommandNotFound"), "{e:?}");
     q.execute("query-status", None).await.expect("still usable");
 }
+
+/// A configuration naming more controllers than the VM has is refused at open, with an error
+/// that says which are missing, before the journal is created; one that fits opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "qemu-tests"),
+    ignore = "needs QEMU: run scripts/test-all.sh"
+)]
+async fn open_refuses_a_configuration_naming_controllers_the_vm_lacks() {
+    use lunledger::backend::sim::SimVm;
+    use lunledger::journal::ManagerConfig;
+    use lunledger::{Error, Manager};
+    use std::sync::Arc;
+
+    let fx = start(2).await;
+    let sim = SimVm::new();
+    let open = |config: ManagerConfig, dir: PathBuf| {
+        let qmp = fx.vm.qmp_socket();
+        let guest = sim.guest_backend();
+        async move {
+            let host: Arc<dyn HostBackend> = Arc::new(QemuHost::connect(qmp).await.expect("QMP"));
+            Manager::open(dir, config, host, guest).await
+        }
+    };
+    // lcow_default: 4 controllers, on a VM with 2.
+    let journal = fx.disks.path().join("journal-4");
+    match open(ManagerConfig::lcow_default(), journal.clone()).await {
+        Err(Error::VmMismatch { side, what }) => {
+            assert_eq!(side, "host");
+            assert!(what.contains("no scsi2, scsi3"), "{what}");
+        }
+        Err(e) => panic!("expected VmMismatch, got {e}"),
+        Ok(_) => panic!("opened 4 controllers on a VM with 2"),
+    }
+    assert!(!journal.exists(), "a refused open created the journal");
+    // LUNs the guest cannot address are refused too.
+    let too_many_luns = ManagerConfig {
+        controllers: 1,
+        luns_per_controller: 300,
+        ..ManagerConfig::lcow_default()
+    };
+    let r = open(too_many_luns, fx.disks.path().join("journal-luns")).await;
+    assert!(
+        matches!(&r, Err(Error::VmMismatch { what, .. }) if what.contains("LUNs 0..255")),
+        "{:?}",
+        r.err()
+    );
+    // What the VM has opens.
+    let fits = ManagerConfig {
+        controllers: 2,
+        ..ManagerConfig::lcow_default()
+    };
+    let m = open(fits, fx.disks.path().join("journal-2"))
+        .await
+        .unwrap_or_else(|e| panic!("open with 2 controllers: {e}"));
+    m.close().await.expect("close");
+}

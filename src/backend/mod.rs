@@ -6,10 +6,11 @@
 //! nothing, unmounting a path that is not mounted and unplugging a device that is gone all succeed;
 //! attaching or mounting what is already there with the same identity succeeds.
 
+pub mod gone;
 pub mod qemu;
 
 use async_trait::async_trait;
-use lunledger_journal::{AttachId, DiskSpec, MountId, MountSpec, Slot};
+use lunledger_journal::{AttachId, DiskSpec, ManagerConfig, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 
 pub mod sim;
@@ -23,12 +24,23 @@ pub enum BackendError {
     /// The VM (or its agent) cannot be reached.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
-    /// The call took longer than its timeout; its effect is unknown.
-    #[error("backend call timed out after {0} ms")]
-    Timeout(u64),
+    /// The call took longer than its timeout; its effect is unknown. `call` says which
+    /// (e.g. `QMP blockdev-add`, `guest agent: mount script (guest-exec)`), so a hang can be told
+    /// apart from a slow command and the monitor from the agent.
+    #[error("{call} timed out after {ms} ms (effect unknown)")]
+    Timeout {
+        /// What did not answer in time.
+        call: String,
+        /// The timeout.
+        ms: u64,
+    },
     /// The backend cannot do what was asked (e.g. encryption on a guest without dm-crypt).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The VM does not have what the manager's configuration names (e.g. fewer SCSI
+    /// controllers than `ManagerConfig::controllers`). Found by `check_config` at open.
+    #[error("the VM does not match the configuration: {0}")]
+    Mismatch(String),
 }
 
 /// Attach `disk` at `slot`.
@@ -125,6 +137,13 @@ pub trait HostBackend: Send + Sync {
     async fn detach(&self, req: &DetachRequest) -> Result<(), BackendError>;
     /// Reports every attachment.
     async fn inspect(&self) -> Result<HostView, BackendError>;
+    /// Checks that the VM can serve every slot `config` names (its controllers exist, its
+    /// LUNs are addressable). `Manager::open` calls it before touching the journal and refuses
+    /// to open on [`BackendError::Mismatch`]; any other error (VM unreachable) is only logged,
+    /// since recovery must still run. Backends with nothing to check succeed.
+    async fn check_config(&self, _config: &ManagerConfig) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// The guest side of a VM: mounts attached disks and ejects devices before the host detaches.
@@ -139,4 +158,9 @@ pub trait GuestBackend: Send + Sync {
     async fn unplug(&self, slot: Slot) -> Result<(), BackendError>;
     /// Reports devices and mounts.
     async fn inspect(&self) -> Result<GuestView, BackendError>;
+    /// As [`HostBackend::check_config`], for the guest side (e.g. it can find every
+    /// controller the configuration names).
+    async fn check_config(&self, _config: &ManagerConfig) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

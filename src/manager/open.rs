@@ -4,7 +4,7 @@
 
 use super::recover::{recover, RecoveryReport};
 use super::{Inner, Manager};
-use crate::backend::{GuestBackend, HostBackend};
+use crate::backend::{BackendError, GuestBackend, HostBackend};
 use crate::crash::CrashHook;
 use crate::error::{Error, Result};
 use lunledger_journal::{
@@ -124,6 +124,33 @@ pub fn validate_config(c: &ManagerConfig) -> Result<()> {
     Ok(())
 }
 
+/// Asks both backends whether the VM can serve `config` (bounded by `limit` each). A definite
+/// mismatch refuses the open; a VM that cannot be asked is only logged (recovery reports it).
+async fn check_vm(
+    config: &ManagerConfig,
+    host: &dyn HostBackend,
+    guest: &dyn GuestBackend,
+    limit: Duration,
+) -> Result<()> {
+    let host_res = tokio::time::timeout(limit, host.check_config(config)).await;
+    let guest_res = tokio::time::timeout(limit, guest.check_config(config)).await;
+    for (side, res) in [("host", host_res), ("guest", guest_res)] {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(BackendError::Mismatch(what))) => return Err(Error::VmMismatch { side, what }),
+            Ok(Err(e)) => {
+                tracing::warn!(side, error = %e, "cannot check the VM against the configuration")
+            }
+            Err(_) => tracing::warn!(
+                side,
+                ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                "checking the VM against the configuration timed out"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Why `new` cannot replace the configuration of `state`, if it cannot.
 fn config_conflict(state: &State, new: &ManagerConfig) -> Option<String> {
     state.attachments.keys().find_map(|slot| {
@@ -197,6 +224,13 @@ impl Manager {
     ) -> Result<Manager> {
         let started = Instant::now();
         validate_config(&opts.config)?;
+        check_vm(
+            &opts.config,
+            host.as_ref(),
+            guest.as_ref(),
+            opts.inspect_timeout,
+        )
+        .await?;
         let dir = dir.as_ref().to_path_buf();
         let jopts = JournalOptions {
             durability: opts.durability,

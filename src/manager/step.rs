@@ -208,5 +208,8 @@ impl Inner {
 
 /// Errors after which the call may or may not have taken effect.
 fn uncertain(e: &BackendError) -> bool {
-    matches!(e, BackendError::Timeout(_) | BackendError::Unavailable(_))
+    matches!(
+        e,
+        BackendError::Timeout { .. } | BackendError::Unavailable(_)
+    )
 }

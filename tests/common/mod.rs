@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod observer;
 pub mod scenarios;
 
 use lunledger::backend::sim::SimVm;
@@ -82,8 +83,19 @@ pub fn tempdir() -> tempfile::TempDir {
 /// handle N and `releasing N` before it starts releasing N.
 pub struct Victim {
     child: std::process::Child,
-    started: std::sync::mpsc::Receiver<()>,
-    reader: std::thread::JoinHandle<Vec<String>>,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<Vec<String>>>,
+    killed: bool,
+}
+
+/// A test that panics before `kill` must not leave its child running.
+impl Drop for Victim {
+    fn drop(&mut self) {
+        if !self.killed {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// What a killed child reported: handles it got, and handles it had started releasing (those
@@ -116,28 +128,40 @@ impl Victim {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let (tx, started) = std::sync::mpsc::channel();
+        let (tx, lines) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.is_empty() {
-                    let _ = tx.send(());
-                }
+                let _ = tx.send(l.clone());
                 lines.push(l);
             }
             lines
         });
         Victim {
             child,
-            started,
-            reader,
+            lines,
+            reader: Some(reader),
+            killed: false,
         }
     }
 
     /// Waits (up to `limit`) for the child's first line: the kill clock starts there, so the
     /// kill lands in its workload rather than in its start-up.
     pub fn wait_started(&self, limit: std::time::Duration) {
-        let _ = self.started.recv_timeout(limit);
+        let _ = self.lines.recv_timeout(limit);
+    }
+
+    /// Waits (up to `limit`) for a line equal to `line`; whether it came.
+    pub fn wait_line(&self, line: &str, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == line => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// SIGKILLs the child, reaps it, and returns whether it had exited on its own and what it
@@ -146,7 +170,12 @@ impl Victim {
         // std's kill is SIGKILL on Unix.
         self.child.kill().unwrap_or_else(|e| panic!("kill: {e}"));
         let status = self.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
-        let lines = self.reader.join().unwrap_or_default();
+        self.killed = true;
+        let lines = self
+            .reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default();
         let ids = |prefix: &str| -> BTreeSet<_> {
             lines
                 .iter()

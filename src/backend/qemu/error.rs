@@ -22,10 +22,13 @@ pub enum QemuError {
         /// What broke.
         reason: String,
     },
-    /// Connected but got no greeting or sync reply in time (QMP serves one client per monitor,
-    /// so a second client waits here; the guest agent may not have started yet).
+    /// Connected but got no greeting or sync reply in time: QEMU is stopped or hung (a
+    /// SIGSTOPped QEMU still accepts connections), the guest agent is frozen or not started
+    /// yet, or another client holds the monitor (QMP serves one client per monitor, so a second
+    /// client waits here).
     #[error(
-        "no handshake from {path} within {ms} ms (another client connected, or agent not up?)"
+        "no handshake from {path} within {ms} ms (not answering: QEMU stopped or hung, agent \
+         frozen or not up, or another client connected)"
     )]
     NoHandshake {
         /// The socket path.
@@ -84,6 +87,9 @@ pub enum QemuError {
     /// bound to another file, ...).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The VM lacks what the configuration names (controllers, LUN range).
+    #[error("{0}")]
+    Mismatch(String),
     /// A host-side I/O error (reading the disk image header, ...).
     #[error("{0}")]
     Io(String),
@@ -151,10 +157,11 @@ impl From<QemuError> for BackendError {
             | QemuError::Disconnected { .. }
             | QemuError::NoHandshake { .. }
             | QemuError::ExecMismatch { .. } => BackendError::Unavailable(e.to_string()),
-            QemuError::Timeout { ms, .. } => BackendError::Timeout(ms),
+            QemuError::Timeout { command, ms } => BackendError::Timeout { call: command, ms },
             QemuError::LunOutOfRange { .. }
             | QemuError::ControllerOutOfRange { .. }
             | QemuError::Unsupported(_) => BackendError::Unsupported(e.to_string()),
+            QemuError::Mismatch(m) => BackendError::Mismatch(m),
             QemuError::Protocol { .. }
             | QemuError::Command { .. }
             | QemuError::Conflict(_)

@@ -7,12 +7,14 @@ use super::controllers::ControllerMap;
 use super::error::QemuError;
 use super::guest_scan;
 use super::guest_scripts;
+use super::hooks::{self, SequenceHook};
 use super::names;
 use super::qga::{ExecOutput, QgaClient};
 use crate::backend::{BackendError, GuestBackend, GuestView, MountRequest};
 use async_trait::async_trait;
-use lunledger_journal::Slot;
+use lunledger_journal::{ManagerConfig, Slot};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -40,8 +42,12 @@ impl Default for QemuGuestOptions {
 /// The guest backend for a QEMU VM running qemu-guest-agent (with busybox or coreutils).
 pub struct QemuGuest {
     qga: Mutex<QgaClient>,
+    /// The agent client's epoch when we last made sure none of our scripts still ran in the
+    /// guest (`u64::MAX`: never).
+    drained: AtomicU64,
     controllers: ControllerMap,
     opts: QemuGuestOptions,
+    hook: Option<SequenceHook>,
 }
 
 impl QemuGuest {
@@ -63,9 +69,18 @@ impl QemuGuest {
         let qga = QgaClient::connect(qga_socket, opts.command_timeout).await?;
         Ok(QemuGuest {
             qga: Mutex::new(qga),
+            drained: AtomicU64::new(u64::MAX),
             controllers,
             opts,
+            hook: None,
         })
+    }
+
+    /// Installs a test hook that makes the mount, unmount and unplug scripts pause at their
+    /// inner steps (see [`super::hooks`]).
+    pub fn with_sequence_hook(mut self, hook: SequenceHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// Runs `/bin/sh -c script sh args...` in the guest (tests and diagnostics).
@@ -95,9 +110,39 @@ impl QemuGuest {
             })
     }
 
-    /// Runs a script and maps its exit code onto typed errors.
-    async fn run(&self, script: &str, args: &[&str]) -> Result<String, QemuError> {
-        let out = self.sh(script, args).await?;
+    /// Runs the script `name` and maps its exit code onto typed errors; a timeout names the
+    /// script, so a hung agent says what it was doing.
+    async fn run(&self, name: &str, script: &str, args: &[&str]) -> Result<String, QemuError> {
+        let site = match name {
+            "mount" => Some(hooks::GUEST_MOUNT),
+            "unmount" => Some(hooks::GUEST_UNMOUNT),
+            "unplug" => Some(hooks::GUEST_UNPLUG),
+            _ => None,
+        };
+        let pause = match (&self.hook, site) {
+            (Some(h), Some(site)) => h.pause(site),
+            _ => Duration::ZERO,
+        };
+        let paused;
+        let script = if pause.is_zero() {
+            script
+        } else {
+            paused = format!("LL_PAUSE={:.3}\n{script}", pause.as_secs_f64());
+            paused.as_str()
+        };
+        let mut argv = vec!["-c", script, "sh"];
+        argv.extend_from_slice(args);
+        let mut qga = self.qga.lock().await;
+        self.drain(&mut qga).await?;
+        let res = qga.exec("/bin/sh", &argv, self.opts.exec_timeout).await;
+        drop(qga);
+        let out = res.map_err(|e| match e {
+            QemuError::Timeout { command, ms } => QemuError::Timeout {
+                command: format!("{command} ({name} script)"),
+                ms,
+            },
+            e => e,
+        })?;
         let msg = out.stderr.trim().to_string();
         match out.exit_code {
             Some(0) => Ok(out.stdout),
@@ -108,6 +153,48 @@ impl QemuGuest {
                 stderr: msg,
             }),
         }
+    }
+
+    /// Before our first script on a new agent connection, or after a script we gave up on,
+    /// waits (up to `exec_timeout`) until none of our scripts still runs in the guest: a shim
+    /// killed (or a call timed out) mid-script leaves it running, and what it does after we
+    /// look (inspect) or act (unmount, unplug) would be missed or undone. The agent runs
+    /// commands in the order received, so every leftover has started by the time this runs.
+    async fn drain(&self, qga: &mut QgaClient) -> Result<(), QemuError> {
+        qga.ensure_connected().await?;
+        let epoch = qga.epoch();
+        if self.drained.load(Ordering::Acquire) == epoch {
+            return Ok(());
+        }
+        let limit = self.opts.exec_timeout;
+        let tries = (limit.as_millis() / 20).max(1).to_string();
+        let what = "guest agent: waiting for earlier lunledger guest scripts to end";
+        let out = qga
+            .exec(
+                "/bin/sh",
+                &["-c", guest_scripts::drain(), "sh", &tries],
+                limit,
+            )
+            .await
+            .map_err(|e| match e {
+                QemuError::Timeout { ms, .. } => QemuError::Timeout {
+                    command: what.to_string(),
+                    ms,
+                },
+                e => e,
+            })?;
+        if !out.success() {
+            return Err(QemuError::Timeout {
+                command: format!("{what} ({} still running)", out.stderr.trim()),
+                ms: super::error::millis(limit),
+            });
+        }
+        // Our own exec may have reconnected meanwhile; that connection's leftovers are the ones
+        // just waited for only if the epoch did not move again.
+        if qga.epoch() == epoch {
+            self.drained.store(epoch, Ordering::Release);
+        }
+        Ok(())
     }
 
     async fn mount_inner(&self, req: &MountRequest) -> Result<(), QemuError> {
@@ -137,13 +224,16 @@ impl QemuGuest {
             &req.mount.to_string(),
             &req.spec.options.join(","),
         ];
-        self.run(&guest_scripts::mount(), &args).await.map(|_| ())
+        self.run("mount", &guest_scripts::mount(), &args)
+            .await
+            .map(|_| ())
     }
 
     async fn unmount_inner(&self, req: &MountRequest) -> Result<(), QemuError> {
         check_guest_path(&req.path)?;
         let flag = if req.spec.encrypted { "1" } else { "0" };
         self.run(
+            "unmount",
             &guest_scripts::unmount(),
             &[&req.path, flag, &req.mount.to_string()],
         )
@@ -175,13 +265,34 @@ impl GuestBackend for QemuGuest {
 
     async fn unplug(&self, slot: Slot) -> Result<(), BackendError> {
         let pci = self.pci(slot)?;
-        self.run(&guest_scripts::unplug(), &[&pci, &slot.lun.to_string()])
-            .await?;
+        self.run(
+            "unplug",
+            &guest_scripts::unplug(),
+            &[&pci, &slot.lun.to_string()],
+        )
+        .await?;
         Ok(())
     }
 
+    async fn check_config(&self, config: &ManagerConfig) -> Result<(), BackendError> {
+        let missing: Vec<String> = (0..config.controllers)
+            .filter(|c| self.controllers.get(*c).is_none())
+            .map(names::controller_id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(BackendError::Mismatch(format!(
+            "the guest backend's controller map (from QemuHost::controller_map, the PCI \
+             addresses of virtio-scsi-pci devices with ids scsiN) has no {}: the configuration \
+             names {} controllers",
+            missing.join(", "),
+            config.controllers
+        )))
+    }
+
     async fn inspect(&self) -> Result<GuestView, BackendError> {
-        let report = self.run(&guest_scripts::inspect(), &[]).await?;
+        let report = self.run("inspect", &guest_scripts::inspect(), &[]).await?;
         Ok(guest_scan::parse(&report, &self.controllers))
     }
 }

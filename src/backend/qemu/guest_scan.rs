@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 pub(crate) fn parse(report: &str, controllers: &ControllerMap) -> GuestView {
     let mut host_controller: BTreeMap<u32, u32> = BTreeMap::new();
     let mut slot_of_disk: BTreeMap<String, Slot> = BTreeMap::new();
+    // dm-crypt mapping (`/dev/mapper/NAME`) to the disk or partition under it (`sdX`, `sdXN`).
+    let mut under_mapping: BTreeMap<String, String> = BTreeMap::new();
     let mut view = GuestView::default();
     for line in report.lines() {
         let mut f = line.splitn(3, ' ');
@@ -19,6 +21,9 @@ pub(crate) fn parse(report: &str, controllers: &ControllerMap) -> GuestView {
                 if let (Ok(n), Some(c)) = (n.parse(), controllers.controller_in_path(path)) {
                     host_controller.insert(n, c);
                 }
+            }
+            (Some("C"), Some(mapping), Some(under)) if !under.is_empty() => {
+                under_mapping.insert(mapping.to_string(), format!("/dev/{under}"));
             }
             (Some("D"), Some(hctl), Some(rest)) => {
                 let disk = rest.split(' ').next().unwrap_or("");
@@ -37,17 +42,25 @@ pub(crate) fn parse(report: &str, controllers: &ControllerMap) -> GuestView {
                 if !(dev.starts_with("/dev/sd") || dev.starts_with("/dev/mapper/ll-crypt-")) {
                     continue;
                 }
+                // A dm-crypt mount is placed on the disk under its mapping.
+                let disk = under_mapping.get(dev).map(String::as_str).unwrap_or(dev);
                 view.mounts.push(GuestMount {
                     path: unescape_mount_path(path),
-                    slot: disk_slot(dev, &slot_of_disk),
+                    slot: disk_slot(disk, &slot_of_disk),
                     block_dev: false,
                 });
             }
-            (Some("L"), Some(target), Some(path)) => view.mounts.push(GuestMount {
-                path: path.to_string(),
-                slot: disk_slot(target, &slot_of_disk),
-                block_dev: true,
-            }),
+            (Some("L"), Some(target), Some(path)) => {
+                let disk = under_mapping
+                    .get(target)
+                    .map(String::as_str)
+                    .unwrap_or(target);
+                view.mounts.push(GuestMount {
+                    path: path.to_string(),
+                    slot: disk_slot(disk, &slot_of_disk),
+                    block_dev: true,
+                })
+            }
             _ => {}
         }
     }
@@ -133,6 +146,11 @@ M /dev/sda1 /mnt/p
 M /dev/root /
 M /dev/sdz /mnt/gone
 L /dev/sda /run/blk
+C /dev/mapper/ll-crypt-4 sdb
+C /dev/mapper/ll-crypt-9 sda1
+C /dev/mapper/other 
+M /dev/mapper/ll-crypt-4 /mnt/enc
+L /dev/mapper/ll-crypt-9 /run/encblk
 garbage
 ";
         let v = parse(report, &controllers);
@@ -145,10 +163,12 @@ garbage
         assert_eq!(
             m,
             vec![
+                ("/mnt/enc", Some(Slot::new(1, 17)), false),
                 ("/mnt/gone", None, false),
                 ("/mnt/j 1", Some(Slot::new(1, 17)), false),
                 ("/mnt/p", Some(Slot::new(0, 3)), false),
                 ("/run/blk", Some(Slot::new(0, 3)), true),
+                ("/run/encblk", Some(Slot::new(0, 3)), true),
             ]
         );
     }

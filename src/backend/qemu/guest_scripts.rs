@@ -7,7 +7,10 @@
 
 /// Shared functions, prepended to every script.
 const PRELUDE: &str = r#"
+# lunledger-guest-script (a marker: see DRAIN)
 die() { echo "$2" >&2; exit "$1"; }
+# pause: a test hook's pause at an inner step (LL_PAUSE seconds, set only by tests).
+pause() { [ -z "$LL_PAUSE" ] || sleep "$LL_PAUSE"; }
 # host_of PCI: the SCSI host number of the controller at PCI address PCI.
 host_of() {
     for h in /sys/class/scsi_host/host*; do
@@ -48,6 +51,7 @@ LINKS=/run/lunledger/links
 const MOUNT: &str = r#"
 pci=$1 lun=$2 serial=$3 tries=$4 path=$5 part=$6 ro=$7 blockdev=$8 ensure=$9
 shift 9
+ok=0
 fs=$1 encrypted=$2 mid=$3 opts=$4
 r=$(find_dev "$pci" "$lun" "$serial" "$tries") || exit $?
 blk=${r#* }
@@ -61,18 +65,23 @@ if [ "$encrypted" = 1 ]; then
         # An ephemeral key: the data is scratch and dies with the mapping (as in hcsshim).
         cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 \
             --key-file /dev/urandom "$dev" "$name" || die 1 "cryptsetup open $dev failed"
+        # Opened here: a failure from now on closes it again, or it would hold the disk
+        # (unplug refuses) with nothing in the journal to close it.
+        trap '[ "$ok" = 1 ] || cryptsetup close "$name" 2> /dev/null' EXIT
     fi
     dev=/dev/mapper/$name
 fi
 if [ "$blockdev" = 1 ]; then
     if [ -L "$path" ]; then
-        [ "$(readlink "$path")" = "$dev" ] && exit 0
+        [ "$(readlink "$path")" = "$dev" ] && { ok=1; exit 0; }
         die 13 "$path links to $(readlink "$path"), not $dev"
     fi
     [ -e "$path" ] && die 13 "$path exists and is not a link"
     mkdir -p "$(dirname "$path")" /run/lunledger || die 1 "cannot create $(dirname "$path")"
+    pause
     echo "$path" >> "$LINKS"
     ln -s "$dev" "$path" || die 1 "cannot link $path"
+    ok=1
     exit 0
 fi
 cur=$(mounted_from "$path")
@@ -82,9 +91,11 @@ if [ -n "$cur" ]; then
     # write-protected disk gives a read-write request, so it is accepted.)
     mode=$(awk -v p="$path" '$2 == p { o = $4 } END { split(o, a, ","); print a[1] }' /proc/mounts)
     [ "$ro" = 1 ] && [ "$mode" != ro ] && die 13 "$path is mounted $mode, asked for read-only"
+    ok=1
     exit 0
 fi
 mkdir -p "$path" || die 1 "cannot create $path"
+pause
 if [ "$ensure" = 1 ] && ! blkid "$dev" 2> /dev/null | grep -q 'TYPE='; then
     case "$fs" in
         "" | ext2 | ext3 | ext4)
@@ -99,6 +110,7 @@ if [ "$ensure" = 1 ] && ! blkid "$dev" 2> /dev/null | grep -q 'TYPE='; then
             out=$("mkfs.$fs" "$dev" 2>&1) ;;
     esac || die 1 "mkfs on $dev failed: $out"
 fi
+pause
 o=$opts
 [ "$ro" = 1 ] && o=ro${o:+,$o}
 if [ -n "$o" ]; then
@@ -106,6 +118,7 @@ if [ -n "$o" ]; then
 else
     out=$(mount "$dev" "$path" 2>&1) || die 1 "mount $dev at $path failed: $out"
 fi
+ok=1
 "#;
 
 /// Unmount (or unlink). Args: PATH ENCRYPTED MOUNT_ID.
@@ -122,6 +135,7 @@ else
         n=$((n + 1))
         [ "$n" -ge 8 ] && die 1 "$path is still mounted after $n unmounts"
     done
+    pause
     # The mount point is ours (as in hcsshim's guest); leave it if something else is inside.
     rmdir "$path" 2> /dev/null
 fi
@@ -141,7 +155,12 @@ if [ -n "$b" ]; then
     m=$(awk -v b="/dev/$b" 'index($1, b) == 1 && substr($1, length(b) + 1) ~ /^[0-9]*$/ { print $2 }' /proc/mounts)
     # A surprise removal would leave a zombie mount: refuse, the caller must unmount first.
     [ -z "$m" ] || die 13 "/dev/$b is still mounted at $m"
+    # Likewise a device-mapper device (dm-crypt) still built on it or a partition of it.
+    for hd in /sys/block/$b/holders/* /sys/block/$b/$b*/holders/*; do
+        [ -e "$hd" ] && die 13 "/dev/$b is still held by ${hd##*/} ($(cat "$hd/dm/name" 2>/dev/null))"
+    done
 fi
+pause
 echo 1 > "$d/delete" || die 1 "cannot delete $d"
 i=0
 while [ -e "$d" ]; do
@@ -161,6 +180,11 @@ for d in /sys/bus/scsi/devices/*:*:*:*; do
     [ -n "$b" ] || continue
     echo "D ${d##*/} $b $(tail -c +5 "$d/vpd_pg80" 2>/dev/null | tr -d '\000 ')"
 done
+# device-mapper devices (our dm-crypt mappings) and the disk (or partition) under each
+for m in /sys/block/dm-*; do
+    [ -e "$m/dm/name" ] || continue
+    echo "C /dev/mapper/$(cat "$m/dm/name") $(ls "$m/slaves" 2>/dev/null | head -n1)"
+done
 awk '$1 ~ /^\/dev\// { print "M", $1, $2 }' /proc/mounts
 if [ -f "$LINKS" ]; then
     while read -r p; do
@@ -169,6 +193,30 @@ if [ -f "$LINKS" ]; then
 fi
 exit 0
 "#;
+
+/// Waits until no other process in the guest runs one of our scripts (their text carries the
+/// PRELUDE's marker; the pattern is assembled at run time so this script, which has no prelude,
+/// does not match itself). Args: TRIES (of 20 ms). Exit 1 with the count still running when
+/// they do not end in time.
+const DRAIN: &str = r#"
+m=lunledger-guest; m=$m-script; i=0
+while :; do
+    n=0
+    for p in /proc/[0-9]*; do
+        [ "${p#/proc/}" = "$$" ] && continue
+        case "$(tr -d '\000' < "$p/cmdline" 2>/dev/null)" in *"$m"*) n=$((n + 1)) ;; esac
+    done
+    [ "$n" = 0 ] && exit 0
+    i=$((i + 1))
+    [ "$i" -ge "$1" ] && { echo "$n" >&2; exit 1; }
+    sleep 0.02
+done
+"#;
+
+/// The drain script (no prelude: it must not carry the marker it looks for).
+pub(crate) fn drain() -> &'static str {
+    DRAIN
+}
 
 /// A complete script: the prelude and one body.
 fn with_prelude(body: &str) -> String {

@@ -5,6 +5,7 @@
 
 use super::controllers::ControllerMap;
 use super::error::QemuError;
+use super::hooks::{self, SequenceHook};
 use super::image;
 use super::names;
 use super::qmp::QmpClient;
@@ -12,7 +13,7 @@ use crate::backend::{
     AttachRequest, BackendError, DetachRequest, HostAttachment, HostBackend, HostView,
 };
 use async_trait::async_trait;
-use lunledger_journal::{AttachId, DiskKind, Slot};
+use lunledger_journal::{AttachId, DiskKind, ManagerConfig, Slot};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -48,6 +49,7 @@ impl Default for QemuHostOptions {
 pub struct QemuHost {
     qmp: Mutex<QmpClient>,
     opts: QemuHostOptions,
+    hook: Option<SequenceHook>,
 }
 
 /// One block device as `query-block` shows it.
@@ -73,7 +75,14 @@ impl QemuHost {
         Ok(QemuHost {
             qmp: Mutex::new(qmp),
             opts,
+            hook: None,
         })
+    }
+
+    /// Installs a test hook that pauses inside attach and detach (see [`super::hooks`]).
+    pub fn with_sequence_hook(mut self, hook: SequenceHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// The controllers' PCI addresses, which [`super::QemuGuest`] needs to find them in the guest.
@@ -179,6 +188,7 @@ impl QemuHost {
             Err(e) => return Err(e),
         }
 
+        SequenceHook::at(&self.hook, hooks::ATTACH_AFTER_BLOCKDEV_ADD).await;
         // 2. The device.
         let args = json!({
             "driver": "scsi-hd",
@@ -245,6 +255,7 @@ impl QemuHost {
         // else's device_del, a reconnect: events are not replayed) poll query-block instead.
         let mut seen = false;
         if initiated {
+            SequenceHook::at(&self.hook, hooks::DETACH_AFTER_DEVICE_DEL).await;
             let is_ours = |ev: &Value| {
                 ev.get("event").and_then(Value::as_str) == Some("DEVICE_DELETED")
                     && ev.pointer("/data/device").and_then(Value::as_str) == Some(dev.as_str())
@@ -267,13 +278,16 @@ impl QemuHost {
                 }
                 if start.elapsed() >= self.opts.unplug_timeout {
                     return Err(QemuError::timeout(
-                        &format!("device_del {dev}"),
+                        &format!(
+                            "QMP device_del {dev} (waiting for the device to leave query-block)"
+                        ),
                         self.opts.unplug_timeout,
                     ));
                 }
                 tokio::time::sleep(UNPLUG_POLL).await;
             }
         }
+        SequenceHook::at(&self.hook, hooks::DETACH_BEFORE_BLOCKDEV_DEL).await;
         for name in [node, names::file_node_name(req.attach, req.slot)] {
             loop {
                 match call(qmp, "blockdev-del", Some(json!({"node-name": name}))).await {
@@ -414,6 +428,83 @@ impl HostBackend for QemuHost {
         let mut qmp = self.qmp.lock().await;
         Ok(self.inspect_locked(&mut qmp).await?)
     }
+
+    async fn check_config(&self, config: &ManagerConfig) -> Result<(), BackendError> {
+        let mut qmp = self.qmp.lock().await;
+        let list = call(
+            &mut qmp,
+            "qom-list",
+            Some(json!({"path": "/machine/peripheral"})),
+        )
+        .await?;
+        let types: BTreeMap<String, String> = list
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|e| Some((str_field(e, "name")?, str_field(e, "type")?)))
+            .collect();
+        Ok(check_controllers(config, &types)?)
+    }
+}
+
+/// Checks `config` against the VM's `/machine/peripheral` children (id to QOM type): the LUN
+/// range is one the guest can address, and every controller `scsi0..scsi<N-1>` the
+/// configuration names exists and is a virtio-scsi controller.
+fn check_controllers(
+    config: &ManagerConfig,
+    types: &BTreeMap<String, String>,
+) -> Result<(), QemuError> {
+    if config.luns_per_controller > names::MAX_LUN {
+        return Err(QemuError::Mismatch(format!(
+            "{} LUNs per controller: the QEMU backend addresses LUNs 0..{} only (Linux guests \
+             mis-address hot-plugged LUNs >= 256)",
+            config.luns_per_controller,
+            names::MAX_LUN - 1
+        )));
+    }
+    if config.controllers > names::MAX_CONTROLLER {
+        return Err(QemuError::Mismatch(format!(
+            "{} controllers: the QEMU backend supports at most {}",
+            config.controllers,
+            names::MAX_CONTROLLER
+        )));
+    }
+    let mut missing = Vec::new();
+    for c in 0..config.controllers {
+        let id = names::controller_id(c);
+        match types.get(&id) {
+            Some(t) if t.starts_with("child<virtio-scsi") => {}
+            Some(t) => {
+                return Err(QemuError::Mismatch(format!(
+                    "device {id} is a {t}, not a virtio-scsi controller (the QEMU backend puts \
+                     controller {c} on bus {})",
+                    names::bus_name(c)
+                )))
+            }
+            None => missing.push(id),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut have: Vec<&str> = types
+        .iter()
+        .filter(|(id, t)| {
+            t.starts_with("child<virtio-scsi") && names::parse_controller_id(id).is_some()
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    have.sort_by_key(|id| names::parse_controller_id(id));
+    Err(QemuError::Mismatch(format!(
+        "the configuration names {} controllers (scsi0..scsi{}) but the VM has no {}; it has \
+         [{}] (start QEMU with -device virtio-scsi-pci,id=scsiN for each, or lower \
+         ManagerConfig::controllers)",
+        config.controllers,
+        config.controllers.saturating_sub(1),
+        missing.join(", "),
+        have.join(", ")
+    )))
 }
 
 /// Runs one command, retrying once on a fresh connection if the connection broke. Every command
@@ -537,4 +628,50 @@ async fn scsi_placement(
         .ok()
         .and_then(|v| v.as_str().map(str::to_string));
     Ok(Some((Slot::new(controller, lun), serial)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(controllers: u32, luns: u32) -> ManagerConfig {
+        ManagerConfig {
+            controllers,
+            luns_per_controller: luns,
+            mount_format: "/m%d".into(),
+            reserved: vec![],
+        }
+    }
+
+    fn peripherals(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(id, t)| (id.to_string(), format!("child<{t}>")))
+            .collect()
+    }
+
+    #[test]
+    fn controllers_the_configuration_names_must_exist() {
+        let vm = peripherals(&[
+            ("scsi0", "virtio-scsi-pci"),
+            ("scsi1", "virtio-scsi-pci"),
+            ("vser0", "virtio-serial-pci"),
+        ]);
+        assert!(check_controllers(&config(2, 64), &vm).is_ok());
+        assert!(check_controllers(&config(1, 256), &vm).is_ok());
+        let e = check_controllers(&config(4, 64), &vm).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, QemuError::Mismatch(_)), "{e:?}");
+        assert!(
+            msg.contains("no scsi2, scsi3") && msg.contains("[scsi0, scsi1]"),
+            "{msg}"
+        );
+        let e = check_controllers(&config(2, 257), &vm).unwrap_err();
+        assert!(e.to_string().contains("LUNs 0..255"), "{e}");
+        let odd = peripherals(&[("scsi0", "virtio-scsi-pci"), ("scsi1", "lsi53c895a")]);
+        let e = check_controllers(&config(2, 8), &odd).unwrap_err();
+        assert!(
+            e.to_string().contains("not a virtio-scsi controller"),
+            "{e}"
+        );
+    }
 }

@@ -2,7 +2,10 @@
 //! `virtio-scsi-pci` controllers) and qemu-guest-agent (guest side: find the disk by
 //! host:channel:target:LUN and its serial, mount, unmount, eject).
 //!
-//! Naming, limits and why: see [`names`]. The VM itself (for tests) is [`crate::vm::QemuVm`].
+//! Naming, limits and why: see [`names`]. The VM itself (for tests) is [`crate::vm::QemuVm`];
+//! what a VM started by anything else must provide (controller ids `scsi0..`, sockets, guest
+//! tools) is in `docs/qemu.md`. `Manager::open` checks the controllers the configuration names
+//! exist (`Error::VmMismatch` otherwise).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +28,7 @@ pub mod error;
 pub mod guest;
 mod guest_scan;
 mod guest_scripts;
+pub mod hooks;
 pub mod host;
 pub mod image;
 mod lines;
@@ -35,6 +39,7 @@ pub mod qmp;
 pub use controllers::{ControllerMap, PciAddress};
 pub use error::QemuError;
 pub use guest::{QemuGuest, QemuGuestOptions};
+pub use hooks::SequenceHook;
 pub use host::{QemuHost, QemuHostOptions};
 pub use qga::{ExecOutput, QgaClient};
 pub use qmp::QmpClient;

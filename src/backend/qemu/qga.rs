@@ -69,6 +69,10 @@ pub struct QgaClient {
     /// Pids of our `guest-exec` calls that timed out: their results are still in the agent and
     /// are collected (and discarded) before the next call.
     abandoned: Vec<i64>,
+    /// Bumped on every new connection and every `guest-exec` given up on: a command sent
+    /// before the current epoch (by us, or by a client that died) may still be running in the
+    /// guest. See [`QgaClient::epoch`].
+    epoch: u64,
 }
 
 impl QgaClient {
@@ -87,7 +91,30 @@ impl QgaClient {
             conn: None,
             timeout,
             abandoned: Vec::new(),
+            epoch: 0,
         }
+    }
+
+    /// Changes whenever commands this client cannot see the end of may still be running in the
+    /// guest: after every (re)connection (a client before us may have died mid-command) and
+    /// after every `guest-exec` whose wait timed out. Callers that must not run concurrently
+    /// with such leftovers wait for them when the epoch changed (see `QemuGuest`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Connects and resyncs if there is no connection, so [`QgaClient::epoch`] is current.
+    pub async fn ensure_connected(&mut self) -> Result<(), QemuError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.resync())
+            .await
+            .map_err(|_| QemuError::NoHandshake {
+                path: self.path.display().to_string(),
+                ms: millis(timeout),
+            })?
     }
 
     /// The agent socket.
@@ -131,6 +158,7 @@ impl QgaClient {
                 ms: millis(self.timeout),
             })??;
         self.conn = Some(conn);
+        self.epoch += 1;
         Ok(())
     }
 
@@ -176,7 +204,10 @@ impl QgaClient {
             }
             Err(_) => {
                 self.conn = None;
-                return Err(QemuError::timeout(command, timeout));
+                return Err(QemuError::timeout(
+                    &format!("guest agent {command}"),
+                    timeout,
+                ));
             }
         };
         if let Some(err) = reply.get("error") {
@@ -277,7 +308,10 @@ impl QgaClient {
             }
             if start.elapsed() >= timeout {
                 self.abandon(pid);
-                return Err(QemuError::timeout(&format!("guest-exec {path}"), timeout));
+                return Err(QemuError::timeout(
+                    &format!("guest agent guest-exec {path}"),
+                    timeout,
+                ));
             }
             tokio::time::sleep(EXEC_POLL).await;
         }
@@ -285,6 +319,7 @@ impl QgaClient {
 
     /// Remembers a pid whose result we will not wait for, to collect it later.
     fn abandon(&mut self, pid: i64) {
+        self.epoch += 1;
         if self.abandoned.len() >= MAX_ABANDONED {
             self.abandoned.remove(0);
         }

@@ -130,7 +130,7 @@ impl QmpClient {
                     self.conn = None;
                     self.writing = false;
                 }
-                Err(QemuError::timeout(command, timeout))
+                Err(QemuError::timeout(&format!("QMP {command}"), timeout))
             }
         }
     }

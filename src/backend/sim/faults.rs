@@ -176,12 +176,15 @@ impl FaultPlan {
     }
 
     /// Makes the `n`th call of `op` take effect on the VM and then report
-    /// `BackendError::Timeout(ms)`.
+    /// `BackendError::Timeout` after `ms`.
     pub fn succeed_but_fail_nth(self, op: SimOp, n: u64, ms: u64) -> Self {
         self.rule(
             op,
             Trigger::Nth(n),
-            FaultAction::ApplyThenFail(BackendError::Timeout(ms)),
+            FaultAction::ApplyThenFail(BackendError::Timeout {
+                call: format!("simulated {op:?}"),
+                ms,
+            }),
         )
     }
 
@@ -272,7 +275,10 @@ mod tests {
             .hang(SimOp::Mount);
         assert_eq!(
             p.decide(SimOp::Mount),
-            Some(FaultAction::ApplyThenFail(BackendError::Timeout(5)))
+            Some(FaultAction::ApplyThenFail(BackendError::Timeout {
+                call: "simulated Mount".into(),
+                ms: 5
+            }))
         );
         assert_eq!(p.decide(SimOp::Mount), Some(FaultAction::Hang));
         p.clear();

@@ -105,7 +105,13 @@ async fn succeed_but_report_failure_applies_the_effect() {
     let vm = SimVm::new();
     vm.set_faults(FaultPlan::new().succeed_but_fail_nth(SimOp::Attach, 1, 250));
     let e = vm.attach(&att(S0, 1)).await.unwrap_err();
-    assert_eq!(e, BackendError::Timeout(250));
+    assert_eq!(
+        e,
+        BackendError::Timeout {
+            call: "simulated Attach".into(),
+            ms: 250
+        }
+    );
     assert_eq!(vm.host_view().attachments.len(), 1);
     // The retry is idempotent.
     vm.attach(&att(S0, 1)).await.unwrap();
