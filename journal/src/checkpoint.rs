@@ -14,6 +14,7 @@ use crate::active::Active;
 use crate::codec::{chain_hash, decode_record, key_seq, seq_key};
 use crate::error::JournalError;
 use crate::iter::RawIter;
+use crate::manifest::Manifest;
 use crate::record::{ChainHash, HASH_LEN};
 use crate::store::{lock, Journal, META_ANCHOR};
 use std::sync::Arc;
@@ -177,7 +178,8 @@ impl Journal {
         let mut gone = Vec::new();
         let mut last_removed: Option<(u64, ChainHash)> = None;
         for seg in view.segments.iter() {
-            if seg.last > limit {
+            if seg.last > limit || !seg.path.is_file() {
+                // A missing segment is a loss to report, never to be pruned away.
                 break;
             }
             let mut newest_in_seg = None;
@@ -194,6 +196,9 @@ impl Journal {
         }
         if let Some((last, hash)) = last_removed {
             store_anchor(&view.active, last, hash)?;
+            // The manifest records the pruning before any file goes: an interrupted prune
+            // leaves files the next open removes, never a segment it would call missing.
+            Manifest::of(last, &view.segments[gone.len()..]).store(&view.active.meta)?;
             view.active.flush_durable(s.durability, &s.counters)?;
             s.view_write().segments = Arc::new(view.segments[gone.len()..].to_vec());
             crate::segment::remove(&s.dir, &gone)?;
@@ -242,6 +247,8 @@ fn prune_active(
     };
     // Anchor first, so a crash part way leaves verification anchored.
     store_anchor(active, last, hash)?;
+    // No segment is left (this runs only then): the manifest records how far pruning went.
+    Manifest::of(last, &[]).store(&active.meta)?;
     active.flush_durable(s.durability, &s.counters)?;
     let keys: Vec<sled::IVec> = active
         .records

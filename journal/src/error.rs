@@ -106,8 +106,10 @@ pub enum JournalError {
         /// The sequence number asked for.
         seq: u64,
     },
-    /// Records that were durable are missing (damage inside sled's files made it recover a
-    /// shorter log). Refused unless [`crate::JournalOptions::accept_lost_records`] is set.
+    /// Records that were durable are missing: damage inside sled's files made it recover a
+    /// shorter log, a sealed segment the manifest names is gone, or the records end below the
+    /// durable watermark or the newest checkpoint. Refused unless
+    /// [`crate::JournalOptions::accept_lost_records`] is set.
     #[error("records {first}..={durable} were durable but are missing or damaged (the journal's files were damaged); open with accept_lost_records to go on without them")]
     LostRecords {
         /// The first missing or damaged sequence number.

@@ -8,9 +8,11 @@
 //! (generation 0) or `dir/sled-<n:06>/`, named by `dir/CURRENT` (absent: `sled`); its `db` is
 //! the data file that `Durability::Sync` fdatasyncs. sled trees: `records` (big-endian seq →
 //! stored record), `checkpoints` (big-endian seq → chain hash ‖ blob), `meta` (configuration,
-//! pruning anchor, quarantine epoch), `quarantine` (epoch ‖ seq → damaged stored bytes, never
-//! deleted). `dir/archive/<first>-<last>.seg`: sealed history, the stored bytes of every record
-//! before the active generation (see [`segment`]). `dir/durable-watermark`: see [`watermark`].
+//! pruning anchor, quarantine epoch, segment manifest), `quarantine` (epoch ‖ seq → damaged
+//! stored bytes, never deleted). `dir/archive/<first>-<last>.seg`: sealed history, the stored
+//! bytes of every record before the active generation (see [`segment`]); which segments must be
+//! there is the manifest's word, not the directory listing's (see `manifest.rs`).
+//! `dir/durable-watermark`: checksummed, see [`watermark`].
 //!
 //! # Invariants
 //! - Sequence numbers are assigned by [`Journal::append`] under one lock: gap-free, monotonic,
@@ -32,6 +34,11 @@
 //! - `prune` removes only records at or before the newest checkpoint and never the newest
 //!   record (sealed segments whole, oldest first); it stores the pruning anchor first, so
 //!   `verify` stays anchored.
+//! - What must be stored has lower bounds besides the records: the durable watermark, the
+//!   newest checkpoint and the manifest's sealed segments. Open refuses
+//!   ([`JournalError::LostRecords`]) when the records end below any of them or a sealed
+//!   segment is missing, unless told to accept the loss; a missing or bad watermark on a
+//!   journal with records is reported ([`OpenReport::watermark`], `verify`).
 //! - A record with a schema newer than [`SCHEMA_VERSION`] fails the open with
 //!   [`JournalError::NewerSchema`] and is left untouched.
 //! - No library path panics on input, disk contents or sled errors; everything is a
@@ -47,6 +54,7 @@ pub mod event;
 pub mod faults;
 pub mod iter;
 pub mod lock;
+mod manifest;
 pub mod model;
 pub mod options;
 pub mod readonly;
@@ -79,4 +87,5 @@ pub use seal::{Head, SealCheck, SealKey};
 pub use segment::SegmentInfo;
 pub use stats::JournalStats;
 pub use store::{is_journal_dir, Journal};
-pub use verify::{Problem, VerifyReport};
+pub use verify::{Problem, ProblemKind, VerifyReport};
+pub use watermark::Mark;

@@ -40,8 +40,23 @@ pub struct OpenReport {
     /// sled's way, with where they now are.
     pub snapshots_set_aside: Vec<std::path::PathBuf>,
     /// Records that had been durable but were missing or damaged, as (first, last durable),
-    /// when the open was told to accept that.
+    /// when the open was told to accept that. Besides the watermark, the newest checkpoint and
+    /// the manifest's sealed segments say what must be stored.
     pub lost_records: Option<(u64, u64)>,
+    /// Sealed segments the manifest names that are not in `archive/`, as (first, last): lost
+    /// history (reads over it fail, `verify` names it). Only with `accept_lost_records`;
+    /// otherwise the open fails with [`crate::JournalError::LostRecords`].
+    pub missing_segments: Vec<(u64, u64)>,
+    /// Segment files in `archive/` that the manifest does not name: left in place, never read.
+    pub unexpected_segments: Vec<std::path::PathBuf>,
+    /// The journal had no segment manifest (it was written before manifests existed): it was
+    /// reconstructed from the files present, the pruning anchor and the active generation, and
+    /// stored.
+    pub manifest_reconstructed: bool,
+    /// What is wrong with the durable watermark, if anything (missing or unreadable on a journal
+    /// with records, failing its checksum, or below a checkpoint or sealed segment): lost
+    /// records at the tail may then go undetected.
+    pub watermark: Option<String>,
 }
 
 pub(crate) struct Scan {
@@ -189,7 +204,7 @@ pub(crate) fn scan_on_open(
                 (true, Some((ps, _))) => ps,
                 _ => first_bad,
             };
-            report.middle_damage = Some(Problem { seq, what });
+            report.middle_damage = Some(Problem::record(seq, what));
             prev = Some(pred);
         } else {
             let epoch = next_epoch(meta)?;

@@ -5,8 +5,8 @@
 //! just before each (the crash-point tests stop at every one):
 //! 1. seal: records from the active generation's first up to the checkpoint go into a segment,
 //!    fsynced. Before: nothing happened.
-//! 2. build: generation `n+1` gets the configuration, pruning anchor, quarantine, the checkpoint
-//!    and the records after it (copied while appends go on). Before: the new segment repeats
+//! 2. build: generation `n+1` gets the configuration, pruning anchor, the segment manifest
+//!    naming the new segment, quarantine, the checkpoint and the records after it (copied while appends go on). Before: the new segment repeats
 //!    records generation `n` still holds; open removes it.
 //! 3. commit: with the writer paused between batches, the last records are copied, generation
 //!    `n+1` is flushed and fsynced and `CURRENT` names it. Before: open removes the partial
@@ -18,6 +18,7 @@
 use crate::active::{gen_dir_name, write_current, Active};
 use crate::codec::{key_seq, seq_key};
 use crate::error::JournalError;
+use crate::manifest::Manifest;
 use crate::segment::{sync_dir, SegmentInfo};
 use crate::store::{Journal, Shared, View};
 use std::sync::atomic::Ordering;
@@ -97,6 +98,11 @@ fn rotate(
     }
     let new = Active::open(&s.dir, gen, s.cache_capacity, s.flush_every_ms)?;
     copy_tree(&old.meta, &new.meta)?;
+    // The new generation's manifest names the new segment too: it commits with `CURRENT`.
+    let mut sealed = s.view().segments.to_vec();
+    sealed.push(seg.clone());
+    let pruned_through = sealed.first().map_or(0, |f| f.first.saturating_sub(1));
+    Manifest::of(pruned_through, &sealed).store(&new.meta)?;
     copy_tree(&old.quarantine, &new.quarantine)?;
     let cp = old
         .checkpoints

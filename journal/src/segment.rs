@@ -12,6 +12,10 @@
 //! in sequence order `u32 LE length ‖ stored bytes` — exactly the bytes sled held, so each
 //! record keeps its own check and its hash link to the record before it. It is written under a
 //! `.tmp` name, fsynced, renamed and the directory fsynced: a segment is complete or absent.
+//!
+//! Which segments exist is not taken from the directory listing: the manifest (see
+//! `manifest.rs`) names every segment sealed and not pruned, so a deleted segment is a named
+//! loss and a stray file is reported, not read.
 
 use crate::error::JournalError;
 use std::fs::File;
@@ -41,8 +45,17 @@ fn file_name(first: u64, last: u64) -> String {
     format!("{first:020}-{last:020}{SUFFIX}")
 }
 
+/// Where the segment holding `first..=last` of the journal in `journal_dir` is kept.
+pub(crate) fn info(journal_dir: &Path, first: u64, last: u64) -> SegmentInfo {
+    SegmentInfo {
+        first,
+        last,
+        path: journal_dir.join(ARCHIVE_DIR).join(file_name(first, last)),
+    }
+}
+
 /// The (first, last) sequence numbers a segment file name claims, if it is one.
-fn parse_name(name: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(SUFFIX)?;
     let (a, b) = stem.split_once('-')?;
     let digits = |s: &str| s.len() == 20 && s.bytes().all(|c| c.is_ascii_digit());

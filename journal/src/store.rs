@@ -190,15 +190,49 @@ impl Journal {
             JournalError::Internal(format!("panic while scanning: {}", panic_msg(&p)))
         })??;
 
-        let (watermark, durable_mark) = crate::watermark::Watermark::open(&dir)?;
-        let lost = durable_mark.and_then(|mark| {
-            let first = match &scan.report.tail_quarantined {
-                Some(t) if t.first_bad_seq <= mark => t.first_bad_seq,
-                _ if scan.last_seq < mark => scan.last_seq + 1,
-                _ => return None,
-            };
-            Some((first, mark))
-        });
+        let (watermark, mark) = crate::watermark::Watermark::open(&dir)?;
+        let sealed = crate::manifest::reconcile(&dir, &active)?;
+        let segments = sealed.segments;
+        // What must be stored: the watermark, the newest checkpoint (written only once its
+        // record was durable) and the last sealed segment are each a lower bound.
+        let newest_cp = crate::checkpoint::latest_checkpoint_in(&active.checkpoints)?;
+        let stored_end = active
+            .last_seq()?
+            .unwrap_or(0)
+            .max(segments.last().map(|s| s.last).unwrap_or(0));
+        let durable_mark = match mark {
+            crate::watermark::Mark::Value(v) => Some(v),
+            _ => None,
+        };
+        let watermark_finding = watermark_finding(
+            &mark,
+            stored_end.max(
+                scan.report
+                    .tail_quarantined
+                    .as_ref()
+                    .map_or(0, |t| t.first_bad_seq),
+            ),
+            newest_cp.as_ref().map(|c| c.at_seq),
+            segments.last().map(|s| s.last),
+        );
+        let mut losses: Vec<(u64, u64)> = Vec::new();
+        if let Some((first, last)) = sealed.missing.first().zip(sealed.missing.last()) {
+            losses.push((first.0, last.1));
+        }
+        if let Some(mark) = durable_mark {
+            match &scan.report.tail_quarantined {
+                Some(t) if t.first_bad_seq <= mark => losses.push((t.first_bad_seq, mark)),
+                _ if scan.last_seq < mark => losses.push((scan.last_seq + 1, mark)),
+                _ => {}
+            }
+        }
+        if let Some(cp) = newest_cp.as_ref().filter(|cp| cp.at_seq > stored_end) {
+            losses.push((stored_end + 1, cp.at_seq.max(durable_mark.unwrap_or(0))));
+        }
+        let lost = losses
+            .iter()
+            .copied()
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
         if let (Some((first, durable)), false) = (lost, opts.accept_lost_records) {
             return Err(JournalError::LostRecords { first, durable });
         }
@@ -209,7 +243,6 @@ impl Journal {
                 .sync_data()
                 .map_err(|e| JournalError::io(&active.data_path, e))?;
         }
-        let segments = sealed_segments(&dir, &active)?;
         if let Some(seg) = segments.last().filter(|seg| seg.last > scan.last_seq) {
             // The active generation lost its checkpoint and records (damage): appending would
             // reuse sequence numbers the sealed history already holds.
@@ -222,6 +255,9 @@ impl Journal {
                     seg.last
                 ),
             ));
+        }
+        if let Some(w) = &watermark_finding {
+            tracing::warn!(what = %w, "durable watermark");
         }
         let initial = DurableState {
             seq: scan.last_seq,
@@ -262,6 +298,10 @@ impl Journal {
                 report: OpenReport {
                     snapshots_set_aside: set_aside,
                     lost_records: lost,
+                    missing_segments: sealed.missing,
+                    unexpected_segments: sealed.unexpected,
+                    manifest_reconstructed: sealed.reconstructed,
+                    watermark: watermark_finding,
                     ..scan.report
                 },
             }),
@@ -489,27 +529,38 @@ impl Journal {
     }
 }
 
-/// The sealed segments, without those an interrupted rotation wrote but never committed (they
-/// repeat records the active generation still holds).
-fn sealed_segments(dir: &Path, active: &Active) -> Result<Vec<SegmentInfo>, JournalError> {
-    let mut segments = crate::segment::list(dir)?;
-    if let Some(first) = active.first_seq()? {
-        let (keep, redundant): (Vec<_>, Vec<_>) =
-            // A rotation seals from the active generation's first record, so a segment that
-            // starts there is an uncommitted rotation's copy; one that starts later can only be
-            // in a copy of a live journal taken across a rotation (its records repeat the
-            // generation's). Partial overlaps are left for `verify` to report.
-            segments.into_iter().partition(|s| s.first < first);
-        if !redundant.is_empty() {
-            tracing::info!(
-                count = redundant.len(),
-                "removing segments sealed by a rotation that never committed"
-            );
-            crate::segment::remove(dir, &redundant)?;
+/// What is wrong with the durable watermark `mark`, given that records up to `stored_end` are
+/// stored, the newest checkpoint is at `checkpoint` and sealed history ends at `sealed`: a
+/// journal with records and no readable watermark cannot tell a lost tail, and a watermark
+/// below a checkpoint or a sealed segment was rewritten (both are written only after the
+/// records they cover were durable).
+pub(crate) fn watermark_finding(
+    mark: &crate::watermark::Mark,
+    stored_end: u64,
+    checkpoint: Option<u64>,
+    sealed: Option<u64>,
+) -> Option<String> {
+    use crate::watermark::Mark;
+    match mark {
+        Mark::Absent if stored_end > 0 => Some(format!(
+            "no durable watermark (its file is missing or empty) although records up to {stored_end} are stored: a lost tail cannot be detected"
+        )),
+        Mark::Absent => None,
+        Mark::Bad(what) => Some(format!("{what}: a lost tail cannot be detected")),
+        Mark::Value(v) => {
+            if let Some(c) = checkpoint.filter(|c| c > v) {
+                Some(format!(
+                    "the durable watermark ({v}) is below the newest checkpoint ({c}): it was rewritten"
+                ))
+            } else {
+                sealed.filter(|s| s > v).map(|s| {
+                    format!(
+                        "the durable watermark ({v}) is below the last sealed record ({s}): it was rewritten"
+                    )
+                })
+            }
         }
-        segments = keep;
     }
-    Ok(segments)
 }
 
 /// Opens sled. While we hold the directory lock, sled's own lock on its data file can only be

@@ -1,6 +1,10 @@
 //! Integrity verification: every retained record's (sealed segments, then the active sled
 //! generation) check, key, sequence continuity and hash link, anchored at the start (all-zero hash for seq 1, the pruning anchor or a checkpoint hash
-//! after pruning) and cross-checked against every stored checkpoint.
+//! after pruning) and cross-checked against every stored checkpoint; every segment the manifest
+//! names is present and no other is found; the durable watermark is readable, passes its
+//! checksum and is not below a checkpoint or sealed segment; no checkpoint lies past the last
+//! record. (Whether a checkpoint's *state* is the fold of the records is checked where the fold
+//! lives: `lunledger::audit`.)
 
 use crate::checkpoint::{anchor, decode_checkpoint};
 use crate::codec::{chain_hash, decode_record, key_seq};
@@ -10,14 +14,60 @@ use crate::record::ChainHash;
 use crate::store::Journal;
 use std::collections::BTreeMap;
 
-/// The first problem `verify` found.
+/// What kind of problem `verify` (or an open) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// A record: changed, undecodable, missing, out of place, or not linking to its predecessor.
+    Record,
+    /// A sealed segment the manifest names is not there: its records are lost.
+    MissingSegment {
+        /// Its first sequence number.
+        first: u64,
+        /// Its last sequence number.
+        last: u64,
+    },
+    /// A segment file the manifest does not name (left in place, never read).
+    UnexpectedSegment {
+        /// The first sequence number its name claims.
+        first: u64,
+        /// The last sequence number its name claims.
+        last: u64,
+    },
+    /// The durable watermark is missing, unreadable, fails its checksum, or is below what a
+    /// checkpoint or sealed segment proves durable: lost records at the tail may go undetected.
+    Watermark,
+    /// A checkpoint does not match its record's hash, or names a record past the last one.
+    Checkpoint {
+        /// The checkpoint's sequence number.
+        at_seq: u64,
+    },
+}
+
+/// A problem `verify` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// The sequence number of the record at fault (for a missing record, the first one missing).
+    /// The sequence number of the record at fault (for a missing record, the first one missing;
+    /// for a watermark problem, the last stored record).
     pub seq: u64,
     /// What is wrong.
     pub what: String,
+    /// Which kind of problem.
+    pub kind: ProblemKind,
 }
+
+impl Problem {
+    /// A problem with the record at `seq`.
+    pub fn record(seq: u64, what: impl Into<String>) -> Problem {
+        Problem {
+            seq,
+            what: what.into(),
+            kind: ProblemKind::Record,
+        }
+    }
+}
+
+/// At most this many problems are listed in [`VerifyReport::problems`].
+pub const MAX_PROBLEMS: usize = 256;
 
 /// What [`Journal::verify`] checked and found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,6 +80,9 @@ pub struct VerifyReport {
     pub last_seq: Option<u64>,
     /// The first problem, or `None` when the journal is intact.
     pub problem: Option<Problem>,
+    /// Every problem found, in the order found (at most [`MAX_PROBLEMS`]); the first is
+    /// [`VerifyReport::problem`].
+    pub problems: Vec<Problem>,
 }
 
 impl Journal {
@@ -39,16 +92,102 @@ impl Journal {
         let s = self.shared();
         let mut cps: BTreeMap<u64, ChainHash> = BTreeMap::new();
         let mut report = VerifyReport::default();
-        let note = |report: &mut VerifyReport, seq: u64, what: String| {
+        let view = s.view();
+        // Lost segments are named once, as such, not again by every check they break.
+        let missing: Vec<(u64, u64)> = view
+            .segments
+            .iter()
+            .filter(|seg| !seg.path.is_file())
+            .map(|seg| (seg.first, seg.last))
+            .collect();
+        let add = |report: &mut VerifyReport, p: Problem| {
             if report.problem.is_none() {
-                report.problem = Some(Problem { seq, what });
+                report.problem = Some(p.clone());
+            }
+            if report.problems.len() < MAX_PROBLEMS {
+                report.problems.push(p);
             }
         };
-        let view = s.view();
+        let note = |report: &mut VerifyReport, seq: u64, what: String| {
+            if missing.iter().any(|(a, b)| (*a..=*b).contains(&seq)) {
+                return;
+            }
+            add(report, Problem::record(seq, what));
+        };
+        for (first, last) in &missing {
+            add(
+                &mut report,
+                Problem {
+                    seq: *first,
+                    what: format!(
+                        "records {first}..={last} are lost: their sealed segment is missing"
+                    ),
+                    kind: ProblemKind::MissingSegment {
+                        first: *first,
+                        last: *last,
+                    },
+                },
+            );
+        }
+        for path in &self.open_report().unexpected_segments {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let Some((first, last)) = name.as_deref().and_then(crate::segment::parse_name) {
+                add(
+                    &mut report,
+                    Problem {
+                        seq: first,
+                        what: format!("segment file {} is not in the manifest", path.display()),
+                        kind: ProblemKind::UnexpectedSegment { first, last },
+                    },
+                );
+            }
+        }
+        let stored_end = view
+            .active
+            .last_seq()?
+            .unwrap_or(0)
+            .max(view.segments.last().map(|s| s.last).unwrap_or(0));
+        let newest_cp = crate::checkpoint::latest_checkpoint_in(&view.active.checkpoints)
+            .ok()
+            .flatten();
+        let wm_path = s.dir.join(crate::watermark::WATERMARK_FILE);
+        let mark = match std::fs::read(&wm_path) {
+            Ok(b) => crate::watermark::parse(&b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::watermark::Mark::Absent,
+            Err(e) => return Err(JournalError::io(&wm_path, e)),
+        };
+        if let Some(what) = crate::store::watermark_finding(
+            &mark,
+            stored_end,
+            newest_cp.map(|c| c.at_seq),
+            view.segments.last().map(|s| s.last),
+        ) {
+            add(
+                &mut report,
+                Problem {
+                    seq: stored_end,
+                    what,
+                    kind: ProblemKind::Watermark,
+                },
+            );
+        }
         for item in view.active.checkpoints.iter() {
             let (k, v) = item?;
             match decode_checkpoint(&k, &v) {
                 Ok(cp) => {
+                    if cp.at_seq > stored_end {
+                        add(
+                            &mut report,
+                            Problem {
+                                seq: cp.at_seq,
+                                what: format!(
+                                    "checkpoint at {} names no stored record (records end at {stored_end})",
+                                    cp.at_seq
+                                ),
+                                kind: ProblemKind::Checkpoint { at_seq: cp.at_seq },
+                            },
+                        );
+                    }
                     cps.insert(cp.at_seq, cp.hash_at_seq);
                 }
                 Err(e) => note(
@@ -81,10 +220,13 @@ impl Journal {
             let hash = chain_hash(v);
             if let Some(h) = cps.get(&seq) {
                 if *h != hash {
-                    note(
+                    add(
                         &mut report,
-                        seq,
-                        "stored bytes do not match the checkpoint's hash".into(),
+                        Problem {
+                            seq,
+                            what: "stored bytes do not match the checkpoint's hash".into(),
+                            kind: ProblemKind::Checkpoint { at_seq: seq },
+                        },
                     );
                 }
             }

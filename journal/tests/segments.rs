@@ -304,9 +304,21 @@ fn damage_to_a_segment_is_named() {
         other => panic!("{other:?}"),
     }
     drop(j);
-    // A segment deleted from under the journal: the missing records are named.
+    // A segment deleted from under the journal: the open refuses (the manifest says it was
+    // sealed) unless told to accept the loss, and the missing records are named.
     std::fs::remove_file(&segs[0]).unwrap();
-    let j = Journal::open(dir.path(), small_segments()).unwrap();
+    assert!(matches!(
+        Journal::open(dir.path(), small_segments()),
+        Err(JournalError::LostRecords {
+            first: 1,
+            durable: 20
+        })
+    ));
+    let accepting = JournalOptions {
+        accept_lost_records: true,
+        ..small_segments()
+    };
+    let j = Journal::open(dir.path(), accepting).unwrap();
     let p = j
         .verify()
         .unwrap()
