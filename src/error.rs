@@ -114,6 +114,16 @@ pub enum Error {
     /// A simulated crash (test hook) stopped the manager.
     #[error("simulated crash at {0}")]
     Crashed(String),
+    /// A checkpoint the journal's records do not support: its state is not the fold of the
+    /// records up to it, or it names a record past the last one. Recovery would act on a state
+    /// that never was, so the open is refused.
+    #[error("checkpoint at seq {at_seq} is not supported by the journal's records: {what}")]
+    CheckpointMismatch {
+        /// The checkpoint's sequence number.
+        at_seq: u64,
+        /// What differs.
+        what: String,
+    },
     /// An event did not fit the state: a bug in lunledger, reported instead of panicking.
     #[error("internal error: {0}")]
     Internal(String),

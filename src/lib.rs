@@ -6,6 +6,7 @@
 //! rolls back what was half done.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod backend;
 pub mod crash;
 mod error;

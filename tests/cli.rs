@@ -1175,3 +1175,192 @@ fn status_lists_the_last_recoverys_drift_once() {
         "{text}"
     );
 }
+
+/// A rotated journal (checkpoints every 10 records, segments of 10): several sealed segments.
+fn rotated_journal(dir: &Path) -> (State, Vec<lunledger::journal::SegmentInfo>) {
+    let mut opts = lunledger::ManagerOptions::new(config());
+    opts.checkpoint_every = 10;
+    opts.segment_records = 10;
+    let live = journal_of_layers(dir, opts, &["c1"; 8], 3);
+    let j = open_journal(dir);
+    let segments = j.segments();
+    drop(j);
+    assert!(
+        segments.len() >= 2,
+        "the journal did not rotate: {segments:?}"
+    );
+    (live, segments)
+}
+
+#[test]
+fn deleted_sealed_history_is_a_named_loss_not_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, segments) = rotated_journal(dir.path());
+    std::fs::remove_dir_all(dir.path().join(lunledger::journal::segment::ARCHIVE_DIR)).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let v = &json_lines(&o)[0];
+    assert_eq!(v["problem"]["seq"], 1, "{v}");
+    let segs: Vec<(u64, &str)> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["check"] == "segments")
+        .map(|p| (p["seq"].as_u64().unwrap(), p["what"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        segs.iter().map(|s| s.0).collect::<Vec<_>>(),
+        segments.iter().map(|s| s.first).collect::<Vec<_>>(),
+        "{v}"
+    );
+    // Replay and a point in time inside the lost history fail; nothing calls it pruned.
+    let o = cli(&["replay", d]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("pruned"), "{}", stderr(&o));
+    let at = (segments[0].last - 1).to_string();
+    let o = cli(&["replay", d, "--at", &at, "--json"]);
+    assert_ne!(code(&o), 0, "{}", stdout(&o));
+    assert!(!stderr(&o).contains("pruned"), "{}", stderr(&o));
+    let o = cli(&["status", d]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+}
+
+#[test]
+fn a_missing_watermark_is_a_verify_finding() {
+    let (dir, _) = made_journal();
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    std::fs::remove_file(
+        dir.path()
+            .join(lunledger::journal::watermark::WATERMARK_FILE),
+    )
+    .unwrap();
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let v = &json_lines(&o)[0];
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["check"] == "watermark"),
+        "{v}"
+    );
+}
+
+/// Replaces the newest checkpoint's state in a closed (unrotated) journal with `forge(state)`.
+fn forge_newest_checkpoint(dir: &Path, forge: impl FnOnce(&mut State)) -> u64 {
+    let db = raw_sled(dir);
+    let t = db.open_tree("checkpoints").unwrap();
+    let (k, v) = t.last().unwrap().expect("no checkpoint");
+    let mut st: State = rmp_serde::from_slice(&v[32..]).unwrap();
+    forge(&mut st);
+    let mut nv = v[..32].to_vec();
+    nv.extend_from_slice(&rmp_serde::to_vec(&st).unwrap());
+    t.insert(k.clone(), nv).unwrap();
+    db.flush().unwrap();
+    u64::from_be_bytes(k.as_ref().try_into().unwrap())
+}
+
+#[test]
+fn a_forged_checkpoint_is_refused_by_verify_dry_run_and_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = lunledger::ManagerOptions::new(config());
+    opts.checkpoint_every = 10;
+    let live = journal_of_layers(dir.path(), opts.clone(), &["c1", "c2", "c3"], 0);
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    // A disk no record ever attached, in the state the newest checkpoint holds.
+    let mut forged = live.attachments.values().next().unwrap().clone();
+    forged.disk.path = "/img/never-attached.vhdx".into();
+    forged.refs = 0;
+    let at = forge_newest_checkpoint(dir.path(), |st| {
+        st.attachments.insert(Slot::new(1, 7), forged);
+    });
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let v = &json_lines(&o)[0];
+    let cp = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["check"] == "checkpoint")
+        .unwrap_or_else(|| panic!("no checkpoint finding: {v}"));
+    assert_eq!(cp["seq"], at);
+    assert!(cp["what"].as_str().unwrap().contains("attachments"), "{cp}");
+    // The plan is not made from it.
+    let o = cli(&["recover", d, "--dry-run"]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("checkpoint"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("never-attached"), "{}", stdout(&o));
+    // A real open refuses it, and the VM is never touched.
+    rt().block_on(async {
+        let vm = SimVm::new();
+        match Manager::open_with(dir.path(), opts, vm.host_backend(), vm.guest_backend()).await {
+            Err(lunledger::Error::CheckpointMismatch { at_seq, .. }) => assert_eq!(at_seq, at),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(m) => panic!(
+                "opened on a forged checkpoint: {:?}",
+                m.state().attachments.keys().collect::<Vec<_>>()
+            ),
+        }
+        for op in [SimOp::Detach, SimOp::Unplug, SimOp::Unmount, SimOp::Inspect] {
+            assert_eq!(vm.calls(op), 0, "{op:?}");
+        }
+    });
+}
+
+#[test]
+fn a_checkpoint_past_the_last_record_fails_verify_and_open_without_breaking_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = lunledger::ManagerOptions::new(config());
+    opts.checkpoint_every = 10;
+    journal_of_layers(dir.path(), opts.clone(), &["c1", "c2"], 0);
+    let last = records(dir.path()).len() as u64;
+    let stored = |dir: &Path| raw_sled(dir).open_tree("records").unwrap().len() as u64;
+    assert_eq!(stored(dir.path()), last);
+    {
+        let db = raw_sled(dir.path());
+        let t = db.open_tree("checkpoints").unwrap();
+        let (_, v) = t.last().unwrap().unwrap();
+        t.insert((last + 100).to_be_bytes(), v).unwrap();
+        db.flush().unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let v = &json_lines(&o)[0];
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["check"] == "checkpoint" && p["seq"] == last + 100),
+        "{v}"
+    );
+    for _ in 0..2 {
+        rt().block_on(async {
+            let vm = SimVm::new();
+            match Manager::open_with(
+                dir.path(),
+                opts.clone(),
+                vm.host_backend(),
+                vm.guest_backend(),
+            )
+            .await
+            {
+                Err(lunledger::Error::Journal(lunledger::journal::JournalError::LostRecords {
+                    first,
+                    durable,
+                })) => assert_eq!((first, durable), (last + 1, last + 100)),
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(_) => panic!("opened on a checkpoint past the last record"),
+            }
+        });
+    }
+    // Nothing was appended by the refused opens.
+    assert_eq!(stored(dir.path()), last);
+}

@@ -131,6 +131,19 @@ impl Journal {
         crate::rotate::maybe_rotate(self, &active, at_seq)
     }
 
+    /// Every checkpoint stored in the active generation, oldest first. A rotation carries the
+    /// checkpoint it rotates at and the one before it into the new generation (so the newest
+    /// can be checked against the records after the one before); pruning removes those before
+    /// the first retained record, except the newest.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, JournalError> {
+        let mut out = Vec::new();
+        for item in self.shared().active().checkpoints.iter() {
+            let (k, v) = item?;
+            out.push(decode_checkpoint(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     /// The newest checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, JournalError> {
         latest_checkpoint_in(&self.shared().active().checkpoints)

@@ -6,7 +6,8 @@
 //! 1. seal: records from the active generation's first up to the checkpoint go into a segment,
 //!    fsynced. Before: nothing happened.
 //! 2. build: generation `n+1` gets the configuration, pruning anchor, the segment manifest
-//!    naming the new segment, quarantine, the checkpoint and the records after it (copied while appends go on). Before: the new segment repeats
+//!    naming the new segment, quarantine, the checkpoint (and the one before it) and the records
+//!    after it (copied while appends go on). Before: the new segment repeats
 //!    records generation `n` still holds; open removes it.
 //! 3. commit: with the writer paused between batches, the last records are copied, generation
 //!    `n+1` is flushed and fsynced and `CURRENT` names it. Before: open removes the partial
@@ -109,6 +110,12 @@ fn rotate(
         .get(seq_key(at_seq))?
         .ok_or_else(|| JournalError::Internal(format!("no checkpoint at {at_seq} to carry")))?;
     new.checkpoints.insert(seq_key(at_seq), cp)?;
+    // And the one before it, so the newest can still be checked against the records between
+    // them (their record is sealed in the new segment; `verify` checks its hash there).
+    if let Some(item) = old.checkpoints.range(..seq_key(at_seq)).next_back() {
+        let (k, v) = item?;
+        new.checkpoints.insert(k, v)?;
+    }
     let copied = copy_records(old, &new, at_seq)?;
 
     fault(s, 3)?;

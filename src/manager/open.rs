@@ -168,23 +168,17 @@ fn config_conflict(state: &State, new: &ManagerConfig) -> Option<String> {
     })
 }
 
-/// Rebuilds the state: the newest checkpoint, then every record after it.
+/// Rebuilds the state: the newest checkpoint, then every record after it. The checkpoint is
+/// first checked against the records (see [`crate::audit::check_newest`]): one they do not
+/// support is [`Error::CheckpointMismatch`], never loaded.
 pub fn load_state(journal: &Journal) -> Result<(State, Option<u64>, u64)> {
     let mut state = State::new();
     let mut from = journal.first_seq()?.unwrap_or(1);
     let mut checkpoint = None;
-    if let Some(c) = journal.latest_checkpoint()? {
-        match rmp_serde::from_slice::<State>(&c.blob) {
-            Ok(s) if s.last_seq == c.at_seq => {
-                state = s;
-                from = c.at_seq + 1;
-                checkpoint = Some(c.at_seq);
-            }
-            _ => tracing::warn!(
-                at_seq = c.at_seq,
-                "checkpoint unusable; replaying all retained records"
-            ),
-        }
+    if let Some((at, s)) = crate::audit::check_newest(journal)? {
+        state = s;
+        from = at + 1;
+        checkpoint = Some(at);
     }
     if checkpoint.is_none() && from > 1 {
         return Err(Error::Internal(format!(

@@ -1,6 +1,8 @@
 //! `lunledger verify`: integrity (each record's check, decoding, sequence continuity and hash
-//! chain, via `Journal::verify` and what opening the copy found) and the fold's invariants (every
-//! record applies; `State::violations` is empty after each one). Names the first bad record.
+//! chain, the sealed segments the manifest names, the durable watermark, via `Journal::verify`
+//! and what opening the copy found), every kept checkpoint against the fold of the records
+//! (`lunledger::audit::check_checkpoints`), and the fold's invariants (every record applies;
+//! `State::violations` is empty after each one). Names the first bad record.
 
 use crate::args::VerifyArgs;
 use crate::fail::{CliError, CliResult, Outcome};
@@ -9,7 +11,8 @@ use crate::progress;
 use crate::replay::{say_banner, write_out};
 use crate::snapshot;
 use crate::style;
-use lunledger::journal::{Head, SealCheck, SealKey};
+use lunledger::journal::ProblemKind;
+use lunledger::journal::{Head, JournalError, SealCheck, SealKey};
 use lunledger::recovery::State;
 use serde::Serialize;
 
@@ -18,7 +21,8 @@ use serde::Serialize;
 struct Finding {
     /// The record at fault.
     seq: u64,
-    /// Which check: `integrity`, `tail`, `lost`, `fold`, `invariants`, `seal` or `anchor`.
+    /// Which check: `integrity`, `tail`, `lost`, `segments`, `watermark`, `checkpoint`, `fold`,
+    /// `invariants`, `seal` or `anchor`.
     check: &'static str,
     /// What is wrong.
     what: String,
@@ -92,33 +96,69 @@ pub fn run(v: &VerifyArgs) -> CliResult {
         .verify()
         .map_err(|e| CliError::io("reading the journal copy", e))?;
     spin.finish_and_clear();
-    if let Some(p) = &report.problem {
+    let mut record_seen = false;
+    for p in &report.problems {
+        if p.kind == ProblemKind::Record {
+            // The record check names its first problem only.
+            if record_seen {
+                continue;
+            }
+            record_seen = true;
+        }
         problems.push(Finding {
             seq: p.seq,
-            check: "integrity",
+            check: match p.kind {
+                ProblemKind::Record => "integrity",
+                ProblemKind::MissingSegment { .. } | ProblemKind::UnexpectedSegment { .. } => {
+                    "segments"
+                }
+                ProblemKind::Watermark => "watermark",
+                ProblemKind::Checkpoint { .. } => "checkpoint",
+            },
             what: p.what.clone(),
         });
     }
     let io = |e| CliError::io("reading the journal copy", e);
+    // A record the seal, the anchor or the head needs may be unreadable (damaged, or in a lost
+    // segment): that is a finding of the check, not a failure to check.
+    let unreadable = |e: JournalError| match e {
+        JournalError::Corrupt { seq, what } | JournalError::Decode { seq, what } => Ok((seq, what)),
+        e => Err(io(e)),
+    };
     let last = snap.journal().last_seq();
     if let Some(key) = &key {
-        let check = snap.journal().check_seal(key).map_err(io)?;
-        let seq = match &check {
-            SealCheck::Sealed { .. } => None,
-            SealCheck::HeadChanged { seq } => Some(*seq),
-            SealCheck::Unsealed { head, .. } => Some(head + 1),
-            SealCheck::Missing | SealCheck::BadMac => Some(last),
+        let (seq, what) = match snap.journal().check_seal(key) {
+            Ok(check) => (
+                match &check {
+                    SealCheck::Sealed { .. } => None,
+                    SealCheck::HeadChanged { seq } => Some(*seq),
+                    SealCheck::Unsealed { head, .. } => Some(head + 1),
+                    SealCheck::Missing | SealCheck::BadMac => Some(last),
+                },
+                check.to_string(),
+            ),
+            Err(e) => {
+                let (seq, what) = unreadable(e)?;
+                (Some(seq.unwrap_or(last)), what)
+            }
         };
         if let Some(seq) = seq {
             problems.push(Finding {
                 seq,
                 check: "seal",
-                what: check.to_string(),
+                what,
             });
         }
     }
     if let Some(anchor) = &anchor {
-        if let Some(what) = snap.journal().check_anchor(anchor).map_err(io)? {
+        let what = match snap.journal().check_anchor(anchor) {
+            Ok(w) => w,
+            Err(e) => Some(format!(
+                "the anchored record cannot be read: {}",
+                unreadable(e)?.1
+            )),
+        };
+        if let Some(what) = what {
             problems.push(Finding {
                 seq: anchor.seq.min(last.saturating_add(1)),
                 check: "anchor",
@@ -126,7 +166,24 @@ pub fn run(v: &VerifyArgs) -> CliResult {
             });
         }
     }
-    let head = snap.journal().head().map_err(io)?.map(|h| h.to_string());
+    let head = match snap.journal().head() {
+        Ok(h) => h.map(|h| h.to_string()),
+        Err(e) => {
+            // The last record is unreadable; the checks above and below name why.
+            unreadable(e)?;
+            None
+        }
+    };
+    // Every kept checkpoint against the fold of the records up to it.
+    let audit = lunledger::audit::check_checkpoints(snap.journal())
+        .map_err(|e| CliError::Io(format!("checking checkpoints: {e}")))?;
+    for m in &audit.mismatches {
+        problems.push(Finding {
+            seq: m.at_seq,
+            check: "checkpoint",
+            what: format!("checkpoint at seq {}: {}", m.at_seq, m.what),
+        });
+    }
     let hist = history::load(snap.journal(), None)?;
     let mut state: State = hist.start.clone();
     let mut folded = 0;
@@ -219,6 +276,15 @@ fn render(r: &Report) -> String {
     out.push_str(&check(
         "hash chain, continuity, decoding",
         !failed("integrity") && !failed("tail"),
+    ));
+    out.push_str(&check(
+        "sealed segments (manifest)",
+        !failed("segments") && !failed("lost"),
+    ));
+    out.push_str(&check("durable watermark", !failed("watermark")));
+    out.push_str(&check(
+        "checkpoints (match the fold)",
+        !failed("checkpoint"),
     ));
     out.push_str(&check("fold (every record applies)", !failed("fold")));
     out.push_str(&check(
