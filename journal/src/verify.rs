@@ -151,10 +151,12 @@ impl Journal {
             .ok()
             .flatten();
         let wm_path = s.dir.join(crate::watermark::WATERMARK_FILE);
-        let mark = match std::fs::read(&wm_path) {
-            Ok(b) => crate::watermark::parse(&b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::watermark::Mark::Absent,
-            Err(e) => return Err(JournalError::io(&wm_path, e)),
+        // Read as every journal file is read from a directory that may be hostile (a regular
+        // file only, bounded): anything else is a bad watermark, never a hang.
+        let mark = match crate::safe_fs::read_regular(&wm_path, 4096) {
+            Ok(Some(b)) => crate::watermark::parse(&b),
+            Ok(None) => crate::watermark::Mark::Absent,
+            Err(e) => crate::watermark::Mark::Bad(format!("the durable watermark: {e}")),
         };
         if let Some(what) = crate::store::watermark_finding(
             &mark,
