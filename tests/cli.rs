@@ -1364,3 +1364,60 @@ fn a_checkpoint_past_the_last_record_fails_verify_and_open_without_breaking_the_
     // Nothing was appended by the refused opens.
     assert_eq!(stored(dir.path()), last);
 }
+
+#[test]
+fn a_forged_checkpoint_of_a_pruned_journal_is_named_by_verify_and_never_shown_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = lunledger::ManagerOptions::new(config());
+    opts.checkpoint_every = 10;
+    // More than one checkpoint interval is kept: the newest checkpoint has one before it.
+    opts.retention = Some(lunledger::journal::Retention {
+        keep_records: 25,
+        keep_for: std::time::Duration::ZERO,
+    });
+    let live = journal_of_layers(
+        dir.path(),
+        opts.clone(),
+        &["c1", "c2", "c1", "c2", "c1", "c2"],
+        0,
+    );
+    let j = open_journal(dir.path());
+    let first = j.first_seq().unwrap().unwrap();
+    let kept = j.checkpoints().unwrap().len();
+    drop(j);
+    assert!(first > 1, "the journal was not pruned");
+    assert!(kept >= 2, "only {kept} checkpoint(s) kept");
+    let mut forged = live.attachments.values().next().unwrap().clone();
+    forged.disk.path = "/img/never-attached.vhdx".into();
+    forged.refs = 0;
+    let at = forge_newest_checkpoint(dir.path(), |st| {
+        st.attachments.insert(Slot::new(1, 7), forged);
+    });
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&["status", d, "--json"]);
+    assert!(!stdout(&o).contains("never-attached"), "{}", stdout(&o));
+    assert_eq!(
+        json_lines(&o)[0]["state"]["last_seq"],
+        live.last_seq,
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&["verify", d, "--json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let v = &json_lines(&o)[0];
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["check"] == "checkpoint" && p["seq"] == at),
+        "{v}"
+    );
+    rt().block_on(async {
+        let vm = SimVm::new();
+        assert!(matches!(
+            Manager::open_with(dir.path(), opts, vm.host_backend(), vm.guest_backend()).await,
+            Err(lunledger::Error::CheckpointMismatch { .. })
+        ));
+    });
+}

@@ -1,6 +1,6 @@
 //! Reading a journal's records for folding: from the first record, or — for a journal pruned
-//! behind a checkpoint — from the checkpoint's state, since records before the oldest retained
-//! one cannot be folded any more.
+//! behind a checkpoint — from the state of the oldest checkpoint whose successors are retained,
+//! since records before the oldest retained one cannot be folded any more.
 
 use crate::fail::CliError;
 use crate::progress;
@@ -27,22 +27,35 @@ pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
     let mut from = first;
     let mut note = None;
     if first > 1 {
-        let cp = journal.latest_checkpoint().map_err(io)?.ok_or_else(|| {
-            CliError::Io(format!(
-                "records before {first} were pruned and no checkpoint covers them"
-            ))
-        })?;
-        start = rmp_serde::from_slice::<State>(&cp.blob).map_err(|e| {
-            CliError::Io(format!("decoding the checkpoint at seq {}: {e}", cp.at_seq))
-        })?;
+        // The oldest checkpoint whose successors are all retained: the most records are folded
+        // from it, and a newer checkpoint is never trusted (`verify` compares it with the fold).
+        let cps = journal.checkpoints().map_err(io)?;
+        let cp = cps
+            .iter()
+            .find(|c| c.at_seq.saturating_add(1) >= first)
+            .ok_or_else(|| {
+                CliError::Io(format!(
+                    "records before {first} were pruned and no checkpoint covers them"
+                ))
+            })?;
+        start = lunledger::audit::decode_checkpoint(cp)
+            .map_err(|e| CliError::Io(format!("the checkpoint at seq {}: {e}", cp.at_seq)))?;
         from = cp.at_seq + 1;
-        note = Some(format!(
-            "records 1..{} were pruned; history starts from the checkpoint at seq {} (records {}..{} are retained but cannot be folded)",
-            first - 1,
-            cp.at_seq,
-            first,
-            cp.at_seq
-        ));
+        note = Some(if cp.at_seq >= first {
+            format!(
+                "records 1..{} were pruned; history starts from the checkpoint at seq {} (records {}..{} are retained but cannot be folded)",
+                first - 1,
+                cp.at_seq,
+                first,
+                cp.at_seq
+            )
+        } else {
+            format!(
+                "records 1..{} were pruned; history starts from the checkpoint at seq {}",
+                first - 1,
+                cp.at_seq
+            )
+        });
     }
     let last = to.unwrap_or(u64::MAX).min(journal.last_seq());
     let pb = progress::bar(last.saturating_sub(from) + 1, "reading");
