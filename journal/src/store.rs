@@ -175,6 +175,10 @@ impl Journal {
             ));
         }
         let set_aside = crate::snapshot::set_aside_unfinished(&gen_path, &dir)?;
+        // A new journal: nothing was ever stored here. Its watermark is written at once (0), so
+        // that an existing journal without one is always a finding, even one that lost every
+        // record.
+        let fresh = gen == 0 && !gen_path.exists();
         let active = Active::open(&dir, gen, opts.cache_capacity, opts.flush_every_ms)?;
 
         let scan = catch_unwind(AssertUnwindSafe(|| {
@@ -191,6 +195,11 @@ impl Journal {
         })??;
 
         let (watermark, mark) = crate::watermark::Watermark::open(&dir)?;
+        if fresh && mark == crate::watermark::Mark::Absent {
+            if let Err(e) = watermark.record(0) {
+                tracing::warn!(error = %e, "could not write the durable watermark");
+            }
+        }
         let sealed = crate::manifest::reconcile(&dir, &active)?;
         let segments = sealed.segments;
         // What must be stored: the watermark, the newest checkpoint (written only once its
@@ -206,6 +215,7 @@ impl Journal {
         };
         let watermark_finding = watermark_finding(
             &mark,
+            !fresh,
             stored_end.max(
                 scan.report
                     .tail_quarantined
@@ -529,13 +539,16 @@ impl Journal {
     }
 }
 
-/// What is wrong with the durable watermark `mark`, given that records up to `stored_end` are
-/// stored, the newest checkpoint is at `checkpoint` and sealed history ends at `sealed`: a
-/// journal with records and no readable watermark cannot tell a lost tail, and a watermark
+/// What is wrong with the durable watermark `mark` of a journal that `existed` before this
+/// open, given that records up to `stored_end` are stored, the newest checkpoint is at
+/// `checkpoint` and sealed history ends at `sealed`. A journal without a readable watermark
+/// cannot tell a lost tail (an existing one always has one: open writes it for a new journal,
+/// so its absence even with no records left may be the loss of every record), and a watermark
 /// below a checkpoint or a sealed segment was rewritten (both are written only after the
 /// records they cover were durable).
 pub(crate) fn watermark_finding(
     mark: &crate::watermark::Mark,
+    existed: bool,
     stored_end: u64,
     checkpoint: Option<u64>,
     sealed: Option<u64>,
@@ -545,6 +558,9 @@ pub(crate) fn watermark_finding(
         Mark::Absent if stored_end > 0 => Some(format!(
             "no durable watermark (its file is missing or empty) although records up to {stored_end} are stored: a lost tail cannot be detected"
         )),
+        Mark::Absent if existed => Some(
+            "no durable watermark (its file is missing or empty) in an existing journal that holds no records: records lost from its start cannot be detected".into()
+        ),
         Mark::Absent => None,
         Mark::Bad(what) => Some(format!("{what}: a lost tail cannot be detected")),
         Mark::Value(v) => {

@@ -160,6 +160,8 @@ impl Journal {
         };
         if let Some(what) = crate::store::watermark_finding(
             &mark,
+            // Open wrote one for a new journal: without one, this journal is not new.
+            true,
             stored_end,
             newest_cp.map(|c| c.at_seq),
             view.segments.last().map(|s| s.last),
