@@ -197,16 +197,38 @@ pub fn check_checkpoints(journal: &Journal) -> Result<CheckpointAudit> {
     Ok(audit)
 }
 
+/// What [`check_newest`] found about the newest checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Newest {
+    /// No checkpoint, or one whose state does not decode or is not as of its own sequence
+    /// number (unusable: the records are replayed instead).
+    Unusable,
+    /// The records support it: the fold from the checkpoint before it (or from record 1)
+    /// equals it. Its sequence number and state.
+    Supported(u64, State),
+    /// It could not be compared, and why; its sequence number and (unchecked) state.
+    Unchecked {
+        /// Its sequence number.
+        at_seq: u64,
+        /// Its state, as stored.
+        state: State,
+        /// Why it was not compared.
+        why: String,
+        /// Whether the records before it are missing or unreadable (rather than pruned).
+        records_lost: bool,
+    },
+}
+
 /// Checks the newest checkpoint (which an open loads) against the records: the fold from the
 /// checkpoint before it (or from the first record when there is none and history starts at 1)
-/// must equal it. Returns the newest checkpoint's decoded state when it is supported, `None`
-/// when there is no usable newest checkpoint, and [`Error::CheckpointMismatch`] when the
-/// records contradict it or it lies past them. When the records before it were pruned and no
-/// earlier checkpoint is kept, it cannot be checked and is used as it is (logged).
-pub fn check_newest(journal: &Journal) -> Result<Option<(u64, State)>> {
+/// must equal it. [`Error::CheckpointMismatch`] when the records contradict it (or a record
+/// does not fold) or it names a record past the last one. The cost is bounded by the
+/// checkpoint interval: a rotation keeps the checkpoint before the newest (journals rotated
+/// before it did are folded from record 1, once, until two checkpoints follow).
+pub fn check_newest(journal: &Journal) -> Result<Newest> {
     let cps = journal.checkpoints()?;
     let Some((newest, older)) = cps.split_last() else {
-        return Ok(None);
+        return Ok(Newest::Unusable);
     };
     let last = journal.last_seq();
     if newest.at_seq > last {
@@ -219,8 +241,14 @@ pub fn check_newest(journal: &Journal) -> Result<Option<(u64, State)>> {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(at_seq = newest.at_seq, what = %e, "checkpoint unusable; replaying all retained records");
-            return Ok(None);
+            return Ok(Newest::Unusable);
         }
+    };
+    let unchecked = |state: State, why: String, records_lost: bool| Newest::Unchecked {
+        at_seq: newest.at_seq,
+        state,
+        why,
+        records_lost,
     };
     let first = journal.first_seq()?.unwrap_or(1);
     let base = older
@@ -232,11 +260,11 @@ pub fn check_newest(journal: &Journal) -> Result<Option<(u64, State)>> {
         Some(s) => s,
         None if first <= 1 => State::new(),
         None => {
-            tracing::warn!(
-                at_seq = newest.at_seq,
-                "checkpoint not checked: the records before it were pruned and no earlier checkpoint is kept"
-            );
-            return Ok(Some((newest.at_seq, cp_state)));
+            return Ok(unchecked(
+                cp_state,
+                "the records before it were pruned and no earlier checkpoint is kept".into(),
+                false,
+            ))
         }
     };
     let unsupported = |what: String| Error::CheckpointMismatch {
@@ -248,14 +276,11 @@ pub fn check_newest(journal: &Journal) -> Result<Option<(u64, State)>> {
         let rec = match item {
             Ok(rec) => rec,
             Err(e @ (JournalError::Corrupt { .. } | JournalError::Decode { .. })) => {
-                if journal.open_report().lost_records.is_some() {
-                    // The open accepted lost records: the checkpoint is what is left to go on.
-                    tracing::warn!(at_seq = newest.at_seq, error = %e, "checkpoint not checked: records before it were lost");
-                    return Ok(Some((newest.at_seq, cp_state)));
-                }
-                return Err(unsupported(format!(
-                    "the records before it cannot be read: {e}"
-                )));
+                return Ok(unchecked(
+                    cp_state,
+                    format!("the records before it cannot be read: {e}"),
+                    true,
+                ));
             }
             Err(e) => return Err(Error::Journal(e)),
         };
@@ -264,13 +289,14 @@ pub fn check_newest(journal: &Journal) -> Result<Option<(u64, State)>> {
             .map_err(|e| unsupported(format!("the records before it do not fold: {e}")))?;
     }
     if state.last_seq != newest.at_seq {
-        return Err(unsupported(format!(
-            "the records end at seq {} before it",
-            state.last_seq
-        )));
+        return Ok(unchecked(
+            cp_state,
+            format!("the records end at seq {} before it", state.last_seq),
+            true,
+        ));
     }
     if state != cp_state {
         return Err(unsupported(state_diff(&state, &cp_state)));
     }
-    Ok(Some((newest.at_seq, cp_state)))
+    Ok(Newest::Supported(newest.at_seq, cp_state))
 }

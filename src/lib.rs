@@ -20,8 +20,8 @@ pub use journal::{DiskKind, Durability, ManagerConfig, Slot};
 pub use lunledger_journal as journal;
 pub use lunledger_recovery as recovery;
 pub use manager::{
-    load_state, observe, validate_config, AttachmentInfo, Manager, ManagerOptions, MountInfo,
-    RecoveryReport,
+    load_state, load_state_with, observe, validate_config, AttachmentInfo, Manager, ManagerOptions,
+    MountInfo, RecoveryReport,
 };
 pub use mount::Mount;
 pub use request::{parse_evd_path, DiskRequest, MountConfig};

@@ -1361,6 +1361,29 @@ fn a_checkpoint_past_the_last_record_fails_verify_and_open_without_breaking_the_
             }
         });
     }
+    // Accepting lost records does not make it a starting point either: the records do not
+    // reach it, so the open is refused before anything is appended, every time.
+    let mut accepting = opts.clone();
+    accepting.accept_lost_records = true;
+    for _ in 0..2 {
+        rt().block_on(async {
+            let vm = SimVm::new();
+            match Manager::open_with(
+                dir.path(),
+                accepting.clone(),
+                vm.host_backend(),
+                vm.guest_backend(),
+            )
+            .await
+            {
+                Err(lunledger::Error::CheckpointMismatch { at_seq, .. }) => {
+                    assert_eq!(at_seq, last + 100)
+                }
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(_) => panic!("opened on a checkpoint past the last record"),
+            }
+        });
+    }
     // Nothing was appended by the refused opens.
     assert_eq!(stored(dir.path()), last);
 }

@@ -12,7 +12,7 @@ mod release;
 mod step;
 mod view;
 
-pub use open::{load_state, validate_config, ManagerOptions};
+pub use open::{load_state, load_state_with, validate_config, ManagerOptions};
 pub use recover::{observe, RecoveryReport};
 pub use view::{AttachmentInfo, MountInfo};
 

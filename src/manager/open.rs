@@ -4,6 +4,7 @@
 
 use super::recover::{recover, RecoveryReport};
 use super::{Inner, Manager};
+use crate::audit::Newest;
 use crate::backend::{BackendError, GuestBackend, HostBackend};
 use crate::crash::CrashHook;
 use crate::error::{Error, Result};
@@ -170,15 +171,42 @@ fn config_conflict(state: &State, new: &ManagerConfig) -> Option<String> {
 
 /// Rebuilds the state: the newest checkpoint, then every record after it. The checkpoint is
 /// first checked against the records (see [`crate::audit::check_newest`]): one they do not
-/// support is [`Error::CheckpointMismatch`], never loaded.
+/// support is [`Error::CheckpointMismatch`], never loaded; so is one that cannot be checked
+/// because records before it are missing (see [`load_state_with`] to accept that).
 pub fn load_state(journal: &Journal) -> Result<(State, Option<u64>, u64)> {
+    load_state_with(journal, false)
+}
+
+/// [`load_state`]; with `accept_lost_records`, a checkpoint that cannot be checked because
+/// records before it are missing or unreadable is used as it is (logged), as an open that
+/// accepts lost records goes on with what is left.
+pub fn load_state_with(
+    journal: &Journal,
+    accept_lost_records: bool,
+) -> Result<(State, Option<u64>, u64)> {
     let mut state = State::new();
     let mut from = journal.first_seq()?.unwrap_or(1);
     let mut checkpoint = None;
-    if let Some((at, s)) = crate::audit::check_newest(journal)? {
+    let mut use_cp = |at: u64, s: State| {
         state = s;
         from = at + 1;
         checkpoint = Some(at);
+    };
+    match crate::audit::check_newest(journal)? {
+        Newest::Unusable => {}
+        Newest::Supported(at, s) => use_cp(at, s),
+        Newest::Unchecked {
+            at_seq,
+            state: s,
+            why,
+            records_lost,
+        } => {
+            if records_lost && !accept_lost_records {
+                return Err(Error::CheckpointMismatch { at_seq, what: why });
+            }
+            tracing::warn!(at_seq, %why, "checkpoint used without being checked");
+            use_cp(at_seq, s);
+        }
     }
     if checkpoint.is_none() && from > 1 {
         return Err(Error::Internal(format!(
@@ -192,6 +220,22 @@ pub fn load_state(journal: &Journal) -> Result<(State, Option<u64>, u64)> {
             .apply(&rec)
             .map_err(|e| Error::Internal(format!("replaying the journal: {e}")))?;
         replayed += 1;
+    }
+    // The journal appends after its last sequence number: the state must end there too, or
+    // the first append would contradict it.
+    if state.last_seq != journal.last_seq() {
+        let what = format!(
+            "the journal continues after seq {} but its records fold to seq {}",
+            journal.last_seq(),
+            state.last_seq
+        );
+        return Err(match journal.checkpoints()?.last() {
+            Some(cp) if cp.at_seq > state.last_seq => Error::CheckpointMismatch {
+                at_seq: cp.at_seq,
+                what,
+            },
+            _ => Error::Internal(what),
+        });
     }
     Ok((state, checkpoint, replayed))
 }
@@ -226,6 +270,7 @@ impl Manager {
         )
         .await?;
         let dir = dir.as_ref().to_path_buf();
+        let accept_lost = opts.accept_lost_records;
         let jopts = JournalOptions {
             durability: opts.durability,
             cache_capacity: opts.cache_capacity,
@@ -236,7 +281,7 @@ impl Manager {
         };
         let (journal, state, checkpoint, replayed) = tokio::task::spawn_blocking(move || {
             let journal = Journal::open(&dir, jopts)?;
-            let (state, checkpoint, replayed) = load_state(&journal)?;
+            let (state, checkpoint, replayed) = load_state_with(&journal, accept_lost)?;
             Ok::<_, Error>((journal, state, checkpoint, replayed))
         })
         .await
