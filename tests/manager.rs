@@ -960,3 +960,31 @@ async fn attachments_and_mounts_are_listed_with_their_refcounts() {
     ));
     m.close().await.unwrap();
 }
+
+/// Issue #12 item 4: what the journal's open found about its own integrity (a missing durable
+/// watermark here) reaches the shim in the recovery report, not only a log line.
+#[tokio::test]
+async fn journal_integrity_findings_reach_the_recovery_report() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let h = m.add_virtual_disk(ro_mount("/img/a.vhdx")).await.unwrap();
+    h.release().await.unwrap();
+    let r = m.last_recovery().unwrap();
+    assert!(r.journal_findings.is_empty(), "{:?}", r.journal_findings);
+    m.close().await.unwrap();
+    std::fs::remove_file(
+        dir.path()
+            .join(lunledger::journal::watermark::WATERMARK_FILE),
+    )
+    .unwrap();
+    let m = open(dir.path(), &vm).await;
+    let r = m.last_recovery().unwrap();
+    assert_eq!(r.journal_findings.len(), 1, "{:?}", r.journal_findings);
+    assert!(
+        r.journal_findings[0].contains("watermark"),
+        "{:?}",
+        r.journal_findings
+    );
+    m.close().await.unwrap();
+}

@@ -145,15 +145,19 @@ pub(crate) struct Sealed {
 /// that never committed (they start at or after the active generation's first record) and
 /// segments the manifest records as pruned (a pruning interrupted before it removed them).
 /// Other files it does not name are left alone and returned as unexpected.
+/// A `fresh` journal (created by this open) gets an empty manifest, stored, and is not said to
+/// be reconstructed.
 pub(crate) fn reconcile(
     journal_dir: &Path,
     active: &crate::active::Active,
+    fresh: bool,
 ) -> Result<Sealed, JournalError> {
     let listed = crate::segment::list(journal_dir)?;
     let active_first = active.first_seq()?;
-    let (manifest, reconstructed) = match Manifest::load(&active.meta)? {
-        Some(m) => (m, false),
-        None => (reconstruct(active, &listed, active_first)?, true),
+    let (manifest, reconstructed, store) = match Manifest::load(&active.meta)? {
+        Some(m) => (m, false, false),
+        None if fresh => (reconstruct(active, &listed, active_first)?, false, true),
+        None => (reconstruct(active, &listed, active_first)?, true, true),
     };
     let mut redundant = Vec::new();
     let mut unexpected = Vec::new();
@@ -189,6 +193,8 @@ pub(crate) fn reconcile(
             missing = missing.len(),
             "journal had no segment manifest; reconstructed it from the files present"
         );
+    }
+    if store {
         manifest.store(&active.meta)?;
         active.db.flush()?;
     }

@@ -200,7 +200,7 @@ impl Journal {
                 tracing::warn!(error = %e, "could not write the durable watermark");
             }
         }
-        let sealed = crate::manifest::reconcile(&dir, &active)?;
+        let sealed = crate::manifest::reconcile(&dir, &active, fresh)?;
         let segments = sealed.segments;
         // What must be stored: the watermark, the newest checkpoint (written only once its
         // record was durable) and the last sealed segment are each a lower bound.

@@ -295,6 +295,8 @@ fn a_new_journal_and_an_old_format_watermark_are_not_findings() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
     assert_eq!(j.open_report().watermark, None);
+    // A new journal starts with an (empty) manifest of its own: nothing was reconstructed.
+    assert!(!j.open_report().manifest_reconstructed);
     drop(j);
     write_n(dir.path(), 5);
     // The format journals wrote before the checksum: read, and rewritten at the next flush.

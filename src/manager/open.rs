@@ -294,6 +294,29 @@ impl Manager {
             )
         });
         let lost_records = opened.lost_records;
+        let mut journal_findings = Vec::new();
+        if let Some(w) = &opened.watermark {
+            journal_findings.push(w.clone());
+        }
+        for (first, last) in &opened.missing_segments {
+            journal_findings.push(format!(
+                "records {first}..={last} are lost: their sealed segment is missing"
+            ));
+        }
+        for p in &opened.unexpected_segments {
+            journal_findings.push(format!(
+                "segment file {} is not in the manifest (ignored)",
+                p.display()
+            ));
+        }
+        if opened.manifest_reconstructed {
+            journal_findings.push(
+                "the journal had no segment manifest (written before manifests existed): reconstructed from the files present".into(),
+            );
+        }
+        for f in &journal_findings {
+            tracing::warn!(finding = %f, "journal integrity");
+        }
         if let Some(t) = &tail_quarantined {
             tracing::warn!(damage = %t, "journal tail was damaged; recovered the valid prefix");
         }
@@ -339,6 +362,7 @@ impl Manager {
             records_replayed: replayed,
             tail_quarantined,
             lost_records,
+            journal_findings,
             duration: started.elapsed(),
             ..Default::default()
         };

@@ -28,6 +28,12 @@ pub struct RecoveryReport {
     /// Durable records found missing and accepted (`ManagerOptions::accept_lost_records`), as
     /// (first, last durable).
     pub lost_records: Option<(u64, u64)>,
+    /// What opening the journal found about its own integrity besides a damaged tail and lost
+    /// records, described: a missing or bad durable watermark (a lost tail could go unnoticed),
+    /// sealed segments missing (accepted with `accept_lost_records`), segment files the
+    /// manifest does not name, a segment manifest reconstructed for a journal written before
+    /// manifests existed.
+    pub journal_findings: Vec<String>,
     /// Whether the host and guest could be inspected.
     pub inspected: (bool, bool),
     /// The plan executed.
