@@ -232,12 +232,15 @@ impl Journal {
         if let Some(mark) = durable_mark {
             match &scan.report.tail_quarantined {
                 Some(t) if t.first_bad_seq <= mark => losses.push((t.first_bad_seq, mark)),
-                _ if scan.last_seq < mark => losses.push((scan.last_seq + 1, mark)),
+                _ if scan.last_seq < mark => losses.push((scan.last_seq.saturating_add(1), mark)),
                 _ => {}
             }
         }
         if let Some(cp) = newest_cp.as_ref().filter(|cp| cp.at_seq > stored_end) {
-            losses.push((stored_end + 1, cp.at_seq.max(durable_mark.unwrap_or(0))));
+            losses.push((
+                stored_end.saturating_add(1),
+                cp.at_seq.max(durable_mark.unwrap_or(0)),
+            ));
         }
         let lost = losses
             .iter()

@@ -189,7 +189,7 @@ pub fn load_state_with(
     let mut checkpoint = None;
     let mut use_cp = |at: u64, s: State| {
         state = s;
-        from = at + 1;
+        from = at.saturating_add(1);
         checkpoint = Some(at);
     };
     match crate::audit::check_newest(journal)? {

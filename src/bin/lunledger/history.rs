@@ -40,7 +40,7 @@ pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
             })?;
         start = lunledger::audit::decode_checkpoint(cp)
             .map_err(|e| CliError::Io(format!("the checkpoint at seq {}: {e}", cp.at_seq)))?;
-        from = cp.at_seq + 1;
+        from = cp.at_seq.saturating_add(1);
         note = Some(if cp.at_seq >= first {
             format!(
                 "records 1..{} were pruned; history starts from the checkpoint at seq {} (records {}..{} are retained but cannot be folded)",
