@@ -1195,13 +1195,19 @@ fn rotated_journal(dir: &Path) -> (State, Vec<lunledger::journal::SegmentInfo>) 
 #[test]
 fn deleted_sealed_history_is_a_named_loss_not_pruning() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, segments) = rotated_journal(dir.path());
+    let (live, segments) = rotated_journal(dir.path());
     std::fs::remove_dir_all(dir.path().join(lunledger::journal::segment::ARCHIVE_DIR)).unwrap();
     let d = dir.path().to_str().unwrap();
     let o = cli(&["verify", d, "--json"]);
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     let v = &json_lines(&o)[0];
     assert_eq!(v["problem"]["seq"], 1, "{v}");
+    // The range is the journal's, lost history included: not "empty".
+    assert_eq!(
+        (v["first_seq"].as_u64(), v["last_seq"].as_u64()),
+        (Some(1), Some(live.last_seq)),
+        "{v}"
+    );
     let segs: Vec<(u64, &str)> = v["problems"]
         .as_array()
         .unwrap()

@@ -225,13 +225,20 @@ pub fn run(v: &VerifyArgs) -> CliResult {
     let out = Report {
         ok: problems.is_empty(),
         records_checked: report.records_checked,
-        first_seq: report.first_seq,
-        last_seq: report.last_seq.max(
-            opened
-                .tail_quarantined
-                .as_ref()
-                .map(|t| t.first_bad_seq + t.records - 1),
-        ),
+        // The range the journal spans, lost segments included (not only what could be read).
+        first_seq: match (report.first_seq, snap.journal().first_seq().ok().flatten()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        last_seq: report
+            .last_seq
+            .max(
+                opened
+                    .tail_quarantined
+                    .as_ref()
+                    .map(|t| t.first_bad_seq + t.records - 1),
+            )
+            .max(Some(snap.journal().last_seq()).filter(|s| *s > 0)),
         records_folded: folded,
         problem: problems.first().cloned(),
         problems,
