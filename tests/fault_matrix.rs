@@ -117,12 +117,24 @@ fn step_of(call: &SimCall) -> Option<(Step, Target)> {
     })
 }
 
-/// Installs an observer that records every backend call whose intent record is not durable
-/// when the call is made (the write-ahead rule says there is none).
-fn watch(vm: &SimVm) -> (Watched, Arc<Mutex<Vec<String>>>) {
+/// A VM-changing call as the observer saw it: what the journal had appended and made durable
+/// at that moment.
+#[derive(Clone, Debug)]
+struct SeenCall {
+    call: SimCall,
+    durable: u64,
+    last: u64,
+}
+
+type Seen = Arc<Mutex<Vec<SeenCall>>>;
+
+/// Installs an observer that notes, for every VM-changing call, how far the journal was
+/// durable when it was made. The records are looked at later, in the reopened journal (a
+/// failed sled refuses reads, and what matters is what survived): see [`check_write_ahead`].
+fn watch(vm: &SimVm) -> (Watched, Seen) {
     let journal: Watched = Arc::new(Mutex::new(None));
-    let violations = Arc::new(Mutex::new(Vec::new()));
-    let (j, v) = (journal.clone(), violations.clone());
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let (j, v) = (journal.clone(), seen.clone());
     vm.set_observer(Arc::new(move |call| {
         if step_of(call).is_none() && !matches!(call, SimCall::Grant { .. }) {
             return;
@@ -134,26 +146,52 @@ fn watch(vm: &SimVm) -> (Watched, Arc<Mutex<Vec<String>>>) {
         let Some(j) = j.lock().unwrap().clone() else {
             return;
         };
-        let durable = j.durable_seq();
-        // After a sled failpoint fires, sled refuses every read: the records cannot be looked
-        // at then (the call itself was checked by the durable wait before it, or not made).
-        let Ok(recs) = j.newest(32) else {
-            return;
-        };
-        let intent = recs.into_iter().rev().find(|r| is_intent_of(call, r));
-        match intent {
-            Some(r) if r.seq <= durable => {}
-            Some(r) => v.lock().unwrap().push(format!(
-                "{call:?} made with its intent (seq {}) not durable (durable up to {durable})",
-                r.seq
-            )),
-            None => v
-                .lock()
-                .unwrap()
-                .push(format!("{call:?} made without an intent record")),
-        }
+        v.lock().unwrap().push(SeenCall {
+            call: call.clone(),
+            durable: j.durable_seq(),
+            last: j.last_seq(),
+        });
     }));
-    (journal, violations)
+    (journal, seen)
+}
+
+/// The write-ahead rule, checked against the journal as reopened after the fault: every call
+/// made had its intent record (the newest matching one appended before the call) stored and
+/// durable when the call was made.
+fn check_write_ahead(reopened: &Journal, seen: &[SeenCall]) -> Result<(), String> {
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<Record> = reopened
+        .read_from(1)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reading the reopened journal: {e}"))?;
+    let mut bad = Vec::new();
+    for s in seen {
+        let intent = records
+            .iter()
+            .rev()
+            .filter(|r| r.seq <= s.last)
+            .find(|r| is_intent_of(&s.call, r));
+        match intent {
+            Some(r) if r.seq <= s.durable => {}
+            Some(r) => bad.push(format!(
+                "{:?} made with its intent (seq {}) not durable (durable up to {})",
+                s.call, r.seq, s.durable
+            )),
+            None => bad.push(format!(
+                "{:?} made and its intent is not in the journal",
+                s.call
+            )),
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "backend calls outside the write-ahead rule: {bad:?}"
+        ))
+    }
 }
 
 /// Runs one (scenario, point, fault, mode) case; `Ok(true)` when the fault fired.
@@ -165,7 +203,7 @@ async fn one_case(
 ) -> Result<bool, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let vm = SimVm::new();
-    let (watched, violations) = watch(&vm);
+    let (watched, seen) = watch(&vm);
     let hook = Arc::new(ArmAt {
         target: k,
         fault,
@@ -202,12 +240,10 @@ async fn one_case(
     }
     faults::disarm();
     vm.clear_faults();
-    let v = violations.lock().unwrap().clone();
-    if !v.is_empty() {
-        return Err(format!("backend calls outside the write-ahead rule: {v:?}"));
-    }
     // The fault is gone: the same journal and VM recover.
     let m = reopen(dir.path(), &vm, mode).await?;
+    let seen = seen.lock().unwrap().clone();
+    check_write_ahead(m.journal(), &seen)?;
     let what = format!("{fault:?} at point {k} ({mode:?})");
     check_recovered(&m, &vm, &held, &what).await;
     release_all_and_check_empty(&m, &vm, &what).await;

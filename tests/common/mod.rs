@@ -1,7 +1,11 @@
 //! Helpers shared by the manager's integration tests.
 #![allow(dead_code)]
 
+// The fuzz crate borrows this module by path (fuzz/src/lib.rs) and sets `lunledger_fuzz`: it
+// has neither the `lunledger` binary nor the dev-dependencies these two need.
+#[cfg(not(lunledger_fuzz))]
 pub mod cli;
+#[cfg(not(lunledger_fuzz))]
 pub mod observer;
 pub mod scenarios;
 

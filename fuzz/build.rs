@@ -1,0 +1,6 @@
+//! Tells the test helpers borrowed from the main crate (tests/common) that they are built for
+//! the fuzz crate, which lacks the `lunledger` binary and some dev-dependencies.
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(lunledger_fuzz)");
+    println!("cargo::rustc-cfg=lunledger_fuzz");
+}
