@@ -69,7 +69,8 @@ fn decode_payload(payload: &[u8]) -> Result<Record, JournalError> {
     let schema = peek_schema(payload)?;
     match schema {
         1 => decode_v1(payload),
-        2 => decode_v2(payload),
+        // 3 added vocabulary only: the same envelope as 2.
+        2 | 3 => decode_v2(payload),
         s if s > SCHEMA_VERSION => Err(JournalError::NewerSchema {
             found: s,
             supported: SCHEMA_VERSION,
@@ -169,10 +170,8 @@ mod tests {
         assert!(
             matches!(
                 e,
-                JournalError::NewerSchema {
-                    found: 3,
-                    supported: 2
-                }
+                JournalError::NewerSchema { found, supported }
+                    if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION
             ),
             "{e}"
         );
