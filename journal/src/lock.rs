@@ -31,7 +31,7 @@ impl DirLock {
             .open(&path)
             .and_then(|f| crate::faults::check(crate::faults::Site::LockFile).map(|()| f))
             .map_err(|e| JournalError::storage_io("opening the lock file", &path, e))?;
-        check_regular(&file, &path)?;
+        crate::safe_fs::check_regular(&file, &path)?;
         // SAFETY: flock on a valid, owned file descriptor has no memory-safety preconditions.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -88,20 +88,6 @@ impl SharedLock {
         }
         Err(JournalError::io(&path, err))
     }
-}
-
-fn check_regular(file: &File, path: &Path) -> Result<(), JournalError> {
-    let meta = file.metadata().map_err(|e| JournalError::io(path, e))?;
-    if meta.file_type().is_file() {
-        return Ok(());
-    }
-    Err(JournalError::BadEntry {
-        path: path.to_path_buf(),
-        what: format!(
-            "is {}, not a regular file",
-            crate::safe_fs::kind_name(&meta.file_type())
-        ),
-    })
 }
 
 /// The pid of another process holding an flock on `file`, from `/proc/locks` (Linux), if it says.

@@ -51,6 +51,13 @@ pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, u64)>, JournalEr
         }
         Err(e) => return Err(JournalError::io(path, e)),
     };
+    let len = check_regular(&file, path)?;
+    Ok(Some((file, len)))
+}
+
+/// Checks that an opened `file` (at `path`) is a regular file (`fstat`, so what was opened is
+/// what is checked); returns its size.
+pub(crate) fn check_regular(file: &File, path: &Path) -> Result<u64, JournalError> {
     let meta = file.metadata().map_err(|e| JournalError::io(path, e))?;
     if !meta.file_type().is_file() {
         return Err(JournalError::BadEntry {
@@ -58,7 +65,7 @@ pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, u64)>, JournalEr
             what: format!("is {}, not a regular file", kind_name(&meta.file_type())),
         });
     }
-    Ok(Some((file, meta.len())))
+    Ok(meta.len())
 }
 
 /// Reads the whole of a regular file of at most `max` bytes; `Ok(None)` when it does not exist.

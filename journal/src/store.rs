@@ -205,10 +205,7 @@ impl Journal {
         // What must be stored: the watermark, the newest checkpoint (written only once its
         // record was durable) and the last sealed segment are each a lower bound.
         let newest_cp = crate::checkpoint::latest_checkpoint_in(&active.checkpoints)?;
-        let stored_end = active
-            .last_seq()?
-            .unwrap_or(0)
-            .max(segments.last().map(|s| s.last).unwrap_or(0));
+        let stored_end = stored_end(&active, &segments)?;
         let durable_mark = match mark {
             crate::watermark::Mark::Value(v) => Some(v),
             _ => None,
@@ -540,6 +537,14 @@ impl Journal {
     pub fn set_rotation_fault(&self, step: u8) {
         self.shared().rotation_fault.store(step, Ordering::SeqCst);
     }
+}
+
+/// The last sequence number stored: in the active generation, or else in the sealed segments.
+pub(crate) fn stored_end(active: &Active, segments: &[SegmentInfo]) -> Result<u64, JournalError> {
+    Ok(active
+        .last_seq()?
+        .unwrap_or(0)
+        .max(segments.last().map(|s| s.last).unwrap_or(0)))
 }
 
 /// What is wrong with the durable watermark `mark` of a journal that `existed` before this

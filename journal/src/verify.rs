@@ -142,11 +142,7 @@ impl Journal {
                 );
             }
         }
-        let stored_end = view
-            .active
-            .last_seq()?
-            .unwrap_or(0)
-            .max(view.segments.last().map(|s| s.last).unwrap_or(0));
+        let stored_end = crate::store::stored_end(&view.active, &view.segments)?;
         let newest_cp = crate::checkpoint::latest_checkpoint_in(&view.active.checkpoints)
             .ok()
             .flatten();

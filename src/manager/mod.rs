@@ -60,9 +60,9 @@ pub(crate) struct Inner {
     pub(crate) failed_steps: Mutex<HashMap<Target, BackendError>>,
     pub(crate) opts: ManagerOptions,
     last_recovery: Mutex<Option<RecoveryReport>>,
-    last_checkpoint: Mutex<u64>,
-    /// Held while a checkpoint is written (see `maybe_checkpoint`).
-    pub(crate) checkpointing: tokio::sync::Mutex<()>,
+    /// The sequence number of the last checkpoint written, held while one is written (see
+    /// `maybe_checkpoint`).
+    last_checkpoint: tokio::sync::Mutex<u64>,
     /// Unmount, unplug and detach calls that succeeded. Recovery runs before the manager is
     /// handed to any caller, so its share is the difference across it.
     pub(crate) teardown_steps: AtomicU64,
@@ -315,11 +315,10 @@ impl Inner {
         // One checkpoint at a time, and never an older one after a newer: two operations ending
         // together would otherwise race, and the older one could name a record the newer one's
         // pruning had just removed.
-        let _one = self.checkpointing.lock().await;
+        let mut last = self.last_checkpoint.lock().await;
         let (at, blob) = {
             let st = self.state();
-            let last = *lock(&self.last_checkpoint);
-            if st.last_seq < last + every {
+            if st.last_seq < *last + every {
                 return Ok(());
             }
             let blob = rmp_serde::to_vec(&*st)
@@ -340,7 +339,7 @@ impl Inner {
         .await
         .map_err(|e| Error::Internal(format!("checkpoint task: {e}")))?;
         match written {
-            Ok(()) => *lock(&self.last_checkpoint) = at,
+            Ok(()) => *last = at,
             // A checkpoint or rotation that failed on storage leaves the journal's files in a
             // state only a reopen sorts out: fail-stop, as for any other journal write.
             Err(

@@ -343,8 +343,7 @@ impl Manager {
             opts: opts.clone(),
             last_recovery: Mutex::new(None),
             teardown_steps: AtomicU64::new(0),
-            last_checkpoint: Mutex::new(last_checkpoint),
-            checkpointing: tokio::sync::Mutex::new(()),
+            last_checkpoint: tokio::sync::Mutex::new(last_checkpoint),
         });
         if inner.state().config.as_ref() != Some(&opts.config) {
             let op = inner.start_op(OpKind::Configure)?;
