@@ -35,8 +35,7 @@ pub struct CheckpointAudit {
 
 /// Decodes a checkpoint's state; `Err` says what is wrong with it.
 pub fn decode_checkpoint(cp: &Checkpoint) -> std::result::Result<State, String> {
-    let s: State =
-        rmp_serde::from_slice(&cp.blob).map_err(|e| format!("its state does not decode: {e}"))?;
+    let s = lunledger_recovery::decode_checkpoint(&cp.blob).map_err(|e| e.to_string())?;
     if s.last_seq != cp.at_seq {
         return Err(format!(
             "its state is as of seq {}, not {}",

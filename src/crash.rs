@@ -2,7 +2,7 @@
 //! the manager stops exactly there, as if the process died: no further record is journaled and no
 //! further backend call is made.
 
-use lunledger_journal::{OpId, Step, Target};
+use lunledger_model::{OpId, Step, Target};
 use std::fmt;
 
 /// Where, relative to a step, the manager is.

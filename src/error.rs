@@ -1,7 +1,7 @@
 //! The manager's typed errors. Each says what went wrong and where (step, slot, path).
 
 use crate::backend::BackendError;
-use lunledger_journal::{HandleId, Slot, Step};
+use lunledger_model::{HandleId, Slot, Step};
 use std::path::PathBuf;
 
 /// Any error the manager returns.
@@ -93,7 +93,7 @@ pub enum Error {
     #[error("operation {op} stopped: the journal failed: {source}")]
     JournalFailed {
         /// The operation that was waiting.
-        op: lunledger_journal::OpId,
+        op: lunledger_model::OpId,
         /// What the journal met (for a full or failing disk, a `JournalError::Storage` naming
         /// what it was doing, the file or directory, and the OS error).
         #[source]

@@ -16,12 +16,14 @@ mod request;
 pub mod vm;
 
 pub use error::{Error, Result};
-pub use journal::{DiskKind, Durability, ManagerConfig, Slot};
 pub use lunledger_journal as journal;
+pub use lunledger_journal::Durability;
+pub use lunledger_model as model;
 pub use lunledger_recovery as recovery;
 pub use manager::{
     load_state, load_state_with, observe, validate_config, AttachmentInfo, Manager, ManagerOptions,
     MountInfo, RecoveryReport,
 };
+pub use model::{DiskKind, ManagerConfig, Slot};
 pub use mount::Mount;
 pub use request::{parse_evd_path, DiskRequest, MountConfig};

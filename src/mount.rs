@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::manager::Inner;
-use lunledger_journal::{HandleId, Slot};
+use lunledger_model::{HandleId, Slot};
 use lunledger_recovery::Handle;
 use std::fmt;
 use std::sync::{Arc, Weak};

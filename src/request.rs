@@ -1,7 +1,7 @@
 //! What callers pass to the add calls: the disk, its optional mount, and labels.
 
 use crate::error::{Error, Result};
-use lunledger_journal::{DiskKind, DiskSpec, MountSpec};
+use lunledger_model::{DiskKind, DiskSpec, MountSpec};
 
 /// How to mount a disk in the guest (hcsshim's `MountConfig`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

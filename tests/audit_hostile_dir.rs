@@ -7,7 +7,7 @@
 //! its temporary directory. A signal in the middle of a replay leaves nothing either.
 
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::ManagerConfig;
+use lunledger::model::ManagerConfig;
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

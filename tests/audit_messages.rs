@@ -234,7 +234,7 @@ fn verify_with_key_and_anchor_catches_a_forged_record() {
         let recs = db.open_tree("records").unwrap();
         let (k_last, v) = recs.last().unwrap().unwrap();
         let mut rec = lunledger::journal::decode_record(&v).unwrap();
-        rec.event = lunledger::journal::Event::OpFailed {
+        rec.event = lunledger::model::Event::OpFailed {
             error: "forged".into(),
         };
         recs.insert(k_last, lunledger::journal::encode_record(&rec))

@@ -3,10 +3,8 @@
 //! the raw records (`Journal::read_from`) and the library's own fold.
 
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
-use lunledger::journal::{
-    Event, HandleId, Journal, JournalOptions, ManagerConfig, OpId, OpKind, Record, Slot, Step,
-    Target,
-};
+use lunledger::journal::{Journal, JournalOptions, Record};
+use lunledger::model::{Event, HandleId, ManagerConfig, OpId, OpKind, Slot, Step, Target};
 use lunledger::recovery::State;
 use lunledger::{DiskRequest, Manager, MountConfig};
 use serde_json::Value;
@@ -1139,7 +1137,7 @@ fn live_copies_taken_while_the_journal_rotates_are_whole() {
 #[test]
 fn status_lists_the_last_recoverys_drift_once() {
     use lunledger::backend::sim::SimAttachment;
-    use lunledger::journal::{DiskKind, DiskSpec};
+    use lunledger::model::{DiskKind, DiskSpec};
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("vm.json");
     let jdir = dir.path().join("journal");

@@ -15,7 +15,7 @@ use common::*;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::backend::BackendError;
 use lunledger::crash::{Boundary, CrashHook, CrashPoint, Site};
-use lunledger::journal::{HandleId, Step};
+use lunledger::model::{HandleId, Step};
 use lunledger::{Error, Manager, ManagerOptions};
 use std::path::Path;
 use std::sync::Arc;

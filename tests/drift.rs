@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use lunledger::backend::sim::{SimAttachment, SimVm};
-use lunledger::journal::{DiskKind, DiskSpec, Drift, Slot};
+use lunledger::model::{DiskKind, DiskSpec, Drift, Slot};
 use lunledger::recovery::AttachPhase;
 use lunledger::{DiskRequest, ManagerOptions, MountConfig};
 
@@ -111,7 +111,7 @@ async fn drift_does_not_accumulate_across_recoveries() {
 #[tokio::test]
 async fn an_unknown_mount_on_our_slot_is_unmounted_and_others_are_reported() {
     use lunledger::backend::sim::SimMount;
-    use lunledger::journal::MountSpec;
+    use lunledger::model::MountSpec;
     let dir = tempdir();
     let vm = SimVm::new();
     let (slot, attach, path) = {

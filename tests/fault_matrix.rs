@@ -17,9 +17,8 @@ use common::scenarios::*;
 use lunledger::backend::sim::{SimCall, SimVm};
 use lunledger::crash::{CrashHook, CrashPoint};
 use lunledger::journal::faults::{self, Site};
-use lunledger::journal::{
-    Durability, Event, HandleId, Journal, JournalError, OpKind, Record, Step, Target,
-};
+use lunledger::journal::{Durability, Journal, JournalError, Record};
+use lunledger::model::{Event, HandleId, OpKind, Step, Target};
 use lunledger::{Error, Manager, ManagerOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

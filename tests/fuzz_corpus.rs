@@ -113,7 +113,8 @@ fn open_journal_dir_template_is_intact() {
 /// reopens on 8 threads) fails in most runs.
 #[test]
 fn journal_reopens_right_after_close() {
-    use lunledger::journal::{Event, Journal, JournalOptions};
+    use lunledger::journal::{Journal, JournalOptions};
+    use lunledger::model::Event;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let template = targets::open_journal_dir::template();
     let failures = AtomicUsize::new(0);
@@ -175,6 +176,7 @@ fn write_seed(target: &str, name: &str, bytes: &[u8]) {
 
 fn decode_record_seeds() {
     use lunledger::journal::*;
+    use lunledger::model::*;
     let slot = Slot::new(1, 2);
     let disk = DiskSpec {
         path: "/d/0".into(),

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::HandleId;
+use lunledger::model::HandleId;
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use std::collections::BTreeSet;
 use std::path::Path;

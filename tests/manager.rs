@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use lunledger::backend::sim::{FaultPlan, SimCall, SimOp, SimVm};
-use lunledger::journal::{Event, ManagerConfig, Slot, Step};
+use lunledger::model::{Event, ManagerConfig, Slot, Step};
 use lunledger::{DiskRequest, Error, ManagerOptions, MountConfig};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -14,7 +14,7 @@ mod common;
 mod model;
 
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::{ManagerConfig, Slot};
+use lunledger::model::{ManagerConfig, Slot};
 use lunledger::{DiskRequest, Error, Manager, Mount, MountConfig};
 use model::{AddArgs, AddFault, Kind, MountChoice, Op, ReleaseFault};
 use proptest::prelude::*;
@@ -609,7 +609,8 @@ async fn failed_unmount_state_satisfies_the_invariants() {
 /// so this test writes that journal tail directly.
 #[tokio::test]
 async fn recovery_finishes_a_release_whose_release_started_record_was_lost() {
-    use lunledger::journal::{Event, Journal, JournalOptions, OpKind};
+    use lunledger::journal::{Journal, JournalOptions};
+    use lunledger::model::{Event, OpKind};
     let dir = common::tempdir();
     let vm = SimVm::new();
     let cfg = model::harness_config();

@@ -11,7 +11,7 @@ mod conformance;
 
 use lunledger::backend::qemu::{QemuGuest, QemuHost};
 use lunledger::backend::{GuestBackend, HostBackend};
-use lunledger::journal::{DiskKind, DiskSpec, Slot};
+use lunledger::model::{DiskKind, DiskSpec, Slot};
 use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

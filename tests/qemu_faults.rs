@@ -14,7 +14,7 @@ mod common;
 use common::observer;
 use lunledger::backend::qemu::{QemuGuest, QemuGuestOptions, QemuHost, QemuHostOptions};
 use lunledger::backend::{BackendError, GuestBackend, HostBackend};
-use lunledger::journal::{ManagerConfig, Step};
+use lunledger::model::{ManagerConfig, Step};
 use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::{DiskRequest, Error, Manager, ManagerOptions, MountConfig};
 use std::future::Future;
@@ -445,7 +445,7 @@ async fn qemu_killed_under_a_running_manager() {
         report
             .drift
             .iter()
-            .any(|d| matches!(d, lunledger::journal::Drift::MissingAttachment { .. })),
+            .any(|d| matches!(d, lunledger::model::Drift::MissingAttachment { .. })),
         "the lost attachment is not reported: {:?}",
         report.drift
     );
@@ -487,7 +487,7 @@ async fn qemu_killed_under_a_running_manager() {
     ignore = "needs QEMU: run scripts/test-all.sh"
 )]
 async fn qemu_killed_between_shim_runs_then_a_new_vm() {
-    use lunledger::journal::Drift;
+    use lunledger::model::Drift;
     let shared = tempfile::tempdir().expect("temp dir");
     let journal = shared.path().join("journal");
     let (disks, slots, mount_path) = {

@@ -5,7 +5,7 @@
 
 use lunledger::backend::qemu::{names, QemuError, QemuHost, QmpClient};
 use lunledger::backend::{AttachRequest, BackendError, DetachRequest, HostAttachment, HostBackend};
-use lunledger::journal::{AttachId, DiskKind, DiskSpec, Slot};
+use lunledger::model::{AttachId, DiskKind, DiskSpec, Slot};
 use lunledger::vm::{QemuVm, QemuVmOptions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -646,7 +646,7 @@ async fn qmp_client_is_alone_on_its_monitor_and_reconnects_after_qemu_restarts()
 )]
 async fn open_refuses_a_configuration_naming_controllers_the_vm_lacks() {
     use lunledger::backend::sim::SimVm;
-    use lunledger::journal::ManagerConfig;
+    use lunledger::model::ManagerConfig;
     use lunledger::{Error, Manager};
     use std::sync::Arc;
 

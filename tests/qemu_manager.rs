@@ -24,7 +24,7 @@ mod common;
 use common::{assert_replay_equals_live, observer, Victim};
 use lunledger::backend::qemu::{hooks, QemuGuest, QemuHost, QgaClient, SequenceHook};
 use lunledger::backend::{GuestBackend, HostBackend};
-use lunledger::journal::{HandleId, ManagerConfig};
+use lunledger::model::{HandleId, ManagerConfig};
 use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use std::collections::{BTreeMap, BTreeSet};

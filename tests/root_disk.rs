@@ -10,7 +10,7 @@ mod common;
 
 use common::scenarios::{check_recovered, release_all_and_check_empty};
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::HandleId;
+use lunledger::model::HandleId;
 use lunledger::{DiskRequest, Error, Manager, ManagerOptions, MountConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;

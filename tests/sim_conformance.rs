@@ -9,7 +9,7 @@ use lunledger::backend::sim::{SimOp, SimVm};
 use lunledger::backend::{
     AttachRequest, BackendError, DetachRequest, GuestBackend, HostBackend, HostView, MountRequest,
 };
-use lunledger::journal::{DiskKind, DiskSpec, MountSpec, Slot};
+use lunledger::model::{DiskKind, DiskSpec, MountSpec, Slot};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

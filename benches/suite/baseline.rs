@@ -14,7 +14,7 @@
 //! journal, crash-safe before every backend call too.
 
 use lunledger::backend::{AttachRequest, DetachRequest, GuestBackend, HostBackend, MountRequest};
-use lunledger::journal::{DiskKind, DiskSpec, ManagerConfig, MountSpec, Slot};
+use lunledger::model::{DiskKind, DiskSpec, ManagerConfig, MountSpec, Slot};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{self, File};

@@ -2,7 +2,8 @@
 //! msgpack `bin` (as `serde_bytes` would) instead of serde's default 32-element integer tuple.
 //! Only used to time decoding in the bench; the journal's format is not touched.
 
-use lunledger::journal::{Event, Record};
+use lunledger::journal::Record;
+use lunledger::model::Event;
 use serde::de::{Error as _, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;

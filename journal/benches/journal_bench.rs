@@ -9,6 +9,7 @@
 //! Rounds are interleaved and medians taken, since the machine is noisy.
 
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::io::Write;
 use std::time::Instant;
 

@@ -8,7 +8,7 @@
 //! and open removes them.
 
 use crate::error::JournalError;
-use crate::model::Durability;
+use crate::options::Durability;
 use crate::segment::sync_dir;
 use crate::stats::Counters;
 use crate::store::{TREE_CHECKPOINTS, TREE_META, TREE_QUARANTINE, TREE_RECORDS};

@@ -132,7 +132,7 @@ fn peek_schema(payload: &[u8]) -> Result<u16, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
+    use lunledger_model::Event;
 
     fn rec(schema: u16) -> Record {
         Record {

@@ -89,9 +89,6 @@ pub enum JournalError {
     /// The journal's writer has stopped (the journal is shutting down).
     #[error("journal closed")]
     Closed,
-    /// No manager configuration has been stored in this journal.
-    #[error("no manager configuration stored in the journal")]
-    ConfigMissing,
     /// A wait for a sequence number that was never assigned (it would never complete).
     #[error("sequence number {seq} was never assigned (last assigned is {last})")]
     NotAssigned {

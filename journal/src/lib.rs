@@ -1,14 +1,14 @@
-//! `lunledger-journal`: the event vocabulary, record framing and schema versions, the sled store
+//! `lunledger-journal`: record framing and schema versions for the model's events, the sled store
 //! with durable group-committed appends, checkpoints and retention, and integrity verification.
 //!
-//! This crate knows nothing of managers: it stores and returns events.
+//! This crate knows nothing of managers: it stores, verifies and returns records of
+//! [`lunledger_model::Event`]s.
 //!
 //! # Layout on disk
 //! `dir/LOCK` (flock, exclusive use); the active sled generation (sled 0.34): `dir/sled/`
 //! (generation 0) or `dir/sled-<n:06>/`, named by `dir/CURRENT` (absent: `sled`); its `db` is
 //! the data file that `Durability::Sync` fdatasyncs. sled trees: `records` (big-endian seq →
-//! stored record), `checkpoints` (big-endian seq → chain hash ‖ blob), `meta` (configuration,
-//! pruning anchor, quarantine epoch, segment manifest), `quarantine` (epoch ‖ seq → damaged
+//! stored record), `checkpoints` (big-endian seq → chain hash ‖ blob), `meta` (pruning anchor, quarantine epoch, segment manifest), `quarantine` (epoch ‖ seq → damaged
 //! stored bytes, never deleted). `dir/archive/<first>-<last>.seg`: sealed history, the stored
 //! bytes of every record before the active generation (see [`segment`]); which segments must be
 //! there is the manifest's word, not the directory listing's (see `manifest.rs`).
@@ -50,12 +50,10 @@ pub mod checkpoint;
 pub mod codec;
 pub mod copy;
 pub mod error;
-pub mod event;
 pub mod faults;
 pub mod iter;
 pub mod lock;
 mod manifest;
-pub mod model;
 pub mod options;
 pub mod readonly;
 pub mod record;
@@ -74,13 +72,8 @@ mod writer;
 pub use checkpoint::{Checkpoint, PruneReport, Retention};
 pub use codec::{decode_record, decode_record_hashed, encode_record};
 pub use error::JournalError;
-pub use event::{Drift, Event, OpKind, Resolution, Step, Target};
 pub use iter::{RecordIter, Tail};
-pub use model::{
-    AttachId, DiskKind, DiskSpec, Durability, HandleId, ManagerConfig, MountId, MountSpec, OpId,
-    Slot,
-};
-pub use options::JournalOptions;
+pub use options::{Durability, JournalOptions};
 pub use record::{ChainHash, Record, HASH_LEN, SCHEMA_VERSION};
 pub use recover::{OpenReport, TailDamage};
 pub use seal::{Head, SealCheck, SealKey};

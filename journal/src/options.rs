@@ -1,7 +1,17 @@
 //! How a journal is opened: durability mode, cache size, sled's background flush interval and
 //! when history is sealed into archive segments.
 
-use crate::model::Durability;
+use serde::{Deserialize, Serialize};
+
+/// How much an acknowledged durable append survives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Durability {
+    /// sled `flush()` (pwrite + sync_file_range): survives a crash of the process, not power loss.
+    #[default]
+    Flush,
+    /// `flush()` then fdatasync of sled's data file: survives power loss.
+    Sync,
+}
 
 /// Options for [`crate::Journal::open`].
 #[derive(Clone, Debug, PartialEq, Eq)]

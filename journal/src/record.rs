@@ -1,7 +1,7 @@
 //! The record envelope: what one journal entry holds around its event.
 
-use crate::event::Event;
-use crate::model::OpId;
+use lunledger_model::Event;
+use lunledger_model::OpId;
 use serde::{Deserialize, Serialize};
 
 /// The schema version this build writes. Records with a newer version are refused with a typed
@@ -59,5 +59,17 @@ impl From<RecordV1> for Record {
             event: r.event,
             prev_hash: r.prev_hash,
         }
+    }
+}
+
+impl lunledger_model::Entry for Record {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn op(&self) -> OpId {
+        self.op
+    }
+    fn event(&self) -> &Event {
+        &self.event
     }
 }

@@ -5,8 +5,8 @@
 //! just before each (the crash-point tests stop at every one):
 //! 1. seal: records from the active generation's first up to the checkpoint go into a segment,
 //!    fsynced. Before: nothing happened.
-//! 2. build: generation `n+1` gets the configuration, pruning anchor, the segment manifest
-//!    naming the new segment, quarantine, the checkpoint (and the one before it) and the records
+//! 2. build: generation `n+1` gets the `meta` tree (pruning anchor, the segment manifest
+//!    naming the new segment), quarantine, the checkpoint (and the one before it) and the records
 //!    after it (copied while appends go on). Before: the new segment repeats
 //!    records generation `n` still holds; open removes it.
 //! 3. commit: with the writer paused between batches, the last records are copied, generation

@@ -4,16 +4,17 @@
 use crate::active::Active;
 use crate::codec::{chain_hash, decode_record, key_seq};
 use crate::error::JournalError;
-use crate::event::Event;
 use crate::iter::{RawIter, RecordIter, Tail};
 use crate::lock::DirLock;
-use crate::model::{Durability, ManagerConfig, OpId};
+use crate::options::Durability;
 use crate::options::JournalOptions;
 use crate::record::{ChainHash, Record};
 use crate::recover::{scan_on_open, OpenReport};
 use crate::segment::SegmentInfo;
 use crate::stats::{Counters, JournalStats};
 use crate::writer::{DurableState, Queue, Status};
+use lunledger_model::Event;
+use lunledger_model::OpId;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -28,7 +29,6 @@ pub(crate) const TREE_RECORDS: &str = "records";
 pub(crate) const TREE_CHECKPOINTS: &str = "checkpoints";
 pub(crate) const TREE_META: &str = "meta";
 pub(crate) const TREE_QUARANTINE: &str = "quarantine";
-pub(crate) const META_CONFIG: &[u8] = b"config";
 pub(crate) const META_ANCHOR: &[u8] = b"anchor";
 pub(crate) const META_QUARANTINE_EPOCH: &[u8] = b"quarantine_epoch";
 /// The keyed seal of the head (see [`crate::seal`]).
@@ -99,11 +99,6 @@ impl Shared {
     /// The view, write-locked: the writer waits between batches until it is dropped.
     pub fn view_write(&self) -> RwLockWriteGuard<'_, View> {
         self.view.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes everything handed to the active generation durable under the configured mode.
-    pub fn flush_durable(&self) -> Result<(), JournalError> {
-        self.active().flush_durable(self.durability, &self.counters)
     }
 }
 
@@ -330,36 +325,6 @@ impl Journal {
     /// The journal directory.
     pub fn dir(&self) -> &Path {
         &self.inner.shared.dir
-    }
-
-    /// The manager configuration stored in the journal, if any.
-    pub fn stored_config(&self) -> Result<Option<ManagerConfig>, JournalError> {
-        match self.inner.shared.active().meta.get(META_CONFIG)? {
-            None => Ok(None),
-            Some(v) => rmp_serde::from_slice(&v)
-                .map(Some)
-                .map_err(|e| JournalError::Decode {
-                    seq: None,
-                    what: format!("stored configuration: {e}"),
-                }),
-        }
-    }
-
-    /// The stored manager configuration, or [`JournalError::ConfigMissing`] when none is stored.
-    pub fn require_config(&self) -> Result<ManagerConfig, JournalError> {
-        self.stored_config()?.ok_or(JournalError::ConfigMissing)
-    }
-
-    /// Stores the manager configuration, durable (under the journal's mode) before returning.
-    pub fn store_config(&self, cfg: &ManagerConfig) -> Result<(), JournalError> {
-        let s = self.shared();
-        if s.halted.load(Ordering::SeqCst) {
-            return Err(JournalError::Halted);
-        }
-        let bytes = rmp_serde::to_vec(cfg).map_err(|e| JournalError::Internal(e.to_string()))?;
-        let _m = lock(&s.maint);
-        s.active().meta.insert(META_CONFIG, bytes)?;
-        s.flush_durable()
     }
 
     /// Appends one record without waiting: assigns and returns its sequence number (gap-free, in

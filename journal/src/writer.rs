@@ -8,11 +8,11 @@
 
 use crate::codec::{chain_hash, encode_record, seq_key};
 use crate::error::JournalError;
-use crate::event::Event;
-use crate::model::OpId;
 use crate::record::{ChainHash, Record, SCHEMA_VERSION};
 use crate::stats::Counters;
 use crate::store::{lock, panic_msg, Shared};
+use lunledger_model::Event;
+use lunledger_model::OpId;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use lunledger_journal::*;
+use lunledger_model::*;
 
 #[test]
 fn every_event_round_trips_through_the_store_and_the_codec() {
@@ -74,27 +75,6 @@ fn restart_keeps_seq_and_chain() {
         vec![4, 5, 6]
     );
     assert_eq!(j.read_range(6, 4).count(), 0);
-}
-
-#[test]
-fn config_is_stored_durably() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = ManagerConfig {
-        reserved: vec![Slot::new(0, 0)],
-        ..ManagerConfig::lcow_default()
-    };
-    {
-        let j = Journal::open(dir.path(), opts()).unwrap();
-        assert_eq!(j.stored_config().unwrap(), None);
-        assert!(matches!(
-            j.require_config(),
-            Err(JournalError::ConfigMissing)
-        ));
-        j.store_config(&cfg).unwrap();
-        assert!(j.stats().flushes >= 1);
-    }
-    let j = Journal::open(dir.path(), opts()).unwrap();
-    assert_eq!(j.stored_config().unwrap(), Some(cfg));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,9 +26,6 @@ fn build_pristine(dir: &Path) -> Vec<Record> {
     // Two process lifetimes, so sled leaves a snapshot file as well as its log.
     for round in 0..2u64 {
         let j = Journal::open(dir, opts()).unwrap();
-        if round == 0 {
-            j.store_config(&ManagerConfig::lcow_default()).unwrap();
-        }
         for i in round * 60..(round + 1) * 60 {
             j.append(i / 4, evs[i as usize % evs.len()].clone())
                 .unwrap();
@@ -102,7 +100,6 @@ fn check_damaged(dir: &Path, pristine: &[Record], tally: &mut Tally, case: &str)
             }
         }
         let v = j.verify();
-        let _ = j.stored_config();
         let _ = j.latest_checkpoint();
         match (read_err, v) {
             (None, Ok(v)) if v.problem.is_none() => {

@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::path::Path;
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::collections::BTreeSet;
 
 async fn run(durability: Durability) {

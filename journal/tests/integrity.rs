@@ -7,6 +7,7 @@ mod common;
 use common::read_all;
 use lunledger_journal::store::{CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::path::Path;
 use std::time::Duration;
 

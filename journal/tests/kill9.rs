@@ -2,6 +2,7 @@
 //! and the journal reopens with an intact chain.
 
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@ mod common;
 
 use common::read_all;
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! other journal's writer is running).
 
 use lunledger_journal::*;
+use lunledger_model::*;
 
 fn writer_threads() -> usize {
     std::fs::read_dir("/proc/self/task")

@@ -13,6 +13,7 @@
 
 use lunledger_journal::faults::{self, Site};
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -89,7 +90,7 @@ fn workload(j: &Journal, ops: u64) -> Run {
                 },
             )?;
             j.wait_durable_blocking(seq)?;
-            if seq.is_multiple_of(4) {
+            if seq % 4 == 0 {
                 j.write_checkpoint(seq, vec![0; 16])?;
             }
             Ok(seq)

@@ -15,6 +15,7 @@
 
 use lunledger_journal::readonly::{open_read_only, ReadOnlyOptions};
 use lunledger_journal::*;
+use lunledger_model::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -44,7 +45,7 @@ fn append(j: &Journal, from: u64, n: u64) {
     for i in from..from + n {
         let seq = j.append(i, event(i)).unwrap();
         j.wait_durable_blocking(seq).unwrap();
-        if seq.is_multiple_of(50) {
+        if seq % 50 == 0 {
             j.write_checkpoint(seq, vec![1, 2, 3]).unwrap();
         }
     }

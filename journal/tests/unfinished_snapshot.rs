@@ -3,7 +3,8 @@
 //! newest snapshot and refuses as corrupt (sled issues #1527, #1533) — seen here in the kill -9
 //! harness. The journal sets such files aside (kept, not deleted) and opens.
 
-use lunledger_journal::{Event, Journal, JournalOptions};
+use lunledger_journal::{Journal, JournalOptions};
+use lunledger_model::Event;
 
 #[test]
 fn an_unfinished_sled_snapshot_is_set_aside_and_nothing_is_lost() {

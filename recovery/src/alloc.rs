@@ -4,7 +4,7 @@
 //! collides with a requested one.
 
 use crate::state::{Handle, Mount, State};
-use lunledger_journal::{DiskKind, DiskSpec, HandleId, MountId, MountSpec, Slot};
+use lunledger_model::{DiskKind, DiskSpec, HandleId, MountId, MountSpec, Slot};
 
 impl State {
     /// The shareable attachment with this key, if any.

@@ -2,7 +2,7 @@
 //! every workload and by `lunledger verify`.
 
 use crate::state::{AttachPhase, MountPhase, State};
-use lunledger_journal::{MountId, Slot};
+use lunledger_model::{MountId, Slot};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl State {

@@ -7,6 +7,8 @@ pub mod state;
 pub use state::{ApplyError, AttachPhase, Attachment, Handle, Mount, MountPhase, Op, State};
 mod alloc;
 mod invariants;
+pub mod persist;
 pub mod plan;
 
+pub use persist::{decode_checkpoint, encode_checkpoint, PersistError};
 pub use plan::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest};

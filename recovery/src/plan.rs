@@ -6,7 +6,7 @@
 //! adds whose caller never got a handle, finish releases), then teardowns still due.
 
 use crate::state::State;
-use lunledger_journal::{
+use lunledger_model::{
     AttachId, Drift, Event, HandleId, MountId, OpId, OpKind, Resolution, Slot, Step, Target,
 };
 use serde::{Deserialize, Serialize};

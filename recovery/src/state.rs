@@ -5,8 +5,8 @@
 //! does not fit is an [`ApplyError`] and leaves the state untouched. The live manager therefore
 //! validates a step by applying it, and only then appends it to the journal.
 
-use lunledger_journal::{
-    AttachId, DiskSpec, Event, HandleId, ManagerConfig, MountId, MountSpec, OpId, OpKind, Record,
+use lunledger_model::{
+    AttachId, DiskSpec, Entry, Event, HandleId, ManagerConfig, MountId, MountSpec, OpId, OpKind,
     Resolution, Slot, Step, Target,
 };
 use serde::{Deserialize, Serialize};
@@ -213,7 +213,7 @@ pub struct State {
     /// Drift found by the most recent recovery operation, each finding once (a repair replaces
     /// the report of what it repaired). A recovery operation starts it afresh; the journal
     /// keeps every recovery's findings.
-    pub drift: Vec<lunledger_journal::Drift>,
+    pub drift: Vec<lunledger_model::Drift>,
     /// Life-time counters.
     pub counters: Counters,
 }
@@ -245,7 +245,9 @@ impl State {
     }
 
     /// Folds records into a new state.
-    pub fn fold<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<State, ApplyError> {
+    pub fn fold<'a, E: Entry + 'a>(
+        records: impl IntoIterator<Item = &'a E>,
+    ) -> Result<State, ApplyError> {
         let mut s = State::new();
         for r in records {
             s.apply(r)?;
@@ -254,21 +256,22 @@ impl State {
     }
 
     /// Applies one record. Validates first: on error the state is unchanged.
-    pub fn apply(&mut self, rec: &Record) -> Result<(), ApplyError> {
-        if self.last_seq != 0 && rec.seq != self.last_seq + 1 {
+    pub fn apply(&mut self, rec: &impl Entry) -> Result<(), ApplyError> {
+        let (seq, event) = (rec.seq(), rec.event());
+        if self.last_seq != 0 && seq != self.last_seq + 1 {
             return Err(ApplyError {
-                seq: rec.seq,
-                event: rec.event.name(),
+                seq,
+                event: event.name(),
                 what: format!("expected sequence {}", self.last_seq + 1),
             });
         }
-        self.apply_event(rec.seq, rec.op, &rec.event)
+        self.apply_event(seq, rec.op(), event)
             .map_err(|what| ApplyError {
-                seq: rec.seq,
-                event: rec.event.name(),
+                seq,
+                event: event.name(),
                 what,
             })?;
-        self.last_seq = rec.seq;
+        self.last_seq = seq;
         Ok(())
     }
 
@@ -795,8 +798,8 @@ enum Ref {
 }
 
 /// Whether finding `new` is the repair of finding `old` (which it then replaces).
-fn repairs(new: &lunledger_journal::Drift, old: &lunledger_journal::Drift) -> bool {
-    use lunledger_journal::Drift;
+fn repairs(new: &lunledger_model::Drift, old: &lunledger_model::Drift) -> bool {
+    use lunledger_model::Drift;
     match (new, old) {
         (
             Drift::UnknownAttachment {

@@ -1,7 +1,7 @@
 //! The fold: events that fit change the state; events that do not are rejected and change
 //! nothing; the planner is pure.
 
-use lunledger_journal::{
+use lunledger_model::{
     DiskKind, DiskSpec, Event, ManagerConfig, MountSpec, OpKind, Resolution, Slot, Step, Target,
 };
 use lunledger_recovery::{plan, Action, AttachPhase, Observation, RecoveryPolicy, State};
@@ -336,7 +336,7 @@ fn next_mount_path_skips_held_indexes_and_paths_and_stops_on_a_bad_format() {
 /// the journal keeps every `DriftFound` of every recovery.
 #[test]
 fn drift_is_the_last_recoverys_deduplicated() {
-    use lunledger_journal::Drift;
+    use lunledger_model::Drift;
     let mut s = configured();
     let stray = |n: u32| Drift::UnknownMount {
         path: format!("/run/gcs/c/{n}"),

@@ -14,7 +14,7 @@ use super::{
     MountRequest,
 };
 use async_trait::async_trait;
-use lunledger_journal::Slot;
+use lunledger_model::Slot;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl GuestBackend for GoneVm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lunledger_journal::{DiskKind, DiskSpec};
+    use lunledger_model::{DiskKind, DiskSpec};
 
     #[tokio::test]
     async fn holds_nothing_refuses_new_work_and_tears_down_trivially() {

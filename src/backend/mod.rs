@@ -10,7 +10,7 @@ pub mod gone;
 pub mod qemu;
 
 use async_trait::async_trait;
-use lunledger_journal::{AttachId, DiskSpec, ManagerConfig, MountId, MountSpec, Slot};
+use lunledger_model::{AttachId, DiskSpec, ManagerConfig, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 
 pub mod sim;

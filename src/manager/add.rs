@@ -10,7 +10,7 @@ use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
 use crate::mount::Mount;
 use crate::request::DiskRequest;
-use lunledger_journal::{
+use lunledger_model::{
     DiskKind, DiskSpec, Event, MountId, MountSpec, OpId, OpKind, Slot, Step, Target,
 };
 use lunledger_recovery::{AttachPhase, MountPhase, ReleaseEnd};

@@ -21,7 +21,8 @@ use crate::crash::{Boundary, CrashHook, CrashPoint, Site};
 use crate::error::{Error, Result};
 use crate::mount::Mount;
 use crate::request::DiskRequest;
-use lunledger_journal::{DiskKind, Event, HandleId, Journal, OpId, OpKind, Slot, Step, Target};
+use lunledger_journal::Journal;
+use lunledger_model::{DiskKind, Event, HandleId, OpId, OpKind, Slot, Step, Target};
 use lunledger_recovery::State;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -321,7 +322,7 @@ impl Inner {
             if st.last_seq < *last + every {
                 return Ok(());
             }
-            let blob = rmp_serde::to_vec(&*st)
+            let blob = lunledger_recovery::encode_checkpoint(&st)
                 .map_err(|e| Error::Internal(format!("encoding a checkpoint: {e}")))?;
             (st.last_seq, blob)
         };

@@ -8,9 +8,8 @@ use crate::audit::Newest;
 use crate::backend::{BackendError, GuestBackend, HostBackend};
 use crate::crash::CrashHook;
 use crate::error::{Error, Result};
-use lunledger_journal::{
-    Durability, Event, Journal, JournalOptions, ManagerConfig, OpKind, Retention,
-};
+use lunledger_journal::{Durability, Journal, JournalOptions, Retention};
+use lunledger_model::{Event, ManagerConfig, OpKind};
 use lunledger_recovery::{RecoveryPolicy, State};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

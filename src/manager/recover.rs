@@ -7,7 +7,7 @@ use super::{lock, Inner};
 use crate::backend::{DetachRequest, GuestView, HostView, MountRequest};
 use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
-use lunledger_journal::{Drift, Event, MountSpec, OpId, OpKind, Resolution, Step, Target};
+use lunledger_model::{Drift, Event, MountSpec, OpId, OpKind, Resolution, Step, Target};
 use lunledger_recovery::{
     plan, Action, AttachPhase, Observation, ReleaseEnd, SeenAttachment, SeenGuest,
 };
@@ -407,7 +407,7 @@ async fn sweep(inner: &Arc<Inner>, op: OpId, report: &mut RecoveryReport) -> Res
 /// finished (`None` when the handle is already gone).
 async fn resume_release(
     inner: &Arc<Inner>,
-    handle: lunledger_journal::HandleId,
+    handle: lunledger_model::HandleId,
 ) -> Result<Option<OpId>> {
     if !inner.state().handles.contains_key(&handle) {
         return Ok(None);

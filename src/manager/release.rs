@@ -5,7 +5,7 @@
 
 use super::{lock, Inner};
 use crate::error::{Error, Result};
-use lunledger_journal::{AttachId, Event, HandleId, MountId, OpId, OpKind, Slot};
+use lunledger_model::{AttachId, Event, HandleId, MountId, OpId, OpKind, Slot};
 use lunledger_recovery::ReleaseEnd;
 use std::sync::Arc;
 

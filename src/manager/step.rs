@@ -5,7 +5,7 @@ use super::Inner;
 use crate::backend::{BackendError, DetachRequest, MountRequest};
 use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
-use lunledger_journal::{Event, MountId, OpId, Resolution, Slot, Step, Target};
+use lunledger_model::{Event, MountId, OpId, Resolution, Slot, Step, Target};
 use lunledger_recovery::AttachPhase;
 use std::future::Future;
 use std::sync::atomic::Ordering;

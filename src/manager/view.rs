@@ -2,7 +2,7 @@
 //! reference count, slot, path and phase, without cloning the whole state (`Manager::state`).
 
 use super::Manager;
-use lunledger_journal::{DiskSpec, MountId, Slot};
+use lunledger_model::{DiskSpec, MountId, Slot};
 use lunledger_recovery::{AttachPhase, MountPhase};
 
 /// One attachment: a disk at a slot, and who holds it.

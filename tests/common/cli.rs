@@ -1,6 +1,6 @@
 //! Running the `lunledger` binary from the CLI tests.
 
-use lunledger::journal::ManagerConfig;
+use lunledger::model::ManagerConfig;
 use std::process::{Command, Output};
 
 /// A small configuration for CLI tests: 2 controllers x 8 LUNs.

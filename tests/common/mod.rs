@@ -10,7 +10,7 @@ pub mod observer;
 pub mod scenarios;
 
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::ManagerConfig;
+use lunledger::model::ManagerConfig;
 use lunledger::recovery::State;
 use lunledger::{Manager, ManagerOptions};
 use std::collections::BTreeSet;
@@ -106,14 +106,14 @@ impl Drop for Victim {
 /// may be live or released after recovery; the others must be live).
 pub struct Reported {
     /// `got N` lines.
-    pub got: BTreeSet<lunledger::journal::HandleId>,
+    pub got: BTreeSet<lunledger::model::HandleId>,
     /// `releasing N` lines.
-    pub releasing: BTreeSet<lunledger::journal::HandleId>,
+    pub releasing: BTreeSet<lunledger::model::HandleId>,
 }
 
 impl Reported {
     /// Handles the child got, never started releasing, and that are not in `live`.
-    pub fn lost(&self, live: &BTreeSet<lunledger::journal::HandleId>) -> Vec<u64> {
+    pub fn lost(&self, live: &BTreeSet<lunledger::model::HandleId>) -> Vec<u64> {
         self.got
             .difference(&self.releasing)
             .filter(|h| !live.contains(h))
@@ -191,5 +191,22 @@ impl Victim {
             releasing: ids("releasing "),
         };
         (status.success(), reported)
+    }
+}
+
+/// Copies a directory tree (a journal fixture, before opening it: opening writes).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+        let t = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t)
+                .unwrap_or_else(|e| panic!("copying to {}: {e}", t.display()));
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! compares what it saw with a journal state.
 
 use lunledger::backend::qemu::{QgaClient, QmpClient};
-use lunledger::journal::Slot;
+use lunledger::model::Slot;
 use lunledger::recovery::State;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

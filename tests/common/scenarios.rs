@@ -6,7 +6,7 @@ use super::assert_replay_equals_live;
 use super::assert_vm_matches;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::crash::{CrashHook, CrashPoint};
-use lunledger::journal::HandleId;
+use lunledger::model::HandleId;
 use lunledger::{DiskRequest, Error, Manager, MountConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -202,7 +202,7 @@ pub const STRAY_SLOT: (u32, u32) = (3, 63);
 /// that recovery (with `detach_unknown`) repairs by unplugging and detaching it.
 pub async fn inject_stray(vm: &SimVm) {
     use lunledger::backend::AttachRequest;
-    use lunledger::journal::{DiskKind, DiskSpec, Slot};
+    use lunledger::model::{DiskKind, DiskSpec, Slot};
     let req = AttachRequest {
         slot: Slot::new(STRAY_SLOT.0, STRAY_SLOT.1),
         attach: 0,

@@ -12,7 +12,7 @@ use lunledger::backend::{
     AttachRequest, DetachRequest, GuestBackend, GuestMount, GuestView, HostAttachment, HostBackend,
     HostView, MountRequest,
 };
-use lunledger::journal::{AttachId, DiskSpec, MountId, MountSpec, Slot};
+use lunledger::model::{AttachId, DiskSpec, MountId, MountSpec, Slot};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 use arbitrary::Arbitrary;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::crash::{Boundary, CrashHook, CrashPoint, Site};
-use lunledger::journal::{HandleId, ManagerConfig, Slot};
+use lunledger::model::{HandleId, ManagerConfig, Slot};
 use lunledger::recovery::{AttachPhase, MountPhase, State};
 use lunledger::{DiskRequest, Error, Manager, ManagerOptions, Mount, MountConfig};
 use std::collections::{BTreeMap, BTreeSet};
@@ -721,11 +721,11 @@ fn add_error_class(e: &Error) -> Option<AddError> {
         Error::DiskBusy { .. } => Some(AddError::Busy),
         Error::GuestPathConflict { .. } => Some(AddError::Conflict),
         Error::Backend {
-            step: lunledger::journal::Step::Attach,
+            step: lunledger::model::Step::Attach,
             ..
         } => Some(AddError::AttachFailed),
         Error::Backend {
-            step: lunledger::journal::Step::Mount,
+            step: lunledger::model::Step::Mount,
             ..
         } => Some(AddError::MountFailed),
         _ => None,

@@ -20,7 +20,8 @@
 //! | 5 | zero `arg` bytes from `offset` |
 
 use lunledger::backend::sim::SimVm;
-use lunledger::journal::{Event, Journal, JournalError, JournalOptions, ManagerConfig};
+use lunledger::journal::{Journal, JournalError, JournalOptions};
+use lunledger::model::{Event, ManagerConfig};
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -306,7 +307,6 @@ fn examine(dir: &Path) -> Outcome {
     }
     let _ = j.verify().map_err(typed);
     let _ = j.latest_checkpoint().map_err(typed);
-    let _ = j.stored_config().map_err(typed);
     let _ = j.quarantined().map_err(typed);
     let _ = j.first_seq().map_err(typed);
     // The manager's own rebuild (checkpoint + replay through `State::apply`) on whatever

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use lunledger_journal::*;
+use lunledger_model::*;
 
 /// One of every event variant (and every nested variant), with realistic values.
 pub fn every_event() -> Vec<Event> {

@@ -12,7 +12,7 @@ use super::names;
 use super::qga::{ExecOutput, QgaClient};
 use crate::backend::{BackendError, GuestBackend, GuestView, MountRequest};
 use async_trait::async_trait;
-use lunledger_journal::{ManagerConfig, Slot};
+use lunledger_model::{ManagerConfig, Slot};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use super::controllers::ControllerMap;
 use crate::backend::{GuestMount, GuestView};
-use lunledger_journal::Slot;
+use lunledger_model::Slot;
 use std::collections::BTreeMap;
 
 /// Parses the report. Lines it does not understand are skipped: the view is best effort and a

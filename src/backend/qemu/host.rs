@@ -13,7 +13,7 @@ use crate::backend::{
     AttachRequest, BackendError, DetachRequest, HostAttachment, HostBackend, HostView,
 };
 use async_trait::async_trait;
-use lunledger_journal::{AttachId, DiskKind, ManagerConfig, Slot};
+use lunledger_model::{AttachId, DiskKind, ManagerConfig, Slot};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -7,7 +7,7 @@
 //!   31 characters; with `controller < 2^16` and `lun < 256` this is at most 28.
 
 use super::error::QemuError;
-use lunledger_journal::{AttachId, Slot};
+use lunledger_model::{AttachId, Slot};
 
 /// Exclusive LUN bound: Linux mis-addresses hot-plugged LUNs >= 256 (flat addressing bit leaks).
 pub const MAX_LUN: u32 = 256;

@@ -47,7 +47,7 @@ use crate::backend::{
     MountRequest,
 };
 use async_trait::async_trait;
-use lunledger_journal::Slot;
+use lunledger_model::Slot;
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};

@@ -125,7 +125,7 @@ pub fn save(path: &Path, state: &SimState) -> Result<(), SimError> {
 mod tests {
     use super::*;
     use crate::backend::sim::state::SimAttachment;
-    use lunledger_journal::{DiskKind, DiskSpec, Slot};
+    use lunledger_model::{DiskKind, DiskSpec, Slot};
 
     fn sample() -> SimState {
         let mut s = SimState::default();

@@ -8,7 +8,7 @@ use crate::backend::{
     AttachRequest, BackendError, DetachRequest, GuestMount, GuestView, HostAttachment, HostView,
     MountRequest,
 };
-use lunledger_journal::{AttachId, DiskKind, DiskSpec, MountId, MountSpec, Slot};
+use lunledger_model::{AttachId, DiskKind, DiskSpec, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -300,7 +300,7 @@ impl SimState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lunledger_journal::DiskKind;
+    use lunledger_model::DiskKind;
 
     fn disk(name: &str) -> DiskSpec {
         DiskSpec {

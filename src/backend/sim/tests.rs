@@ -1,7 +1,7 @@
 //! Unit tests of the simulated VM as a backend: calls, faults, latency, observer, persistence.
 
 use super::*;
-use lunledger_journal::{DiskKind, DiskSpec, MountSpec};
+use lunledger_model::{DiskKind, DiskSpec, MountSpec};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 

@@ -4,8 +4,9 @@
 //! which guest path those were at that moment.
 
 use crate::clock::format_micros;
-use lunledger::journal::{
-    Drift, Event, HandleId, MountId, OpId, OpKind, Record, Resolution, Slot, Step, Target,
+use lunledger::journal::Record;
+use lunledger::model::{
+    Drift, Event, HandleId, MountId, OpId, OpKind, Resolution, Slot, Step, Target,
 };
 use lunledger::recovery::{ApplyError, State};
 use serde::Serialize;

@@ -463,8 +463,8 @@ fn describe_recovery(r: &RecoveryReport) -> String {
         s.push_str(&format!(
             "resolved:  {step} on {} -> {res:?} ({})\n",
             match target {
-                lunledger::journal::Target::Slot(sl) => format!("slot {sl}"),
-                lunledger::journal::Target::Mount(mo) => format!("mount {mo}"),
+                lunledger::model::Target::Slot(sl) => format!("slot {sl}"),
+                lunledger::model::Target::Mount(mo) => format!("mount {mo}"),
             },
             if *asked { "asked the VM" } else { "assumed" }
         ));

@@ -8,7 +8,7 @@ use crate::args::{BackendArg, DemoShimArgs};
 use crate::backend::{self, Target};
 use crate::fail::{CliError, CliResult, Outcome};
 use lunledger::backend::sim::SimOp;
-use lunledger::journal::ManagerConfig;
+use lunledger::model::ManagerConfig;
 use lunledger::{DiskRequest, Manager, Mount, MountConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};

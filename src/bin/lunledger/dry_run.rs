@@ -9,7 +9,7 @@ use crate::snapshot::{self, Snapshot};
 use crate::style;
 use lunledger::backend::sim::{persist, SimVm};
 use lunledger::backend::{GuestView, HostView};
-use lunledger::journal::{Resolution, Target};
+use lunledger::model::{Resolution, Target};
 use lunledger::recovery::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, State};
 use serde::Serialize;
 use std::path::Path;
@@ -153,7 +153,7 @@ fn target(t: &Target, st: &State) -> String {
 fn describe(a: &Action, st: &State) -> String {
     let op = |id: &u64| match st.ops.get(id) {
         Some(o) => match &o.kind {
-            lunledger::journal::OpKind::Add { disk, owner, .. } => format!(
+            lunledger::model::OpKind::Add { disk, owner, .. } => format!(
                 "op {id} (add {}{})",
                 disk.path,
                 owner

@@ -1,6 +1,5 @@
-//! Domain data carried inside journal events: slots, disk and mount specifications, and the
-//! manager's configuration. These are plain values; the journal stores them and knows nothing of
-//! how a manager uses them.
+//! Domain data carried inside events: ids, slots, disk and mount specifications, and the manager's
+//! configuration. Plain values: storage and backends only carry them.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -116,17 +115,8 @@ fn sorted(v: &[String]) -> Vec<&str> {
     s
 }
 
-/// How much an acknowledged durable append survives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub enum Durability {
-    /// sled `flush()` (pwrite + sync_file_range): survives a crash of the process, not power loss.
-    #[default]
-    Flush,
-    /// `flush()` then fdatasync of sled's data file: survives power loss.
-    Sync,
-}
-
-/// The manager's configuration, stored in the journal on create and checked on every open.
+/// The manager's configuration, journaled as the first event of a journal and checked on every
+/// open.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ManagerConfig {
     /// Number of SCSI controllers.

@@ -2,7 +2,7 @@
 //! is one of these, appended before (intents) or after (outcomes) the step it describes, so the
 //! fold of the journal alone decides every recovery case.
 
-use crate::model::{AttachId, DiskSpec, HandleId, ManagerConfig, MountId, MountSpec, Slot};
+use crate::spec::{AttachId, DiskSpec, HandleId, ManagerConfig, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
