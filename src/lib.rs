@@ -8,12 +8,15 @@
 
 pub mod audit;
 pub mod backend;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod crash;
+#[cfg(feature = "cli")]
+pub mod demo;
 mod error;
 mod manager;
 mod mount;
 mod request;
-pub mod vm;
 
 pub use error::{Error, Result};
 pub use lunledger_journal as journal;

@@ -11,8 +11,8 @@ mod conformance;
 
 use lunledger::backend::qemu::{QemuGuest, QemuHost};
 use lunledger::backend::{GuestBackend, HostBackend};
+use lunledger::demo::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::model::{DiskKind, DiskSpec, Slot};
-use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -14,8 +14,8 @@ mod common;
 use common::observer;
 use lunledger::backend::qemu::{QemuGuest, QemuGuestOptions, QemuHost, QemuHostOptions};
 use lunledger::backend::{BackendError, GuestBackend, HostBackend};
+use lunledger::demo::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::model::{ManagerConfig, Step};
-use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::{DiskRequest, Error, Manager, ManagerOptions, MountConfig};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -378,7 +378,7 @@ async fn qemu_killed_under_a_running_manager() {
     let pid = fx.vm.pid().expect("pid");
     signal(&fx.vm, libc::SIGKILL);
     let start = Instant::now();
-    while lunledger::vm::pid_alive(pid) {
+    while lunledger::demo::vm::pid_alive(pid) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "QEMU survived SIGKILL"

@@ -9,8 +9,8 @@ use lunledger::backend::qemu::{QemuGuest, QemuHost, QmpClient};
 use lunledger::backend::{
     AttachRequest, BackendError, DetachRequest, GuestBackend, HostBackend, MountRequest,
 };
+use lunledger::demo::vm::{GuestImage, QemuVm, QemuVmOptions};
 use lunledger::model::{AttachId, DiskKind, DiskSpec, MountSpec, Slot};
-use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

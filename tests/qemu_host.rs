@@ -5,8 +5,8 @@
 
 use lunledger::backend::qemu::{names, QemuError, QemuHost, QmpClient};
 use lunledger::backend::{AttachRequest, BackendError, DetachRequest, HostAttachment, HostBackend};
+use lunledger::demo::vm::{QemuVm, QemuVmOptions};
 use lunledger::model::{AttachId, DiskKind, DiskSpec, Slot};
-use lunledger::vm::{QemuVm, QemuVmOptions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

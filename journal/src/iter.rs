@@ -2,6 +2,7 @@
 //! checked [`RecordIter`] and the following [`Tail`].
 
 use crate::active::Active;
+use crate::chain::Break;
 use crate::codec::{decode_record, decode_record_hashed, key_seq, seq_key};
 use crate::error::JournalError;
 use crate::record::{ChainHash, Record};
@@ -139,26 +140,27 @@ impl RecordIter {
 
     fn step(&mut self, seq: u64, v: &[u8]) -> Result<Record, JournalError> {
         let (rec, hash) = decode_record_hashed(v).map_err(|e| e.at_seq(seq))?;
-        if rec.seq != seq {
-            return Err(JournalError::corrupt(
-                seq,
-                format!("stored under seq {seq} but holds seq {}", rec.seq),
-            ));
-        }
-        if let Some((ps, ph)) = self.prev {
-            if seq != ps.saturating_add(1) {
+        match crate::chain::link(seq, &rec, self.prev) {
+            None => {}
+            Some(Break::Misfiled { holds }) => {
                 return Err(JournalError::corrupt(
-                    ps.saturating_add(1),
-                    format!("records {}..{} missing", ps.saturating_add(1), seq),
-                ));
+                    seq,
+                    format!("stored under seq {seq} but holds seq {holds}"),
+                ))
             }
-            if rec.prev_hash != ph {
+            Some(Break::Gap { after }) => {
                 return Err(JournalError::corrupt(
-                    ps,
+                    after.saturating_add(1),
+                    format!("records {}..{} missing", after.saturating_add(1), seq),
+                ))
+            }
+            Some(Break::Hash { prev }) => {
+                return Err(JournalError::corrupt(
+                    prev,
                     format!(
-                        "hash chain broken: record {ps}'s stored bytes do not match the hash held by record {seq}"
+                        "hash chain broken: record {prev}'s stored bytes do not match the hash held by record {seq}"
                     ),
-                ));
+                ))
             }
         }
         self.prev = Some((seq, hash));

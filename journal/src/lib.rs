@@ -46,6 +46,7 @@
 #![deny(missing_docs)]
 
 mod active;
+mod chain;
 pub mod checkpoint;
 pub mod codec;
 pub mod copy;

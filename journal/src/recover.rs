@@ -3,6 +3,7 @@
 //! appends continue from the last good record; damage followed by intact records is only
 //! reported (reads and `verify` surface it as typed errors).
 
+use crate::chain::Break;
 use crate::checkpoint::{anchor, latest_checkpoint_in};
 use crate::codec::{chain_hash, decode_record, key_seq, seq_key};
 use crate::error::JournalError;
@@ -84,33 +85,20 @@ fn check(
         Err(err @ JournalError::NewerSchema { .. }) => return Err(err),
         Err(err) => return Ok(Some(err.to_string())),
     };
-    if rec.seq != e.seq {
-        return Ok(Some(format!(
-            "stored under seq {} but holds seq {}",
-            e.seq, rec.seq
-        )));
-    }
-    match prev {
-        Some((ps, ph)) => {
-            if e.seq != ps.saturating_add(1) {
-                return Ok(Some(format!("gap: seq {} follows {}", e.seq, ps)));
-            }
-            if rec.prev_hash != ph {
-                return Ok(Some(format!(
-                    "{CHAIN_BROKEN}: record {ps}'s stored bytes do not match the hash held by record {}",
-                    e.seq
-                )));
-            }
+    let seq = e.seq;
+    Ok(match crate::chain::link(seq, &rec, prev) {
+        Some(Break::Misfiled { holds }) => {
+            Some(format!("stored under seq {seq} but holds seq {holds}"))
         }
-        None => {
-            if let Some(h) = expect_first {
-                if rec.prev_hash != h {
-                    return Ok(Some("hash chain broken at the anchor".into()));
-                }
-            }
+        Some(Break::Gap { after }) => Some(format!("gap: seq {seq} follows {after}")),
+        Some(Break::Hash { prev }) => Some(format!(
+            "{CHAIN_BROKEN}: record {prev}'s stored bytes do not match the hash held by record {seq}"
+        )),
+        None if prev.is_none() && expect_first.is_some_and(|h| rec.prev_hash != h) => {
+            Some("hash chain broken at the anchor".into())
         }
-    }
-    Ok(None)
+        None => None,
+    })
 }
 
 pub(crate) fn scan_on_open(

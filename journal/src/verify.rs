@@ -6,6 +6,7 @@
 //! record. (Whether a checkpoint's *state* is the fold of the records is checked where the fold
 //! lives: `lunledger::audit`.)
 
+use crate::chain::Break;
 use crate::checkpoint::{anchor, decode_checkpoint};
 use crate::codec::{chain_hash, decode_record, key_seq};
 use crate::error::JournalError;
@@ -233,62 +234,55 @@ impl Journal {
             match decode_record(v) {
                 Err(e) => note(&mut report, seq, e.to_string()),
                 Ok(rec) => {
-                    if rec.seq != seq {
-                        note(
+                    match crate::chain::link(seq, &rec, prev) {
+                        None => {}
+                        Some(Break::Misfiled { holds }) => note(
                             &mut report,
                             seq,
-                            format!("stored under seq {seq} but holds seq {}", rec.seq),
-                        );
+                            format!("stored under seq {seq} but holds seq {holds}"),
+                        ),
+                        Some(Break::Gap { after }) => note(
+                            &mut report,
+                            after.saturating_add(1),
+                            format!("records {}..{} missing", after.saturating_add(1), seq),
+                        ),
+                        // The predecessor's stored bytes are not what this record saw (or this
+                        // record's link was changed).
+                        Some(Break::Hash { prev }) => note(
+                            &mut report,
+                            prev,
+                            format!(
+                                "record {prev}'s stored bytes do not match the hash held by record {seq}"
+                            ),
+                        ),
                     }
-                    match prev {
-                        Some((ps, ph)) => {
-                            if seq != ps.saturating_add(1) {
+                    if prev.is_none() {
+                        let expect = if seq == 1 {
+                            Some([0u8; 32])
+                        } else if let Some(a) = anchor.filter(|a| a.0 == seq) {
+                            Some(a.1)
+                        } else {
+                            cps.get(&seq.saturating_sub(1)).copied()
+                        };
+                        match expect {
+                            Some(h) if rec.prev_hash != h => note(
+                                &mut report,
+                                seq,
+                                "first retained record does not link to its anchor".into(),
+                            ),
+                            Some(_) => {}
+                            // Only pruning removes the oldest records, and it leaves an
+                            // anchor: without one, they were lost (a deleted segment, say).
+                            None => {
+                                let from = anchor.map(|a| a.0).filter(|a| *a < seq).unwrap_or(1);
                                 note(
                                     &mut report,
-                                    ps.saturating_add(1),
-                                    format!("records {}..{} missing", ps.saturating_add(1), seq),
-                                );
-                            } else if rec.prev_hash != ph {
-                                // The predecessor's stored bytes are not what this record saw
-                                // (or this record's link was changed).
-                                note(
-                                    &mut report,
-                                    ps,
+                                    from,
                                     format!(
-                                        "record {ps}'s stored bytes do not match the hash held by record {seq}"
+                                        "records {from}..{} are missing (no pruning anchor accounts for them)",
+                                        seq - 1
                                     ),
                                 );
-                            }
-                        }
-                        None => {
-                            let expect = if seq == 1 {
-                                Some([0u8; 32])
-                            } else if let Some(a) = anchor.filter(|a| a.0 == seq) {
-                                Some(a.1)
-                            } else {
-                                cps.get(&seq.saturating_sub(1)).copied()
-                            };
-                            match expect {
-                                Some(h) if rec.prev_hash != h => note(
-                                    &mut report,
-                                    seq,
-                                    "first retained record does not link to its anchor".into(),
-                                ),
-                                Some(_) => {}
-                                // Only pruning removes the oldest records, and it leaves an
-                                // anchor: without one, they were lost (a deleted segment, say).
-                                None => {
-                                    let from =
-                                        anchor.map(|a| a.0).filter(|a| *a < seq).unwrap_or(1);
-                                    note(
-                                        &mut report,
-                                        from,
-                                        format!(
-                                            "records {from}..{} are missing (no pruning anchor accounts for them)",
-                                            seq - 1
-                                        ),
-                                    );
-                                }
                             }
                         }
                     }

@@ -2,7 +2,7 @@
 //! every workload and by `lunledger verify`.
 
 use crate::state::{AttachPhase, MountPhase, State};
-use lunledger_model::{MountId, Slot};
+use lunledger_model::{MountId, Slot, Step, Target};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl State {
@@ -169,4 +169,50 @@ impl State {
             .collect();
         (mounts, slots)
     }
+
+    /// Every teardown step still due, described: what a release, recovery or
+    /// `retry_teardowns` would do next, in the order [`State::due_teardowns`] gives.
+    pub fn pending_teardowns(&self) -> Vec<PendingTeardown> {
+        let (mounts, slots) = self.due_teardowns();
+        let mounts = mounts.into_iter().filter_map(|id| {
+            let m = self.mounts.get(&id)?;
+            Some(PendingTeardown {
+                step: Step::Unmount,
+                target: Target::Mount(id),
+                path: m.path.clone(),
+                phase: format!("{:?}", m.phase),
+                last_error: m.last_error.clone(),
+            })
+        });
+        let slots = slots.into_iter().filter_map(|slot| {
+            let a = self.attachments.get(&slot)?;
+            Some(PendingTeardown {
+                step: if a.phase == AttachPhase::NeedsUnplug {
+                    Step::Unplug
+                } else {
+                    Step::Detach
+                },
+                target: Target::Slot(slot),
+                path: a.disk.path.clone(),
+                phase: format!("{:?}", a.phase),
+                last_error: a.last_error.clone(),
+            })
+        });
+        mounts.chain(slots).collect()
+    }
+}
+
+/// A teardown step still due (see [`State::pending_teardowns`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingTeardown {
+    /// The step: unmount, unplug or detach.
+    pub step: Step,
+    /// Its target: the mount or the slot.
+    pub target: Target,
+    /// The mount's guest path, or the attachment's host path.
+    pub path: String,
+    /// The phase it is in (`NeedsUnmount`, `NeedsUnplug`, ...).
+    pub phase: String,
+    /// The last attempt's error (`None`: not tried yet).
+    pub last_error: Option<String>,
 }

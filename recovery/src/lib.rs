@@ -10,5 +10,6 @@ mod invariants;
 pub mod persist;
 pub mod plan;
 
+pub use invariants::PendingTeardown;
 pub use persist::{decode_checkpoint, encode_checkpoint, PersistError};
 pub use plan::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest};

@@ -8,9 +8,7 @@ use crate::backend::{DetachRequest, GuestView, HostView, MountRequest};
 use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
 use lunledger_model::{Drift, Event, MountSpec, OpId, OpKind, Resolution, Step, Target};
-use lunledger_recovery::{
-    plan, Action, AttachPhase, Observation, ReleaseEnd, SeenAttachment, SeenGuest,
-};
+use lunledger_recovery::{plan, Action, Observation, ReleaseEnd, SeenAttachment, SeenGuest};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -171,26 +169,16 @@ pub(crate) async fn recover(
 }
 
 fn pending_teardowns(st: &lunledger_recovery::State) -> Vec<String> {
-    let (mounts, slots) = st.due_teardowns();
-    let not_tried = |e: &Option<String>| e.clone().unwrap_or_else(|| "not tried".into());
-    let mounts = mounts.into_iter().filter_map(|id| {
-        let m = st.mounts.get(&id)?;
-        Some(format!(
-            "unmount of mount {id} at {} ({})",
-            m.path,
-            not_tried(&m.last_error)
-        ))
-    });
-    let slots = slots.into_iter().filter_map(|slot| {
-        let a = st.attachments.get(&slot)?;
-        let what = if a.phase == AttachPhase::NeedsUnplug {
-            "unplug"
-        } else {
-            "detach"
-        };
-        Some(format!("{what} at {slot} ({})", not_tried(&a.last_error)))
-    });
-    mounts.chain(slots).collect()
+    st.pending_teardowns()
+        .into_iter()
+        .map(|p| {
+            let err = p.last_error.unwrap_or_else(|| "not tried".into());
+            match p.target {
+                Target::Mount(id) => format!("unmount of mount {id} at {} ({err})", p.path),
+                Target::Slot(slot) => format!("{} at {slot} ({err})", p.step),
+            }
+        })
+        .collect()
 }
 
 async fn execute(

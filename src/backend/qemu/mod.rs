@@ -2,7 +2,8 @@
 //! `virtio-scsi-pci` controllers) and qemu-guest-agent (guest side: find the disk by
 //! host:channel:target:LUN and its serial, mount, unmount, eject).
 //!
-//! Naming, limits and why: see [`names`]. The VM itself (for tests) is [`crate::vm::QemuVm`];
+//! Naming, limits and why: see [`names`]. The VM itself (for tests and the demo) is
+//! `lunledger::demo::vm::QemuVm` (feature `cli`);
 //! what a VM started by anything else must provide (controller ids `scsi0..`, sockets, guest
 //! tools) is in `docs/qemu.md`. `Manager::open` checks the controllers the configuration names
 //! exist (`Error::VmMismatch` otherwise).

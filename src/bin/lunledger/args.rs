@@ -1,6 +1,7 @@
 //! The command line, declared with clap's derive API.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lunledger::demo::{DemoArgs, DemoShimArgs};
 use std::path::PathBuf;
 
 /// lunledger: audit and inspect the journal of a crash-safe SCSI disk manager.
@@ -168,53 +169,4 @@ pub struct RecoverArgs {
     /// Plan as if recovery were configured to detach disks the journal does not know.
     #[arg(long)]
     pub detach_unknown: bool,
-}
-
-/// Which VM the demo drives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    /// The persistent simulated VM.
-    Sim,
-    /// QEMU over QMP and the guest agent.
-    Qemu,
-}
-
-/// `demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Journal directory (default: a new temporary work directory, kept for later auditing).
-    #[arg(long, value_name = "DIR")]
-    pub journal: Option<PathBuf>,
-    /// The VM backend.
-    #[arg(long, value_enum, default_value = "sim")]
-    pub backend: BackendArg,
-    /// Backend latency per call in the shim, in milliseconds (makes operations observable).
-    #[arg(long, default_value_t = 40, value_name = "MS")]
-    pub latency_ms: u64,
-}
-
-/// `demo-shim` (internal).
-#[derive(Debug, Args)]
-pub struct DemoShimArgs {
-    /// Journal directory.
-    #[arg(long)]
-    pub journal: PathBuf,
-    /// The VM backend.
-    #[arg(long, value_enum, default_value = "sim")]
-    pub backend: BackendArg,
-    /// Simulated VM state file (`--backend sim`).
-    #[arg(long, required_if_eq("backend", "sim"))]
-    pub sim_state: Option<PathBuf>,
-    /// QEMU's QMP socket (`--backend qemu`).
-    #[arg(long, required_if_eq("backend", "qemu"))]
-    pub qmp: Option<PathBuf>,
-    /// QEMU's guest agent socket (`--backend qemu`).
-    #[arg(long, required_if_eq("backend", "qemu"))]
-    pub qga: Option<PathBuf>,
-    /// Directory of the disk image files (`--backend qemu`; see `demo_shim::DISKS`).
-    #[arg(long, required_if_eq("backend", "qemu"))]
-    pub disks: Option<PathBuf>,
-    /// Latency per backend call, ms (simulated VM only).
-    #[arg(long, default_value_t = 40)]
-    pub latency_ms: u64,
 }

@@ -4,7 +4,7 @@
 //! that hash, so a shipper notices a journal replaced, restored from an older copy, or pruned
 //! past its position, instead of silently skipping or repeating records.
 
-use crate::fail::CliError;
+use lunledger::cli::fail::CliError;
 use lunledger::journal::{Head, Journal};
 use std::path::Path;
 

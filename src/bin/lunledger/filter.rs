@@ -2,9 +2,9 @@
 //! must hold (AND).
 
 use crate::args::{ReplayArgs, StepArg};
-use crate::audit::Row;
-use crate::clock::{now_micros, parse_when};
-use crate::fail::CliError;
+use lunledger::audit::Row;
+use lunledger::cli::clock::{now_micros, parse_when};
+use lunledger::cli::fail::CliError;
 
 /// The filters given on the command line.
 #[derive(Clone, Debug, Default)]

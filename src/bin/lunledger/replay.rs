@@ -2,17 +2,17 @@
 //! as of a sequence number or time.
 
 use crate::args::ReplayArgs;
-use crate::audit::{Auditor, Row};
-use crate::clock::{now_micros, parse_when};
 use crate::cursor;
-use crate::fail::{CliError, CliResult, Outcome};
 use crate::filter::Filter;
-use crate::history::{self, History};
-use crate::interrupt;
-use crate::snapshot::{self, Snapshot};
-use crate::table::Table;
-use crate::trail;
-use crate::view::StateView;
+use lunledger::audit::History;
+use lunledger::audit::{Auditor, Row};
+use lunledger::cli::clock::{now_micros, parse_when};
+use lunledger::cli::fail::{CliError, CliResult, Outcome};
+use lunledger::cli::interrupt;
+use lunledger::cli::rows;
+use lunledger::cli::snapshot::{self, Snapshot};
+use lunledger::cli::table::Table;
+use lunledger::cli::view::StateView;
 use lunledger::journal::Head;
 use std::io::Write;
 use std::path::Path;
@@ -73,10 +73,10 @@ pub fn run(a: &ReplayArgs) -> CliResult {
     )?;
     say_banner(&snap, a.common.json);
     let to = if a.follow { None } else { filter.to_seq() };
-    let hist = history::load(snap.journal(), to)?;
+    let hist = snapshot::history(&snap, to)?;
     if let Some(c) = &resume {
         if let Some(why) = cursor::check(snap.journal(), c)? {
-            eprintln!("lunledger: {}", crate::style::printable(&why));
+            eprintln!("lunledger: {}", lunledger::cli::style::printable(&why));
             return Ok(Outcome::Problem);
         }
     }
@@ -93,14 +93,14 @@ pub fn run(a: &ReplayArgs) -> CliResult {
     }
     let mut out = std::io::stdout().lock();
     let text = if a.common.json {
-        trail::json_lines(&rows)
+        rows::json_lines(&rows)
     } else {
-        trail::table(&rows)
+        rows::table(&rows)
     };
     let reader_there = write_or_closed(&mut out, &text)?;
     drop(out);
     if let Some(p) = &problem {
-        eprintln!("lunledger: {}", crate::style::printable(p));
+        eprintln!("lunledger: {}", lunledger::cli::style::printable(p));
     }
     // The cursor is the last record read (filtered out or not): resuming skips nothing unseen.
     let read_to = hist.records.last().map(|r| r.seq).unwrap_or(0);
@@ -110,9 +110,9 @@ pub fn run(a: &ReplayArgs) -> CliResult {
     }
     if a.follow && reader_there {
         let mut widths = {
-            let mut t = Table::new(trail::HEAD);
+            let mut t = Table::new(rows::HEAD);
             for r in &rows {
-                trail::add(&mut t, r);
+                rows::add(&mut t, r);
             }
             t.widths()
         };
@@ -156,7 +156,7 @@ fn trail_of(hist: &History, filter: &Filter) -> (Auditor, Vec<Row>, Option<Strin
     let mut rows = Vec::new();
     let mut problem = None;
     if let Some(note) = &hist.note {
-        eprintln!("note: {}", crate::style::printable(note));
+        eprintln!("note: {}", lunledger::cli::style::printable(note));
     }
     for rec in &hist.records {
         match auditor.push(rec) {
@@ -211,7 +211,7 @@ fn follow(
         // restart keeps it; a replaced or restored journal does not).
         if let Some(h) = head.as_ref() {
             if let Some(why) = cursor::check(snap.journal(), h)? {
-                eprintln!("lunledger: {}", crate::style::printable(&why));
+                eprintln!("lunledger: {}", lunledger::cli::style::printable(&why));
                 *problem = Some(why);
                 return Ok(());
             }
@@ -238,7 +238,7 @@ fn follow(
                         "record {} ({}) does not fit the state: {}",
                         e.seq, e.event, e.what
                     );
-                    eprintln!("lunledger: {}", crate::style::printable(&p));
+                    eprintln!("lunledger: {}", lunledger::cli::style::printable(&p));
                     *problem = Some(p);
                     return Ok(());
                 }
@@ -252,11 +252,11 @@ fn follow(
             continue;
         }
         let text = if a.common.json {
-            trail::json_lines(&rows)
+            rows::json_lines(&rows)
         } else {
-            let mut t = Table::new(trail::HEAD);
+            let mut t = Table::new(rows::HEAD);
             for r in &rows {
-                trail::add(&mut t, r);
+                rows::add(&mut t, r);
             }
             let w = t.widths();
             for (i, x) in w.into_iter().enumerate() {
@@ -302,7 +302,7 @@ fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
         }
         Err(_) => (None, Some(parse_when(at, now_micros())?)),
     };
-    let hist = history::load(snap.journal(), to_seq)?;
+    let hist = snapshot::history(&snap, to_seq)?;
     let mut auditor = Auditor::new(hist.start.clone());
     let mut ts = None;
     let mut problem = None;
@@ -338,7 +338,7 @@ fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
     };
     write_out(&mut std::io::stdout().lock(), &text)?;
     if let Some(p) = &problem {
-        eprintln!("lunledger: {}", crate::style::printable(p));
+        eprintln!("lunledger: {}", lunledger::cli::style::printable(p));
     }
     Ok(Outcome::problem_if(problem.is_some()))
 }

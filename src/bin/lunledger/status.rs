@@ -2,15 +2,14 @@
 //! Exits 1 when something needs attention (a teardown due, an invariant broken, damage).
 
 use crate::args::StatusArgs;
-use crate::audit::Auditor;
-use crate::fail::{CliResult, Outcome};
-use crate::history;
 use crate::replay::{say_banner, write_out};
-use crate::snapshot;
-use crate::style;
-use crate::table::Table;
-use crate::view::{indent, StateView};
-use lunledger::recovery::AttachPhase;
+use lunledger::audit::Auditor;
+use lunledger::cli::fail::{CliResult, Outcome};
+use lunledger::cli::snapshot;
+use lunledger::cli::style;
+use lunledger::cli::table::Table;
+use lunledger::cli::view::{indent, StateView};
+use lunledger::model::Target;
 use serde::Serialize;
 
 /// A teardown still due.
@@ -55,7 +54,7 @@ pub fn run(a: &StatusArgs) -> CliResult {
         a.common.work_dir.as_deref(),
     )?;
     say_banner(&snap, a.common.json);
-    let hist = history::load(snap.journal(), None)?;
+    let hist = snapshot::history(&snap, None)?;
     let mut auditor = Auditor::new(hist.start.clone());
     let mut problem = None;
     let mut ts = None;
@@ -76,33 +75,20 @@ pub fn run(a: &StatusArgs) -> CliResult {
             .map(|(_, w)| format!("journal damaged: {w}"));
     }
     let st = auditor.state();
-    let mut pending = Vec::new();
-    for (id, m) in &st.mounts {
-        if m.phase.teardown_due() {
-            pending.push(Pending {
-                step: "unmount",
-                target: format!("mount {id}"),
-                what: m.path.clone(),
-                phase: format!("{:?}", m.phase),
-                last_error: m.last_error.clone(),
-            });
-        }
-    }
-    for (slot, at) in &st.attachments {
-        if at.phase.teardown_due() {
-            pending.push(Pending {
-                step: if at.phase == AttachPhase::NeedsUnplug {
-                    "unplug"
-                } else {
-                    "detach"
-                },
-                target: format!("slot {slot}"),
-                what: at.disk.path.clone(),
-                phase: format!("{:?}", at.phase),
-                last_error: at.last_error.clone(),
-            });
-        }
-    }
+    let pending = st
+        .pending_teardowns()
+        .into_iter()
+        .map(|p| Pending {
+            step: p.step.name(),
+            target: match p.target {
+                Target::Mount(id) => format!("mount {id}"),
+                Target::Slot(slot) => format!("slot {slot}"),
+            },
+            what: p.path,
+            phase: p.phase,
+            last_error: p.last_error,
+        })
+        .collect();
     let c = &st.counters;
     let status = Status {
         state: StateView::of(st, ts),

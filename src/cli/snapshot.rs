@@ -1,9 +1,9 @@
 //! Read-only access to a journal for the audit commands: the journal library's private copy
-//! ([`lunledger::journal::readonly`]), guarded so that a command stopped by a signal removes it.
+//! ([`crate::journal::readonly`]), guarded so that a command stopped by a signal removes it.
 
-use crate::fail::CliError;
-use lunledger::journal::readonly::{open_read_only, Provenance, ReadOnlyJournal, ReadOnlyOptions};
-use lunledger::journal::{Journal, JournalError};
+use crate::cli::fail::CliError;
+use crate::journal::readonly::{open_read_only, Provenance, ReadOnlyJournal, ReadOnlyOptions};
+use crate::journal::{Journal, JournalError};
 use std::mem::ManuallyDrop;
 use std::path::Path;
 
@@ -54,7 +54,7 @@ impl Drop for Snapshot {
         let dir = self.inner.private_dir().to_path_buf();
         // SAFETY: dropped exactly once, here; `self.inner` is not used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.inner) };
-        crate::interrupt::release_private_dir(&dir);
+        crate::cli::interrupt::release_private_dir(&dir);
     }
 }
 
@@ -65,31 +65,41 @@ pub fn open(dir: &Path, allow_live: bool, work_dir: Option<&Path>) -> Result<Sna
         allow_live,
         work_dir: work_dir.map(Path::to_path_buf),
     };
-    let inner = open_read_only(dir, &opts, &mut |p| crate::interrupt::guard_private_dir(p))
-        .map_err(|e| match e {
-            JournalError::InUse { dir, pid } => CliError::InUse { dir, pid },
-            e if e.os_error().is_none() => {
-                CliError::Io(format!("auditing journal {}: {e}", dir.display()))
-            }
-            e => {
-                // Where the copy went, so a full temporary directory is told apart from a
-                // problem of the journal's own.
-                let into = work_dir
-                    .map(|d| format!("{} (--work-dir)", d.display()))
-                    .unwrap_or_else(|| format!("{} (TMPDIR)", std::env::temp_dir().display()));
-                let hint = match e.os_error() {
-                    Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS) => {
-                        "; name a directory with room with --work-dir"
-                    }
-                    _ => "",
-                };
-                CliError::Io(format!(
-                    "auditing journal {} through a private copy in {into}: {e}{hint}",
-                    dir.display()
-                ))
-            }
-        })?;
+    let inner = open_read_only(dir, &opts, &mut |p| {
+        crate::cli::interrupt::guard_private_dir(p)
+    })
+    .map_err(|e| match e {
+        JournalError::InUse { dir, pid } => CliError::InUse { dir, pid },
+        e if e.os_error().is_none() => {
+            CliError::Io(format!("auditing journal {}: {e}", dir.display()))
+        }
+        e => {
+            // Where the copy went, so a full temporary directory is told apart from a
+            // problem of the journal's own.
+            let into = work_dir
+                .map(|d| format!("{} (--work-dir)", d.display()))
+                .unwrap_or_else(|| format!("{} (TMPDIR)", std::env::temp_dir().display()));
+            let hint = match e.os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS) => {
+                    "; name a directory with room with --work-dir"
+                }
+                _ => "",
+            };
+            CliError::Io(format!(
+                "auditing journal {} through a private copy in {into}: {e}{hint}",
+                dir.display()
+            ))
+        }
+    })?;
     Ok(Snapshot {
         inner: ManuallyDrop::new(inner),
     })
+}
+
+/// The history of the copy up to `to` (see [`crate::audit::load_history`]), with a progress bar
+/// on a terminal.
+pub fn history(snap: &Snapshot, to: Option<u64>) -> Result<crate::audit::History, CliError> {
+    let mut bar = crate::cli::progress::Bar::new("reading");
+    crate::audit::load_history(snap.journal(), to, &mut bar)
+        .map_err(|e| CliError::Io(e.to_string()))
 }

@@ -3,17 +3,20 @@
 //!
 //! Exit codes: 0 ok, 1 problem found, 2 usage or I/O error.
 
-// The modules live in src/bin/lunledger/ (one concept per file); re-exported here so they are
-// addressed as `crate::<module>`.
-#[path = "lunledger/mod.rs"]
-mod cli;
-use cli::{
-    args, audit, backend, clock, cursor, demo, demo_shim, dry_run, fail, filter, history,
-    interrupt, progress, replay, snapshot, status, style, table, trail, verify, view,
-};
+// One file per command; what they show and how they read a journal is `lunledger::cli`, the
+// demo `lunledger::demo`.
+mod args;
+mod cursor;
+mod filter;
+mod recover;
+mod replay;
+mod status;
+mod verify;
 
 use args::{Cli, Command};
 use clap::Parser;
+use lunledger::cli::style;
+use lunledger::demo;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -23,9 +26,9 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),
-        Command::Recover(a) => dry_run::run(a),
+        Command::Recover(a) => recover::run(a),
         Command::Demo(a) => demo::run(a),
-        Command::DemoShim(a) => demo_shim::run(a),
+        Command::DemoShim(a) => demo::shim::run(a),
     };
     match result {
         Ok(outcome) => outcome.code(),

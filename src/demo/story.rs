@@ -9,18 +9,17 @@
 //!    checks that the journal's state and the VM (asked directly) are both empty (exit 0), else
 //!    exit 1. QEMU is stopped and the disk images removed whatever happened.
 
-use crate::args::DemoArgs;
 use crate::audit::Auditor;
-use crate::backend::{self, Holds, QemuPrereqs, Target};
-use crate::demo_shim::{self, BEGIN, FINISHED};
-use crate::fail::{CliError, CliResult, Outcome};
-use crate::history;
-use crate::snapshot;
-use crate::style;
-use crate::table::Table;
-use crate::trail;
-use crate::view::{indent, StateView};
-use lunledger::{Manager, RecoveryReport};
+use crate::cli::fail::{CliError, CliResult, Outcome};
+use crate::cli::rows;
+use crate::cli::snapshot;
+use crate::cli::style;
+use crate::cli::table::Table;
+use crate::cli::view::{indent, StateView};
+use crate::demo::backend::{self, Holds, QemuPrereqs, Target};
+use crate::demo::shim::{self, BEGIN, FINISHED};
+use crate::demo::DemoArgs;
+use crate::{Manager, RecoveryReport};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,10 +76,10 @@ fn run_qemu(
     println!("disk images:  {} (removed at the end)", disks.display());
     // QEMU runs daemonized in its own session, so Ctrl-C does not reach it: catch Ctrl-C here
     // (only a flag) so this process lives on to stop it.
-    crate::interrupt::install();
+    crate::cli::interrupt::install();
     let result = make_images(&p.mkfs, &disks).and_then(|()| {
         let (mut vm, boot) = rt.block_on(backend::start_qemu(p))?;
-        if crate::interrupt::requested() {
+        if crate::cli::interrupt::requested() {
             return Err(CliError::Io("interrupted".into()));
         }
         println!(
@@ -126,11 +125,11 @@ fn run_qemu(
 fn make_images(mkfs: &Path, dir: &Path) -> Result<(), CliError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
-    for (sim, formatted) in demo_shim::DISKS {
-        let f = demo_shim::image_file(dir, sim);
+    for (sim, formatted) in shim::DISKS {
+        let f = shim::image_file(dir, sim);
         let file = std::fs::File::create(&f)
             .map_err(|e| CliError::io(format!("creating {}", f.display()), e))?;
-        let bytes = if *sim == demo_shim::VICTIM_DISK {
+        let bytes = if *sim == shim::VICTIM_DISK {
             VICTIM_BYTES
         } else {
             IMAGE_BYTES
@@ -169,7 +168,7 @@ fn story(
 ) -> CliResult {
     heading("1. the shim sets up two containers");
     let end = run_shim(a, journal, target, disks)?;
-    if crate::interrupt::requested() {
+    if crate::cli::interrupt::requested() {
         // Ctrl-C killed the shim (same process group); stop here so QEMU is stopped promptly.
         return Err(CliError::Io("interrupted".into()));
     }
@@ -196,13 +195,13 @@ fn story(
     }
     heading("2. what recovery will do (lunledger recover --dry-run, on a copy)");
     let snap = snapshot::open(journal, false, None)?;
-    let policy = lunledger::recovery::RecoveryPolicy::default();
+    let policy = crate::recovery::RecoveryPolicy::default();
     let sim = match target {
         Target::Sim { state, .. } => Some(state.as_path()),
         // The dry run reads only the journal; recovery itself asks QEMU and the guest below.
         Target::Qemu { .. } => None,
     };
-    let (plan, _) = crate::dry_run::plan_text(&snap, sim, &policy, false)?;
+    let (plan, _) = crate::cli::plan::plan_text(&snap, sim, &policy, false)?;
     drop(snap);
     print!("{}", indent(&plan));
     let empty = rt.block_on(recover_and_clean(journal, target))?;
@@ -365,7 +364,7 @@ async fn recover_and_clean(journal: &Path, target: &Target) -> Result<bool, CliE
     // only ones.
     let vm = backend::open(target).await?;
     let sim = vm.sim.clone();
-    let m = Manager::open(journal, demo_shim::config(), vm.host, vm.guest)
+    let m = Manager::open(journal, shim::config(), vm.host, vm.guest)
         .await
         .map_err(|e| CliError::Io(format!("reopening the manager: {e}")))?;
     match m.last_recovery() {
@@ -463,8 +462,8 @@ fn describe_recovery(r: &RecoveryReport) -> String {
         s.push_str(&format!(
             "resolved:  {step} on {} -> {res:?} ({})\n",
             match target {
-                lunledger::model::Target::Slot(sl) => format!("slot {sl}"),
-                lunledger::model::Target::Mount(mo) => format!("mount {mo}"),
+                crate::model::Target::Slot(sl) => format!("slot {sl}"),
+                crate::model::Target::Mount(mo) => format!("mount {mo}"),
             },
             if *asked { "asked the VM" } else { "assumed" }
         ));
@@ -522,7 +521,7 @@ fn yes(b: bool) -> &'static str {
 /// shows them.
 fn print_trail(journal: &Path) -> Result<(), CliError> {
     let snap = snapshot::open(journal, false, None)?;
-    let hist = history::load(snap.journal(), None)?;
+    let hist = snapshot::history(&snap, None)?;
     let mut auditor = Auditor::new(hist.start.clone());
     auditor.learn_handles(&hist.records);
     let mut rows = Vec::new();
@@ -548,10 +547,10 @@ fn print_trail(journal: &Path) -> Result<(), CliError> {
         // The add finished before the kill: nothing was interrupted, recovery only checked.
         println!("  nothing was rolled back or repaired: no operation was cut short");
     } else {
-        print!("{}", trail::table(&story));
+        print!("{}", rows::table(&story));
     }
     heading(&format!("7. the audit trail (last {TAIL} records)"));
     let skip = rows.len().saturating_sub(TAIL);
-    print!("{}", trail::table(&rows[skip..]));
+    print!("{}", rows::table(&rows[skip..]));
     Ok(())
 }

@@ -1,14 +1,10 @@
 //! Time as the CLI shows and reads it: UTC RFC 3339 with milliseconds out; RFC 3339 (UTC) or a
 //! journalctl-style relative time (`-10m`, `-2h`, `now`) in.
 
-use crate::fail::CliError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use super::fail::CliError;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Formats microseconds since the Unix epoch as `2026-11-21T12:23:46.123Z`.
-pub fn format_micros(micros: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_micros(micros);
-    humantime::format_rfc3339_millis(t).to_string()
-}
+pub use crate::audit::format_micros;
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> u64 {

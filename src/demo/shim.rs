@@ -4,12 +4,12 @@
 //! containers, printing one line per step. Its last line, `begin: ...`, announces the operation
 //! during which the parent kills it with SIGKILL — a real crash, not a simulated one.
 
-use crate::args::{BackendArg, DemoShimArgs};
-use crate::backend::{self, Target};
-use crate::fail::{CliError, CliResult, Outcome};
-use lunledger::backend::sim::SimOp;
-use lunledger::model::ManagerConfig;
-use lunledger::{DiskRequest, Manager, Mount, MountConfig};
+use crate::backend::sim::SimOp;
+use crate::cli::fail::{CliError, CliResult, Outcome};
+use crate::demo::backend::{self, Target};
+use crate::demo::{BackendArg, DemoShimArgs};
+use crate::model::ManagerConfig;
+use crate::{DiskRequest, Manager, Mount, MountConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

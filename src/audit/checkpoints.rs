@@ -1,5 +1,5 @@
-//! Audits that need the fold, which the journal does not know: every checkpoint the journal
-//! keeps is compared with the fold of the records up to it.
+//! Checkpoints against the records: every checkpoint the journal keeps is compared with the fold
+//! of the records up to it.
 //!
 //! A checkpoint is a copy of the manager's state at a sequence number (`State` = fold of the
 //! records). It bounds recovery time, so it is trusted by [`crate::load_state`]; a checkpoint

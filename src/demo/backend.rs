@@ -8,12 +8,12 @@
 //! connects must be the only live user: the parent connects only after the shim died, and drops
 //! its connections (closes the manager) before probing.
 
-use crate::args::BackendArg;
-use crate::fail::CliError;
-use lunledger::backend::qemu::{QemuGuest, QemuHost};
-use lunledger::backend::sim::SimVm;
-use lunledger::backend::{GuestBackend, HostBackend};
-use lunledger::vm::{GuestImage, QemuVm, QemuVmOptions, DEFAULT_QEMU};
+use crate::backend::qemu::{QemuGuest, QemuHost};
+use crate::backend::sim::SimVm;
+use crate::backend::{GuestBackend, HostBackend};
+use crate::cli::fail::CliError;
+use crate::demo::vm::{GuestImage, QemuVm, QemuVmOptions, DEFAULT_QEMU};
+use crate::demo::BackendArg;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,7 +148,7 @@ fn is_executable(p: &Path) -> bool {
 pub async fn start_qemu(prereqs: &QemuPrereqs) -> Result<(QemuVm, Duration), CliError> {
     let t = Instant::now();
     let vm = QemuVm::start(QemuVmOptions {
-        controllers: crate::demo_shim::config().controllers,
+        controllers: crate::demo::shim::config().controllers,
         guest: Some(prereqs.image.clone()),
         ..Default::default()
     })

@@ -2,10 +2,8 @@
 //! behind a checkpoint — from the state of the oldest checkpoint whose successors are retained,
 //! since records before the oldest retained one cannot be folded any more.
 
-use crate::fail::CliError;
-use crate::progress;
-use lunledger::journal::{Journal, Record};
-use lunledger::recovery::State;
+use lunledger_journal::{Journal, JournalError, Record};
+use lunledger_recovery::State;
 
 /// Records to fold, the state to fold them onto, and any damage met while reading.
 pub struct History {
@@ -19,9 +17,39 @@ pub struct History {
     pub damage: Option<(Option<u64>, String)>,
 }
 
-/// Reads the history of `journal` (`to`: last sequence number wanted).
-pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
-    let io = |e| CliError::io("reading the journal copy", e);
+/// Why an audit could not be done (a problem it finds in the journal is a finding, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The journal could not be read.
+    #[error("reading the journal copy: {0}")]
+    Journal(#[from] JournalError),
+    /// Records were pruned and no checkpoint stands in for them.
+    #[error("records before {first} were pruned and no checkpoint covers them")]
+    Uncovered {
+        /// The first record retained.
+        first: u64,
+    },
+    /// The checkpoints could not be checked.
+    #[error("checking checkpoints: {0}")]
+    Checkpoints(crate::Error),
+    /// The checkpoint that stands in for pruned records does not decode.
+    #[error("the checkpoint at seq {at_seq}: {what}")]
+    Checkpoint {
+        /// Its sequence number.
+        at_seq: u64,
+        /// What is wrong with it.
+        what: String,
+    },
+}
+
+/// Reads the history of `journal` (`to`: last sequence number wanted). `progress` is told the
+/// number of records to read, then called once per record read.
+pub fn load(
+    journal: &Journal,
+    to: Option<u64>,
+    progress: &mut dyn Progress,
+) -> Result<History, AuditError> {
+    let io = AuditError::Journal;
     let first = journal.first_seq().map_err(io)?.unwrap_or(1);
     let mut start = State::new();
     let mut from = first;
@@ -33,13 +61,11 @@ pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
         let cp = cps
             .iter()
             .find(|c| c.at_seq.saturating_add(1) >= first)
-            .ok_or_else(|| {
-                CliError::Io(format!(
-                    "records before {first} were pruned and no checkpoint covers them"
-                ))
-            })?;
-        start = lunledger::audit::decode_checkpoint(cp)
-            .map_err(|e| CliError::Io(format!("the checkpoint at seq {}: {e}", cp.at_seq)))?;
+            .ok_or(AuditError::Uncovered { first })?;
+        start = super::decode_checkpoint(cp).map_err(|what| AuditError::Checkpoint {
+            at_seq: cp.at_seq,
+            what,
+        })?;
         from = cp.at_seq.saturating_add(1);
         note = Some(if cp.at_seq >= first {
             format!(
@@ -58,19 +84,18 @@ pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
         });
     }
     let last = to.unwrap_or(u64::MAX).min(journal.last_seq());
-    let pb = progress::bar(last.saturating_sub(from) + 1, "reading");
+    progress.start(last.saturating_sub(from) + 1);
     let mut records = Vec::new();
     let mut damage = None;
     for item in journal.read_range(from, last) {
         match item {
             Ok(r) => {
                 records.push(r);
-                pb.inc(1);
+                progress.step();
             }
             Err(e) => {
                 let seq = match &e {
-                    lunledger::journal::JournalError::Corrupt { seq, .. }
-                    | lunledger::journal::JournalError::Decode { seq, .. } => *seq,
+                    JournalError::Corrupt { seq, .. } | JournalError::Decode { seq, .. } => *seq,
                     _ => None,
                 };
                 damage = Some((seq, e.to_string()));
@@ -78,19 +103,15 @@ pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
             }
         }
     }
-    pb.finish_and_clear();
+    progress.finish();
     if damage.is_none() {
         // What the open found is damage too, even where every record that is left reads well:
         // records that had been made durable and are gone, or damage inside the records.
         let opened = journal.open_report();
-        if let Some((first, durable)) = opened.lost_records {
-            damage = Some((
-                Some(first),
-                format!("records {first}..={durable} had been made durable but are missing"),
-            ));
-        } else if let Some(m) = &opened.middle_damage {
-            damage = Some((Some(m.seq), m.what.clone()));
-        }
+        damage = super::open_findings(opened)
+            .into_iter()
+            .find(|f| f.check != "tail")
+            .map(|f| (Some(f.seq), f.what));
     }
     Ok(History {
         start,
@@ -98,4 +119,23 @@ pub fn load(journal: &Journal, to: Option<u64>) -> Result<History, CliError> {
         note,
         damage,
     })
+}
+
+/// Told how far a long read has come (a progress bar, or nothing).
+pub trait Progress {
+    /// `len` items will follow.
+    fn start(&mut self, len: u64);
+    /// One more item done.
+    fn step(&mut self);
+    /// Done (or stopped early).
+    fn finish(&mut self);
+}
+
+/// No progress reporting.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&mut self, _: u64) {}
+    fn step(&mut self) {}
+    fn finish(&mut self) {}
 }

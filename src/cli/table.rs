@@ -28,12 +28,12 @@ impl Table {
     }
 
     /// Adds a row whose cells may each be painted.
-    /// Cell text is shown with control characters escaped ([`crate::style::printable`]).
+    /// Cell text is shown with control characters escaped ([`crate::cli::style::printable`]).
     pub fn painted(&mut self, cells: Vec<Cell>) {
         self.rows.push(
             cells
                 .into_iter()
-                .map(|(c, p)| (crate::style::printable(&c).into_owned(), p))
+                .map(|(c, p)| (crate::cli::style::printable(&c).into_owned(), p))
                 .collect(),
         );
     }
@@ -58,7 +58,7 @@ impl Table {
             let cells: Vec<Cell> = self
                 .head
                 .iter()
-                .map(|h| (h.to_string(), Some(crate::style::bold as Paint)))
+                .map(|h| (h.to_string(), Some(crate::cli::style::bold as Paint)))
                 .collect();
             out.push_str(&line(&cells, widths));
         }

@@ -3,10 +3,10 @@
 //! form is a stable schema of its own (the fold's `State` has map keys JSON cannot carry).
 
 use crate::audit::describe_drift;
-use crate::clock::format_micros;
-use crate::style;
-use crate::table::Table;
-use lunledger::recovery::State;
+use crate::cli::clock::format_micros;
+use crate::cli::style;
+use crate::cli::table::Table;
+use crate::recovery::State;
 use serde::Serialize;
 
 /// The state, flattened for output.

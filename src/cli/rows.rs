@@ -2,8 +2,8 @@
 //! line for programs.
 
 use crate::audit::Row;
-use crate::style;
-use crate::table::Table;
+use crate::cli::style;
+use crate::cli::table::Table;
 
 /// Column headings of the audit table.
 pub const HEAD: &[&str] = &[

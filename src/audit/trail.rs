@@ -3,12 +3,11 @@
 //! records go by. A record alone names only a slot or a mount id; the fold knows which disk and
 //! which guest path those were at that moment.
 
-use crate::clock::format_micros;
-use lunledger::journal::Record;
-use lunledger::model::{
+use lunledger_journal::Record;
+use lunledger_model::{
     Drift, Event, HandleId, MountId, OpId, OpKind, Resolution, Slot, Step, Target,
 };
-use lunledger::recovery::{ApplyError, State};
+use lunledger_recovery::{ApplyError, State};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -406,4 +405,10 @@ pub fn describe_drift(d: &Drift) -> String {
             format!("journal says mount {mount} is at {path}, the guest has nothing there")
         }
     }
+}
+
+/// Formats microseconds since the Unix epoch as `2026-11-21T12:23:46.123Z` (UTC, milliseconds).
+pub fn format_micros(micros: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
+    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -1,16 +1,14 @@
-//! `lunledger recover --dry-run`: the plan opening the journal would execute, computed by the
-//! same pure planner the manager uses, against what a backend reports (or against nothing: a
-//! journal-only plan). Nothing is executed; exits 1 when the plan is not empty.
+//! The recovery plan as people read it (`lunledger recover --dry-run`, the demo): the plan
+//! opening the journal would execute, computed by the same pure planner the manager uses,
+//! against what a backend reports (or against nothing: a journal-only plan).
 
-use crate::args::RecoverArgs;
-use crate::fail::{CliError, CliResult, Outcome};
-use crate::replay::{say_banner, write_out};
-use crate::snapshot::{self, Snapshot};
-use crate::style;
-use lunledger::backend::sim::{persist, SimVm};
-use lunledger::backend::{GuestView, HostView};
-use lunledger::model::{Resolution, Target};
-use lunledger::recovery::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, State};
+use super::fail::CliError;
+use super::snapshot::Snapshot;
+use super::style;
+use crate::backend::sim::{persist, SimVm};
+use crate::backend::{GuestView, HostView};
+use crate::model::{Resolution, Target};
+use crate::recovery::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, State};
 use serde::Serialize;
 use std::path::Path;
 
@@ -22,27 +20,6 @@ struct Line<'a> {
     raw: &'a Action,
 }
 
-/// Runs `recover`.
-pub fn run(a: &RecoverArgs) -> CliResult {
-    if !a.dry_run {
-        return Err(CliError::Usage(
-            "recover only plans (--dry-run): the CLI never changes a journal; recovery runs when the shim opens the manager".into(),
-        ));
-    }
-    let snap = snapshot::open(
-        &a.common.journal,
-        a.common.copy,
-        a.common.work_dir.as_deref(),
-    )?;
-    say_banner(&snap, a.common.json);
-    let policy = RecoveryPolicy {
-        detach_unknown: a.detach_unknown,
-    };
-    let (text, actions) = plan_text(&snap, a.sim_state.as_deref(), &policy, a.common.json)?;
-    write_out(&mut std::io::stdout().lock(), &text)?;
-    Ok(Outcome::problem_if(actions > 0))
-}
-
 /// The plan for the journal copy `snap`, observing the simulated VM in `sim` (if any), as text
 /// (a table, or JSON lines), and how many actions it has.
 pub fn plan_text(
@@ -51,7 +28,7 @@ pub fn plan_text(
     policy: &RecoveryPolicy,
     json: bool,
 ) -> Result<(String, usize), CliError> {
-    let (state, _, _) = lunledger::load_state(snap.journal())
+    let (state, _, _) = crate::load_state(snap.journal())
         .map_err(|e| CliError::Io(format!("rebuilding the state: {e}")))?;
     let (seen, source) = match sim {
         Some(path) => (
@@ -116,7 +93,7 @@ fn observe_sim(path: &Path) -> Result<Observation, CliError> {
 
 /// What the VM reports, in the planner's terms (the manager's recovery does the same).
 pub fn observation(host: HostView, guest: GuestView) -> Observation {
-    lunledger::observe(Some(host), Some(guest))
+    crate::observe(Some(host), Some(guest))
 }
 
 fn kind(a: &Action) -> &'static str {
@@ -153,7 +130,7 @@ fn target(t: &Target, st: &State) -> String {
 fn describe(a: &Action, st: &State) -> String {
     let op = |id: &u64| match st.ops.get(id) {
         Some(o) => match &o.kind {
-            lunledger::model::OpKind::Add { disk, owner, .. } => format!(
+            crate::model::OpKind::Add { disk, owner, .. } => format!(
                 "op {id} (add {}{})",
                 disk.path,
                 owner

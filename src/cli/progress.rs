@@ -36,3 +36,31 @@ pub fn spinner(len: u64, what: &'static str) -> ProgressBar {
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb
 }
+
+/// A [`bar`] labelled `what`, driven by the library's long reads.
+pub struct Bar {
+    what: &'static str,
+    bar: ProgressBar,
+}
+
+impl Bar {
+    /// A bar that appears once the work turns out long enough.
+    pub fn new(what: &'static str) -> Self {
+        Bar {
+            what,
+            bar: ProgressBar::hidden(),
+        }
+    }
+}
+
+impl crate::audit::Progress for Bar {
+    fn start(&mut self, len: u64) {
+        self.bar = bar(len, self.what);
+    }
+    fn step(&mut self) {
+        self.bar.inc(1);
+    }
+    fn finish(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
