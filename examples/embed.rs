@@ -8,7 +8,8 @@
 //!     cargo run --example embed -- /tmp/shim-state
 
 use lunledger::backend::sim::SimVm;
-use lunledger::{DiskRequest, Manager, ManagerConfig, MountConfig};
+use lunledger::model::ManagerConfig;
+use lunledger::{DiskRequest, Manager, MountConfig};
 use std::path::PathBuf;
 
 #[tokio::main]

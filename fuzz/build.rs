@@ -3,4 +3,6 @@
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(lunledger_fuzz)");
     println!("cargo::rustc-cfg=lunledger_fuzz");
+    // tests/common names the main crate's `testing` feature, which this crate does not have.
+    println!("cargo::rustc-check-cfg=cfg(feature, values(\"testing\"))");
 }

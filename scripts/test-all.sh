@@ -21,6 +21,8 @@ timed() { local t0; t0=$(date +%s); "$@"; times+=("$(( $(date +%s) - t0 ))s  $*"
 tier "1. format and lint"
 timed cargo fmt --all -- --check
 timed cargo clippy --workspace --all-targets --all-features -- -D warnings
+# Without default features: the library an embedder builds (no CLI, no demo).
+timed cargo clippy --workspace --lib --no-default-features -- -D warnings
 # The fuzz crate is outside the workspace: linted on its own.
 timed cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 timed cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
@@ -28,9 +30,11 @@ timed cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" timed cargo doc --no-deps --workspace --all-features
 
 tier "2. default tier"
-timed cargo test --workspace
-# The storage fault matrices need fault injection (the `testing` feature: the journal's own
-# write/sync sites and sled's failpoints), which never goes into a normal build.
+# The `testing` feature turns the test seams on (crash points, the journal's storage fault sites,
+# sled's failpoints); it never goes into a normal build. The crash matrix, the property test and
+# the fuzz corpora need it; a build of the workspace without it must still compile and pass.
+timed cargo test --workspace --no-run
+timed cargo test --workspace --features testing
 timed cargo test -p lunledger-journal --features testing --test storage_faults -- --nocapture
 timed cargo test --features testing --test fault_matrix -- --nocapture
 
@@ -42,7 +46,7 @@ LUNLEDGER_KILLS="${LUNLEDGER_KILLS:-200}" timed cargo test --test kill9 -- --noc
 LUNLEDGER_ROTATE_KILLS="${LUNLEDGER_ROTATE_KILLS:-100}" timed cargo test -p lunledger-journal --test kill9 sigkill_during_rotations -- --nocapture
 LUNLEDGER_TAMPER_CASES="${LUNLEDGER_TAMPER_CASES:-3000}" timed cargo test -p lunledger-journal --test tamper_campaign -- --nocapture
 if [ -f tests/proptest_manager.rs ]; then
-  LUNLEDGER_PROPTEST_CASES="${LUNLEDGER_PROPTEST_CASES:-256}" timed cargo test --test proptest_manager
+  LUNLEDGER_PROPTEST_CASES="${LUNLEDGER_PROPTEST_CASES:-256}" timed cargo test --features testing --test proptest_manager
 fi
 
 tier "4. QEMU tier"

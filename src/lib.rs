@@ -10,7 +10,12 @@ pub mod audit;
 pub mod backend;
 #[cfg(feature = "cli")]
 pub mod cli;
+// Crash points are consulted at every step; injecting crashes is a test seam, public with the
+// `testing` feature only.
+#[cfg(feature = "testing")]
 pub mod crash;
+#[cfg(not(feature = "testing"))]
+mod crash;
 #[cfg(feature = "cli")]
 pub mod demo;
 mod error;
@@ -20,13 +25,11 @@ mod request;
 
 pub use error::{Error, Result};
 pub use lunledger_journal as journal;
-pub use lunledger_journal::Durability;
 pub use lunledger_model as model;
 pub use lunledger_recovery as recovery;
 pub use manager::{
-    load_state, load_state_with, observe, validate_config, AttachmentInfo, Manager, ManagerOptions,
-    MountInfo, RecoveryReport,
+    load_state, load_state_with, observe, validate_config, AttachmentInfo, LoadedState, Manager,
+    ManagerOptions, MountInfo, RecoveryReport,
 };
-pub use model::{DiskKind, ManagerConfig, Slot};
 pub use mount::Mount;
 pub use request::{parse_evd_path, DiskRequest, MountConfig};

@@ -237,7 +237,7 @@ fn verify_with_key_and_anchor_catches_a_forged_record() {
         rec.event = lunledger::model::Event::OpFailed {
             error: "forged".into(),
         };
-        recs.insert(k_last, lunledger::journal::encode_record(&rec))
+        recs.insert(k_last, lunledger::journal::encode_record(&rec).unwrap())
             .unwrap();
         db.flush().unwrap();
     }

@@ -1197,7 +1197,7 @@ fn rotated_journal(dir: &Path) -> (State, Vec<lunledger::journal::SegmentInfo>) 
 fn deleted_sealed_history_is_a_named_loss_not_pruning() {
     let dir = tempfile::tempdir().unwrap();
     let (live, segments) = rotated_journal(dir.path());
-    std::fs::remove_dir_all(dir.path().join(lunledger::journal::segment::ARCHIVE_DIR)).unwrap();
+    std::fs::remove_dir_all(dir.path().join(lunledger::journal::ARCHIVE_DIR)).unwrap();
     let d = dir.path().to_str().unwrap();
     let o = cli(&["verify", d, "--json"]);
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
@@ -1239,11 +1239,7 @@ fn a_missing_watermark_is_a_verify_finding() {
     let d = dir.path().to_str().unwrap();
     let o = cli(&["verify", d]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
-    std::fs::remove_file(
-        dir.path()
-            .join(lunledger::journal::watermark::WATERMARK_FILE),
-    )
-    .unwrap();
+    std::fs::remove_file(dir.path().join(lunledger::journal::WATERMARK_FILE)).unwrap();
     let o = cli(&["verify", d, "--json"]);
     assert_eq!(code(&o), 1, "{}", stdout(&o));
     let v = &json_lines(&o)[0];

@@ -17,7 +17,7 @@ use common::scenarios::*;
 use lunledger::backend::sim::{SimCall, SimVm};
 use lunledger::crash::{CrashHook, CrashPoint};
 use lunledger::journal::faults::{self, Site};
-use lunledger::journal::{Durability, Journal, JournalError, Record};
+use lunledger::journal::{Durability, JournalError, JournalReader, Record};
 use lunledger::model::{Event, HandleId, OpKind, Step, Target};
 use lunledger::{Error, Manager, ManagerOptions};
 use std::path::Path;
@@ -88,7 +88,7 @@ fn options(mode: Durability, hook: Option<Arc<dyn CrashHook>>) -> ManagerOptions
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The journal a VM observer checks against.
-type Watched = Arc<Mutex<Option<Journal>>>;
+type Watched = Arc<Mutex<Option<JournalReader>>>;
 
 /// Whether `r` is the intent of the VM-changing `call`: its step intent, or for an access grant
 /// the add's `OpStarted` naming the VM and path.
@@ -157,7 +157,7 @@ fn watch(vm: &SimVm) -> (Watched, Seen) {
 /// The write-ahead rule, checked against the journal as reopened after the fault: every call
 /// made had its intent record (the newest matching one appended before the call) stored and
 /// durable when the call was made.
-fn check_write_ahead(reopened: &Journal, seen: &[SeenCall]) -> Result<(), String> {
+fn check_write_ahead(reopened: &JournalReader, seen: &[SeenCall]) -> Result<(), String> {
     if seen.is_empty() {
         return Ok(());
     }
@@ -219,7 +219,7 @@ async fn one_case(
     let mut fired = false;
     match opened {
         Ok(m) => {
-            *watched.lock().unwrap() = Some(m.journal().clone());
+            *watched.lock().unwrap() = Some(m.journal());
             let r = script(&m, &vm, &mut held).await;
             if let Err(e) = &r {
                 if !e.stops_manager() && !matches!(e, Error::Backend { .. }) {
@@ -242,7 +242,7 @@ async fn one_case(
     // The fault is gone: the same journal and VM recover.
     let m = reopen(dir.path(), &vm, mode).await?;
     let seen = seen.lock().unwrap().clone();
-    check_write_ahead(m.journal(), &seen)?;
+    check_write_ahead(&m.journal(), &seen)?;
     let what = format!("{fault:?} at point {k} ({mode:?})");
     check_recovered(&m, &vm, &held, &what).await;
     release_all_and_check_empty(&m, &vm, &what).await;

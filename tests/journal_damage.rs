@@ -44,8 +44,7 @@ async fn damaged_tail_is_quarantined_and_the_prefix_recovered(damage: Damage) {
         // a crash between sled's write and the flush leaves it.
         let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap());
         std::fs::write(
-            dir.path()
-                .join(lunledger::journal::watermark::WATERMARK_FILE),
+            dir.path().join(lunledger::journal::WATERMARK_FILE),
             format!("lunledger-durable {:020}\n", seq - 1),
         )
         .unwrap();

@@ -62,10 +62,13 @@ async fn an_older_journal_loads_from_its_checkpoint_and_reopens_to_the_same_stat
     let (_tmp, dir, vm) = working_copy();
     {
         let j = Journal::open(&dir, JournalOptions::default()).unwrap();
-        let (state, checkpoint, _) = lunledger::load_state(&j).unwrap();
-        assert!(checkpoint.is_some(), "the older checkpoint was not used");
+        let loaded = lunledger::load_state(&j.reader()).unwrap();
+        assert!(
+            loaded.checkpoint.is_some(),
+            "the older checkpoint was not used"
+        );
         let records: Vec<_> = j.read_from(1).collect::<Result<_, _>>().unwrap();
-        assert_eq!(state, State::fold(records.iter()).unwrap());
+        assert_eq!(loaded.state, State::fold(records.iter()).unwrap());
     }
     let m = Manager::open_with(&dir, options(), vm.host_backend(), vm.guest_backend())
         .await

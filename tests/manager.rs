@@ -546,7 +546,7 @@ async fn sync_durability_fdatasyncs_before_each_backend_step() {
     let dir = tempdir();
     let vm = SimVm::new();
     let mut opts = ManagerOptions::new(config());
-    opts.durability = lunledger::Durability::Sync;
+    opts.durability = lunledger::journal::Durability::Sync;
     let m = open_opts(dir.path(), &vm, opts).await;
     let before = m.journal().stats();
     let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
@@ -973,11 +973,7 @@ async fn journal_integrity_findings_reach_the_recovery_report() {
     let r = m.last_recovery().unwrap();
     assert!(r.journal_findings.is_empty(), "{:?}", r.journal_findings);
     m.close().await.unwrap();
-    std::fs::remove_file(
-        dir.path()
-            .join(lunledger::journal::watermark::WATERMARK_FILE),
-    )
-    .unwrap();
+    std::fs::remove_file(dir.path().join(lunledger::journal::WATERMARK_FILE)).unwrap();
     let m = open(dir.path(), &vm).await;
     let r = m.last_recovery().unwrap();
     assert_eq!(r.journal_findings.len(), 1, "{:?}", r.journal_findings);

@@ -637,7 +637,9 @@ async fn recovery_finishes_a_release_whose_release_started_record_was_lost() {
         move || {
             let j = Journal::open(&path, JournalOptions::default())
                 .unwrap_or_else(|e| panic!("journal: {e}"));
-            let (st, _, _) = lunledger::load_state(&j).unwrap_or_else(|e| panic!("{e}"));
+            let st = lunledger::load_state(&j.reader())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .state;
             let seq = j
                 .append(
                     st.next_op,

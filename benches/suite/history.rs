@@ -4,7 +4,8 @@
 
 use crate::{config_8x64, open_manager, LIVE};
 use lunledger::backend::sim::{persist as simfile, SimVm};
-use lunledger::{DiskRequest, Durability, MountConfig};
+use lunledger::journal::Durability;
+use lunledger::{DiskRequest, MountConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

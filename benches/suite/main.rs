@@ -11,11 +11,13 @@ mod report;
 
 use baseline::{BaseManager, Persist};
 use lunledger::backend::sim::{SimOp, SimVm};
-use lunledger::journal::codec::{chain_hash, decode_record, encode_record, CHECK_LEN};
+use lunledger::journal::Durability;
+use lunledger::journal::{chain_hash, decode_record, encode_record, CHECK_LEN};
 use lunledger::journal::{Journal, JournalOptions, Record};
+use lunledger::model::ManagerConfig;
 use lunledger::model::MountSpec;
 use lunledger::recovery::State;
-use lunledger::{DiskRequest, Durability, Manager, ManagerConfig, ManagerOptions, MountConfig};
+use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
 use physical::Mechanism;
 use report::{median, ms, pct, us, Table, Target};
 use std::hint::black_box;
@@ -686,7 +688,9 @@ fn phases_once(h: &history::History) -> (f64, f64) {
     let j = Journal::open(h.journal_dir(), JournalOptions::default()).expect("journal open");
     let jo = ms(t.elapsed());
     let t = Instant::now();
-    let (st, _, _) = lunledger::load_state(&j).expect("load_state");
+    let st = lunledger::load_state(&j.reader())
+        .expect("load_state")
+        .state;
     let ls = ms(t.elapsed());
     assert_eq!(st.handles.len(), LIVE);
     (jo, ls)
@@ -916,7 +920,10 @@ fn section_5(t: &mut Table, h: &history::History, h0: &history::History) {
         .take(200_000)
         .map(|r| r.expect("read"))
         .collect();
-    let sample: Vec<Vec<u8>> = records.iter().map(encode_record).collect();
+    let sample: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| encode_record(r).expect("encode"))
+        .collect();
     let bin_payloads: Vec<Vec<u8>> = records
         .iter()
         .map(|r| rmp_serde::to_vec(&codec_probe::RecordBin::from(r)).expect("encode probe"))

@@ -342,7 +342,7 @@ fn main() {
     };
     println!(
         "raw frame {raw_frame} B (u32 len + u32 check + rmp payload); journal stored record {} B (+8 B key; includes 32 B prev_hash, 8 B check)",
-        encode_record(&sample).len()
+        encode_record(&sample).map_or(0, |b| b.len())
     );
     println!();
     println!("| measurement | median µs | p99 µs | rec/s | ratio vs raw (a) | target |");

@@ -15,14 +15,14 @@ use crate::record::{ChainHash, Record, RecordV1, SCHEMA_VERSION};
 /// Length of the per-record check appended to the payload.
 pub const CHECK_LEN: usize = 8;
 
-/// Encodes a record into its stored bytes (payload followed by its check). Pure.
-pub fn encode_record(record: &Record) -> Vec<u8> {
-    // Serialising plain data into a Vec cannot fail for these types; fall back to an empty
-    // payload rather than panic (it would then fail its decode, loudly).
-    let mut out = rmp_serde::to_vec(record).unwrap_or_default();
+/// Encodes a record into its stored bytes (payload followed by its check). Pure. An encode
+/// failure (none is known for these plain types) is [`JournalError::Internal`], never a record.
+pub fn encode_record(record: &Record) -> Result<Vec<u8>, JournalError> {
+    let mut out = rmp_serde::to_vec(record)
+        .map_err(|e| JournalError::Internal(format!("encoding record {}: {e}", record.seq)))?;
     let check = blake3::hash(&out);
     out.extend_from_slice(&check.as_bytes()[..CHECK_LEN]);
-    out
+    Ok(out)
 }
 
 /// Decodes stored bytes into a record, migrating older schemas. Pure; never panics on any input.
@@ -148,13 +148,13 @@ mod tests {
     #[test]
     fn round_trip() {
         let r = rec(SCHEMA_VERSION);
-        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+        assert_eq!(decode_record(&encode_record(&r).unwrap()).unwrap(), r);
     }
 
     #[test]
     fn hashed_decode_agrees_with_the_two_hashes() {
         for schema in [1, SCHEMA_VERSION] {
-            let bytes = encode_record(&rec(schema));
+            let bytes = encode_record(&rec(schema)).unwrap();
             let (r, h) = decode_record_hashed(&bytes).unwrap();
             assert_eq!(r, decode_record(&bytes).unwrap());
             assert_eq!(h, chain_hash(&bytes));
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn newer_schema_is_refused() {
-        let e = decode_record(&encode_record(&rec(SCHEMA_VERSION + 1))).unwrap_err();
+        let e = decode_record(&encode_record(&rec(SCHEMA_VERSION + 1)).unwrap()).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -179,13 +179,13 @@ mod tests {
 
     #[test]
     fn unknown_old_schema_is_a_decode_error() {
-        let e = decode_record(&encode_record(&rec(0))).unwrap_err();
+        let e = decode_record(&encode_record(&rec(0)).unwrap()).unwrap_err();
         assert!(matches!(e, JournalError::Decode { .. }), "{e}");
     }
 
     #[test]
     fn every_single_byte_change_is_caught() {
-        let bytes = encode_record(&rec(1));
+        let bytes = encode_record(&rec(1)).unwrap();
         for i in 0..bytes.len() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut b = bytes.clone();

@@ -27,6 +27,7 @@ pub enum Site {
 
 impl Site {
     /// Every site.
+    #[cfg(feature = "testing")]
     pub const ALL: [Site; 6] = [
         Site::DataSync,
         Site::Watermark,

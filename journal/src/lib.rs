@@ -47,39 +47,50 @@
 
 mod active;
 mod chain;
-pub mod checkpoint;
-pub mod codec;
-pub mod copy;
-pub mod error;
+mod checkpoint;
+mod codec;
+mod copy;
+mod error;
+// Fault injection is public with the `testing` feature only; the journal's sites always ask it
+// (an empty inline function without the feature).
+#[cfg(feature = "testing")]
 pub mod faults;
-pub mod iter;
-pub mod lock;
+#[cfg(not(feature = "testing"))]
+mod faults;
+mod iter;
+mod lock;
 mod manifest;
-pub mod options;
-pub mod readonly;
-pub mod record;
-pub mod recover;
+mod options;
+mod reader;
+mod readonly;
+mod record;
+mod recover;
 mod rotate;
 mod safe_fs;
-pub mod seal;
-pub mod segment;
+mod seal;
+mod segment;
 mod snapshot;
-pub mod stats;
-pub mod store;
-pub mod verify;
-pub mod watermark;
+mod stats;
+mod store;
+mod verify;
+mod watermark;
 mod writer;
 
+pub use active::{CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
 pub use checkpoint::{Checkpoint, PruneReport, Retention};
-pub use codec::{decode_record, decode_record_hashed, encode_record};
+pub use codec::{chain_hash, decode_record, decode_record_hashed, encode_record, CHECK_LEN};
+pub use copy::{copy_journal, CopyReport, LeftOut};
 pub use error::JournalError;
 pub use iter::{RecordIter, Tail};
+pub use lock::{wait_flock_free, DirLock, SharedLock, LOCK_FILE};
 pub use options::{Durability, JournalOptions};
+pub use reader::JournalReader;
+pub use readonly::{open_read_only, Provenance, ReadOnlyJournal, ReadOnlyOptions};
 pub use record::{ChainHash, Record, HASH_LEN, SCHEMA_VERSION};
 pub use recover::{OpenReport, TailDamage};
 pub use seal::{Head, SealCheck, SealKey};
-pub use segment::SegmentInfo;
+pub use segment::{SegmentInfo, ARCHIVE_DIR};
 pub use stats::JournalStats;
 pub use store::{is_journal_dir, Journal};
-pub use verify::{Problem, ProblemKind, VerifyReport};
-pub use watermark::Mark;
+pub use verify::{Problem, ProblemKind, VerifyReport, MAX_PROBLEMS};
+pub use watermark::{Mark, WATERMARK_FILE};

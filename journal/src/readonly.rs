@@ -14,6 +14,7 @@ use crate::copy::{copy_journal, CopyReport};
 use crate::error::JournalError;
 use crate::lock::SharedLock;
 use crate::options::JournalOptions;
+use crate::reader::JournalReader;
 use crate::store::Journal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub enum Provenance {
 /// A private copy of a journal, opened. Dropping it closes the copy and removes it.
 #[derive(Debug)]
 pub struct ReadOnlyJournal {
-    journal: Journal,
+    journal: JournalReader,
     source: PathBuf,
     provenance: Provenance,
     report: CopyReport,
@@ -51,8 +52,8 @@ pub struct ReadOnlyJournal {
 }
 
 impl ReadOnlyJournal {
-    /// The opened copy.
-    pub fn journal(&self) -> &Journal {
+    /// The opened copy (read access: the copy is private, and nothing needs to write it).
+    pub fn journal(&self) -> &JournalReader {
         &self.journal
     }
 
@@ -131,7 +132,7 @@ pub fn open_read_only(
         Err(e) => return Err(e),
     };
     Ok(ReadOnlyJournal {
-        journal,
+        journal: journal.reader(),
         source: dir.to_path_buf(),
         provenance,
         report,

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub use crate::active::{is_journal_dir, CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
+pub use crate::active::is_journal_dir;
 
 pub(crate) const TREE_RECORDS: &str = "records";
 pub(crate) const TREE_CHECKPOINTS: &str = "checkpoints";
@@ -499,6 +499,7 @@ impl Journal {
     /// segment, 2: building the next generation, 3: committing it, 4: switching to it, 5:
     /// removing the old generation). `0` turns it off.
     #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn set_rotation_fault(&self, step: u8) {
         self.shared().rotation_fault.store(step, Ordering::SeqCst);
     }

@@ -354,7 +354,7 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
                 event: p.event,
                 prev_hash,
             };
-            let bytes = encode_record(&rec);
+            let bytes = encode_record(&rec)?;
             prev_hash = chain_hash(&bytes);
             view.active
                 .records

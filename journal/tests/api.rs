@@ -20,7 +20,7 @@ fn every_event_round_trips_through_the_store_and_the_codec() {
         assert_eq!(recs.len(), events.len());
         for (r, e) in recs.iter().zip(&events) {
             assert_eq!(&r.event, e);
-            assert_eq!(decode_record(&encode_record(r)).unwrap(), *r);
+            assert_eq!(decode_record(&encode_record(r).unwrap()).unwrap(), *r);
         }
     }
     let j = Journal::open(dir.path(), opts()).unwrap();

@@ -73,7 +73,7 @@ fn broken_chain_at_the_end_is_quarantined() {
         for s in [5u64, 6] {
             let mut r = decode_record(&t.get(key(s)).unwrap().unwrap()).unwrap();
             r.prev_hash = [7; 32];
-            t.insert(key(s), encode_record(&r)).unwrap();
+            t.insert(key(s), encode_record(&r).unwrap()).unwrap();
         }
     });
     rewind_watermark(dir.path(), 4);
@@ -125,7 +125,7 @@ fn verify_names_a_tampered_record() {
                 r.event = Event::OpFailed {
                     error: "forged".into(),
                 };
-                encode_record(&r)
+                encode_record(&r).unwrap()
             } else {
                 let mut b = v.to_vec();
                 let last = b.len() - 1;
@@ -200,7 +200,7 @@ fn newer_schema_record_is_refused_on_open() {
             event: Event::OpFinished,
             prev_hash: *blake3::hash(&prev).as_bytes(),
         };
-        t.insert(key(4), encode_record(&r)).unwrap();
+        t.insert(key(4), encode_record(&r).unwrap()).unwrap();
     });
     match Journal::open(dir.path(), opts()) {
         Err(JournalError::NewerSchema { found, supported }) => {
@@ -301,7 +301,7 @@ fn prune_anchor_catches_a_changed_first_retained_record() {
     with_raw(dir.path(), |t| {
         let mut r = decode_record(&t.get(key(11)).unwrap().unwrap()).unwrap();
         r.prev_hash = [1; 32];
-        t.insert(key(11), encode_record(&r)).unwrap();
+        t.insert(key(11), encode_record(&r).unwrap()).unwrap();
     });
     let j = Journal::open(dir.path(), opts()).unwrap();
     let p = j.verify().unwrap().problem.expect("anchor not checked");
@@ -337,7 +337,7 @@ fn open_scans_from_the_newest_checkpoint() {
     with_raw(dir.path(), |t| {
         let mut r = decode_record(&t.get(key(40)).unwrap().unwrap()).unwrap();
         r.op += 1;
-        t.insert(key(40), encode_record(&r)).unwrap();
+        t.insert(key(40), encode_record(&r).unwrap()).unwrap();
     });
     match Journal::open(dir.path(), opts()) {
         Err(JournalError::Corrupt { seq: Some(40), .. }) => {}

@@ -5,8 +5,8 @@
 mod common;
 
 use common::read_all;
-use lunledger_journal::store::{CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
 use lunledger_journal::*;
+use lunledger_journal::{CURRENT_FILE, SLED_DATA_FILE, SLED_DIR};
 use lunledger_model::*;
 use std::path::Path;
 use std::time::Duration;
@@ -51,7 +51,7 @@ fn rotated_journal(dir: &Path) {
 }
 
 fn segment_path(dir: &Path, first: u64, last: u64) -> std::path::PathBuf {
-    dir.join(segment::ARCHIVE_DIR)
+    dir.join(ARCHIVE_DIR)
         .join(format!("{first:020}-{last:020}.seg"))
 }
 
@@ -67,7 +67,7 @@ fn raw_active(dir: &Path) -> sled::Db {
 fn a_deleted_archive_is_a_named_loss_not_pruning() {
     let dir = tempfile::tempdir().unwrap();
     rotated_journal(dir.path());
-    std::fs::remove_dir_all(dir.path().join(segment::ARCHIVE_DIR)).unwrap();
+    std::fs::remove_dir_all(dir.path().join(ARCHIVE_DIR)).unwrap();
     match Journal::open(dir.path(), small_segments()) {
         Err(JournalError::LostRecords { first, durable }) => {
             assert_eq!((first, durable), (1, 80))
@@ -214,7 +214,7 @@ fn a_journal_without_a_manifest_is_reconstructed_and_says_so() {
     // Without a manifest, what must have been sealed is still known (from the pruning anchor to
     // the active generation's first record): a deleted archive is named.
     strip(dir.path());
-    std::fs::remove_dir_all(dir.path().join(segment::ARCHIVE_DIR)).unwrap();
+    std::fs::remove_dir_all(dir.path().join(ARCHIVE_DIR)).unwrap();
     assert!(matches!(
         Journal::open(dir.path(), small_segments()),
         Err(JournalError::LostRecords {
@@ -230,7 +230,7 @@ fn write_n(dir: &Path, n: u64) {
 }
 
 fn watermark_path(dir: &Path) -> std::path::PathBuf {
-    dir.join(watermark::WATERMARK_FILE)
+    dir.join(WATERMARK_FILE)
 }
 
 #[test]

@@ -129,7 +129,7 @@ fn rotation_leftovers(dir: &std::path::Path) -> bool {
             n == "sled" || (n.starts_with("sled-") && n[5..].bytes().all(|c| c.is_ascii_digit()))
         })
         .count();
-    let seg_tmp = std::fs::read_dir(dir.join(segment::ARCHIVE_DIR))
+    let seg_tmp = std::fs::read_dir(dir.join(ARCHIVE_DIR))
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))

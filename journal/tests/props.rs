@@ -191,7 +191,7 @@ proptest! {
     fn mutated_valid_payloads_never_panic(idx in 0usize..33, at in any::<prop::sample::Index>(), val in any::<u8>()) {
         let evs = every_event();
         let r = Record { schema: 1, seq: 5, ts_micros: 9, op: 2, event: evs[idx % evs.len()].clone(), prev_hash: [3; 32] };
-        let framed = encode_record(&r);
+        let framed = encode_record(&r).unwrap();
         let mut payload = framed[..framed.len() - 8].to_vec();
         let i = at.index(payload.len());
         payload[i] = val;

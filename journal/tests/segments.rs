@@ -138,6 +138,7 @@ fn a_checkpoint_at_the_newest_record_leaves_an_empty_generation_that_still_conti
 }
 
 #[test]
+#[cfg(feature = "testing")]
 fn a_crash_at_every_rotation_step_loses_nothing() {
     let mut steps = 0;
     for step in 1..=5u8 {
@@ -277,7 +278,7 @@ fn damage_to_a_segment_is_named() {
         }
         append_durable(&j, 5);
     }
-    let segs: Vec<_> = std::fs::read_dir(dir.path().join(segment::ARCHIVE_DIR))
+    let segs: Vec<_> = std::fs::read_dir(dir.path().join(ARCHIVE_DIR))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

@@ -13,8 +13,8 @@
 //! printed (and explained in docs/testing.md). `LUNLEDGER_TAMPER_CASES` sets the number of cases
 //! (default 400; the long tier runs thousands).
 
-use lunledger_journal::readonly::{open_read_only, ReadOnlyOptions};
 use lunledger_journal::*;
+use lunledger_journal::{open_read_only, ReadOnlyOptions};
 use lunledger_model::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -206,7 +206,7 @@ fn raw_sled(dir: &Path) -> sled::Db {
 
 fn write_watermark(dir: &Path, seq: u64) {
     std::fs::write(
-        dir.join(watermark::WATERMARK_FILE),
+        dir.join(WATERMARK_FILE),
         format!("lunledger-durable {seq:020}\n"),
     )
     .unwrap();
@@ -229,7 +229,7 @@ fn mutate(kind: Kind, dir: &Path, t: &Template, rng: &mut Rng) -> String {
         }
         Kind::FlipWithoutWatermark => {
             // The durable position's own file gone, then damage inside sled's log.
-            let _ = std::fs::remove_file(dir.join(watermark::WATERMARK_FILE));
+            let _ = std::fs::remove_file(dir.join(WATERMARK_FILE));
             let f = active_gen(dir).join("db");
             let mut b = std::fs::read(&f).unwrap();
             let at = rng.below(b.len() as u64) as usize;
@@ -335,8 +335,8 @@ fn forge_from(
             };
         }
         rec.prev_hash = prev;
-        let new = encode_record(&rec);
-        prev = codec::chain_hash(&new);
+        let new = encode_record(&rec).unwrap();
+        prev = chain_hash(&new);
         recs.insert(s.to_be_bytes(), new).unwrap();
     }
     if kind == Kind::ForgeRecordStripSeal {

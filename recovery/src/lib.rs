@@ -1,15 +1,19 @@
 //! `lunledger-recovery`: the pure model of the manager: `State` as the fold of journal events,
-//! its invariants, point-in-time state, and the recovery planner. No I/O.
+//! its invariants, the checkpoint's persisted form, and the recovery planner. No I/O: it
+//! depends on the model crate alone (and serde), which Cargo enforces.
 #![deny(missing_docs)]
 
-pub mod state;
-
-pub use state::{ApplyError, AttachPhase, Attachment, Handle, Mount, MountPhase, Op, State};
 mod alloc;
 mod invariants;
-pub mod persist;
-pub mod plan;
+mod persist;
+mod plan;
+mod state;
 
 pub use invariants::PendingTeardown;
-pub use persist::{decode_checkpoint, encode_checkpoint, PersistError};
+pub use persist::{
+    decode_checkpoint, encode_checkpoint, PersistError, PersistedV1, FORMAT_VERSION, MAGIC,
+};
 pub use plan::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest};
+pub use state::{
+    ApplyError, AttachPhase, Attachment, Counters, Handle, Mount, MountPhase, Op, State,
+};

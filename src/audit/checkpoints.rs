@@ -9,7 +9,7 @@
 //! since the one before it, so its cost is bounded by the checkpoint interval, not history.
 
 use crate::error::{Error, Result};
-use lunledger_journal::{Checkpoint, Journal, JournalError};
+use lunledger_journal::{Checkpoint, JournalError, JournalReader};
 use lunledger_recovery::State;
 
 /// A checkpoint the records do not support.
@@ -99,7 +99,7 @@ fn compare(cp: &Checkpoint, folded: &State) -> Option<CheckpointMismatch> {
 }
 
 /// Folds the records after `state` up to `to` onto it. `Err` says why it stopped early.
-fn fold_to(journal: &Journal, state: &mut State, to: u64) -> std::result::Result<(), String> {
+fn fold_to(journal: &JournalReader, state: &mut State, to: u64) -> std::result::Result<(), String> {
     let from = state.last_seq.saturating_add(1);
     if to < from {
         return Ok(());
@@ -122,7 +122,7 @@ fn fold_to(journal: &Journal, state: &mut State, to: u64) -> std::result::Result
 /// Compares every checkpoint the journal keeps with the fold of the records up to it: from the
 /// first record when history starts at 1, else from the oldest checkpoint whose successors are
 /// retained (that one cannot be checked: the records before it were pruned).
-pub fn check_checkpoints(journal: &Journal) -> Result<CheckpointAudit> {
+pub fn check_checkpoints(journal: &JournalReader) -> Result<CheckpointAudit> {
     let mut audit = CheckpointAudit::default();
     let cps = journal.checkpoints()?;
     let first = journal.first_seq()?.unwrap_or(1);
@@ -224,7 +224,7 @@ pub enum Newest {
 /// does not fold) or it names a record past the last one. The cost is bounded by the
 /// checkpoint interval: a rotation keeps the checkpoint before the newest (journals rotated
 /// before it did are folded from record 1, once, until two checkpoints follow).
-pub fn check_newest(journal: &Journal) -> Result<Newest> {
+pub fn check_newest(journal: &JournalReader) -> Result<Newest> {
     let cps = journal.checkpoints()?;
     let Some((newest, older)) = cps.split_last() else {
         return Ok(Newest::Unusable);

@@ -2,7 +2,7 @@
 //! behind a checkpoint — from the state of the oldest checkpoint whose successors are retained,
 //! since records before the oldest retained one cannot be folded any more.
 
-use lunledger_journal::{Journal, JournalError, Record};
+use lunledger_journal::{JournalError, JournalReader, Record};
 use lunledger_recovery::State;
 
 /// Records to fold, the state to fold them onto, and any damage met while reading.
@@ -45,7 +45,7 @@ pub enum AuditError {
 /// Reads the history of `journal` (`to`: last sequence number wanted). `progress` is told the
 /// number of records to read, then called once per record read.
 pub fn load(
-    journal: &Journal,
+    journal: &JournalReader,
     to: Option<u64>,
     progress: &mut dyn Progress,
 ) -> Result<History, AuditError> {

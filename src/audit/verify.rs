@@ -5,7 +5,9 @@
 //! given, the keyed seal and an anchor kept elsewhere. `lunledger verify` renders the result.
 
 use super::{AuditError, Progress};
-use lunledger_journal::{Head, Journal, JournalError, OpenReport, ProblemKind, SealCheck, SealKey};
+use lunledger_journal::{
+    Head, JournalError, JournalReader, OpenReport, ProblemKind, SealCheck, SealKey,
+};
 use lunledger_recovery::State;
 use serde::Serialize;
 
@@ -78,7 +80,7 @@ pub fn open_findings(opened: &OpenReport) -> Vec<Finding> {
 
 /// Verifies `journal` (see the module docs). `progress` hears of the records read for the fold.
 pub fn verify(
-    journal: &Journal,
+    journal: &JournalReader,
     key: Option<&SealKey>,
     anchor: Option<&Head>,
     progress: &mut dyn Progress,

@@ -28,8 +28,9 @@ pub fn plan_text(
     policy: &RecoveryPolicy,
     json: bool,
 ) -> Result<(String, usize), CliError> {
-    let (state, _, _) = crate::load_state(snap.journal())
-        .map_err(|e| CliError::Io(format!("rebuilding the state: {e}")))?;
+    let state = crate::load_state(snap.journal())
+        .map_err(|e| CliError::Io(format!("rebuilding the state: {e}")))?
+        .state;
     let (seen, source) = match sim {
         Some(path) => (
             observe_sim(path)?,

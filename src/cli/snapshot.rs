@@ -1,9 +1,9 @@
 //! Read-only access to a journal for the audit commands: the journal library's private copy
-//! ([`crate::journal::readonly`]), guarded so that a command stopped by a signal removes it.
+//! ([`crate::journal::open_read_only`]), guarded so that a command stopped by a signal removes it.
 
 use crate::cli::fail::CliError;
-use crate::journal::readonly::{open_read_only, Provenance, ReadOnlyJournal, ReadOnlyOptions};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{open_read_only, Provenance, ReadOnlyJournal, ReadOnlyOptions};
+use crate::journal::{JournalError, JournalReader};
 use std::mem::ManuallyDrop;
 use std::path::Path;
 
@@ -16,7 +16,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The opened copy.
-    pub fn journal(&self) -> &Journal {
+    pub fn journal(&self) -> &JournalReader {
         self.inner().journal()
     }
 

@@ -12,7 +12,7 @@ mod release;
 mod step;
 mod view;
 
-pub use open::{load_state, load_state_with, validate_config, ManagerOptions};
+pub use open::{load_state, load_state_with, validate_config, LoadedState, ManagerOptions};
 pub use recover::{observe, RecoveryReport};
 pub use view::{AttachmentInfo, MountInfo};
 
@@ -21,7 +21,7 @@ use crate::crash::{Boundary, CrashHook, CrashPoint, Site};
 use crate::error::{Error, Result};
 use crate::mount::Mount;
 use crate::request::DiskRequest;
-use lunledger_journal::Journal;
+use lunledger_journal::{Journal, JournalReader};
 use lunledger_model::{DiskKind, Event, HandleId, OpId, OpKind, Slot, Step, Target};
 use lunledger_recovery::State;
 use std::collections::{HashMap, HashSet};
@@ -478,9 +478,10 @@ impl Manager {
         lock(&self.inner.last_recovery).clone()
     }
 
-    /// The journal (read access for audits and tests).
-    pub fn journal(&self) -> &Journal {
-        &self.inner.journal
+    /// Read access to the journal (audits, counters, tests). Appending is the manager's alone:
+    /// every event it journals is first validated by the fold.
+    pub fn journal(&self) -> JournalReader {
+        self.inner.journal.reader()
     }
 
     /// Retries every teardown that failed earlier (unmounts, unplugs, detaches no handle waits

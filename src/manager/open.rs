@@ -6,9 +6,10 @@ use super::recover::{recover, RecoveryReport};
 use super::{Inner, Manager};
 use crate::audit::Newest;
 use crate::backend::{BackendError, GuestBackend, HostBackend};
+#[cfg(feature = "testing")]
 use crate::crash::CrashHook;
 use crate::error::{Error, Result};
-use lunledger_journal::{Durability, Journal, JournalOptions, Retention};
+use lunledger_journal::{Durability, Journal, JournalOptions, JournalReader, Retention};
 use lunledger_model::{Event, ManagerConfig, OpKind};
 use lunledger_recovery::{RecoveryPolicy, State};
 use std::collections::{HashMap, HashSet};
@@ -55,9 +56,10 @@ pub struct ManagerOptions {
     pub accept_lost_records: bool,
     /// Seal the journal's head at every durable point with this key, kept outside the journal
     /// directory, so that `lunledger verify --key-file` detects any rewritten history (see
-    /// `lunledger_journal::seal`). `None`: no seal.
+    /// `lunledger_journal::SealKey`). `None`: no seal.
     pub seal_key: Option<lunledger_journal::SealKey>,
     /// Crash-point hook (tests only).
+    #[cfg(feature = "testing")]
     pub crash_hook: Option<Arc<dyn CrashHook>>,
 }
 
@@ -81,6 +83,7 @@ impl ManagerOptions {
             retention: None,
             accept_lost_records: false,
             seal_key: None,
+            #[cfg(feature = "testing")]
             crash_hook: None,
         }
     }
@@ -172,17 +175,14 @@ fn config_conflict(state: &State, new: &ManagerConfig) -> Option<String> {
 /// first checked against the records (see [`crate::audit::check_newest`]): one they do not
 /// support is [`Error::CheckpointMismatch`], never loaded; so is one that cannot be checked
 /// because records before it are missing (see [`load_state_with`] to accept that).
-pub fn load_state(journal: &Journal) -> Result<(State, Option<u64>, u64)> {
+pub fn load_state(journal: &JournalReader) -> Result<LoadedState> {
     load_state_with(journal, false)
 }
 
 /// [`load_state`]; with `accept_lost_records`, a checkpoint that cannot be checked because
 /// records before it are missing or unreadable is used as it is (logged), as an open that
 /// accepts lost records goes on with what is left.
-pub fn load_state_with(
-    journal: &Journal,
-    accept_lost_records: bool,
-) -> Result<(State, Option<u64>, u64)> {
+pub fn load_state_with(journal: &JournalReader, accept_lost_records: bool) -> Result<LoadedState> {
     let mut state = State::new();
     let mut from = journal.first_seq()?.unwrap_or(1);
     let mut checkpoint = None;
@@ -236,7 +236,22 @@ pub fn load_state_with(
             _ => Error::Internal(what),
         });
     }
-    Ok((state, checkpoint, replayed))
+    Ok(LoadedState {
+        state,
+        checkpoint,
+        replayed,
+    })
+}
+
+/// What [`load_state`] rebuilt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedState {
+    /// The state as of the journal's last record.
+    pub state: State,
+    /// The checkpoint it started from (its sequence number), if any.
+    pub checkpoint: Option<u64>,
+    /// Records replayed after the checkpoint.
+    pub replayed: u64,
 }
 
 impl Manager {
@@ -278,13 +293,18 @@ impl Manager {
             seal_key: opts.seal_key.clone(),
             ..JournalOptions::default()
         };
-        let (journal, state, checkpoint, replayed) = tokio::task::spawn_blocking(move || {
+        let (journal, loaded) = tokio::task::spawn_blocking(move || {
             let journal = Journal::open(&dir, jopts)?;
-            let (state, checkpoint, replayed) = load_state_with(&journal, accept_lost)?;
-            Ok::<_, Error>((journal, state, checkpoint, replayed))
+            let loaded = load_state_with(&journal.reader(), accept_lost)?;
+            Ok::<_, Error>((journal, loaded))
         })
         .await
         .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+        let LoadedState {
+            state,
+            checkpoint,
+            replayed,
+        } = loaded;
         let opened = journal.open_report();
         let tail_quarantined = opened.tail_quarantined.as_ref().map(|t| {
             format!(
@@ -334,7 +354,10 @@ impl Manager {
             guest,
             changed: Notify::new(),
             stopped: Mutex::new(None),
+            #[cfg(feature = "testing")]
             crash: opts.crash_hook.clone(),
+            #[cfg(not(feature = "testing"))]
+            crash: None,
             releasing: Mutex::new(HashSet::new()),
             issuing: Mutex::new(HashSet::new()),
             busy: Mutex::new(HashSet::new()),

@@ -7,6 +7,7 @@
 pub mod cli;
 #[cfg(not(lunledger_fuzz))]
 pub mod observer;
+#[cfg(feature = "testing")]
 pub mod scenarios;
 
 use lunledger::backend::sim::SimVm;

@@ -311,7 +311,7 @@ fn examine(dir: &Path) -> Outcome {
     let _ = j.first_seq().map_err(typed);
     // The manager's own rebuild (checkpoint + replay through `State::apply`) on whatever
     // survived: typed errors only.
-    let _ = lunledger::load_state(&j);
+    let _ = lunledger::load_state(&j.reader());
     // The journal stays writable after its open repaired or reported the damage, or refuses
     // with a typed error.
     let appended = j

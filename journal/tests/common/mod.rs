@@ -165,5 +165,5 @@ pub fn read_all(j: &Journal) -> Vec<Record> {
 #[allow(dead_code)]
 pub fn rewind_watermark(dir: &std::path::Path, seq: u64) {
     let line = format!("lunledger-durable {seq:020}\n");
-    std::fs::write(dir.join(lunledger_journal::watermark::WATERMARK_FILE), line).unwrap();
+    std::fs::write(dir.join(lunledger_journal::WATERMARK_FILE), line).unwrap();
 }

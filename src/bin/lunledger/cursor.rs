@@ -5,11 +5,11 @@
 //! past its position, instead of silently skipping or repeating records.
 
 use lunledger::cli::fail::CliError;
-use lunledger::journal::{Head, Journal};
+use lunledger::journal::{Head, JournalReader};
 use std::path::Path;
 
 /// The cursor after `seq` in `journal` (`None` for an empty journal).
-pub fn at(journal: &Journal, seq: u64) -> Result<Option<Head>, CliError> {
+pub fn at(journal: &JournalReader, seq: u64) -> Result<Option<Head>, CliError> {
     if seq == 0 {
         return Ok(None);
     }
@@ -27,7 +27,7 @@ pub fn parse(text: &str, from: &str) -> Result<Head, CliError> {
 }
 
 /// Why the journal cannot be resumed after `cursor`, if it cannot.
-pub fn check(journal: &Journal, cursor: &Head) -> Result<Option<String>, CliError> {
+pub fn check(journal: &JournalReader, cursor: &Head) -> Result<Option<String>, CliError> {
     let why = journal
         .check_anchor(cursor)
         .map_err(|e| CliError::io("reading the journal copy", e))?;
