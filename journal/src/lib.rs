@@ -10,9 +10,9 @@
 //! the data file that `Durability::Sync` fdatasyncs. sled trees: `records` (big-endian seq →
 //! stored record), `checkpoints` (big-endian seq → chain hash ‖ blob), `meta` (pruning anchor, quarantine epoch, segment manifest), `quarantine` (epoch ‖ seq → damaged
 //! stored bytes, never deleted). `dir/archive/<first>-<last>.seg`: sealed history, the stored
-//! bytes of every record before the active generation (see [`segment`]); which segments must be
+//! bytes of every record before the active generation (see [`SegmentInfo`]); which segments must be
 //! there is the manifest's word, not the directory listing's (see `manifest.rs`).
-//! `dir/durable-watermark`: checksummed, see [`watermark`].
+//! `dir/durable-watermark`: checksummed, see [`Mark`].
 //!
 //! # Invariants
 //! - Sequence numbers are assigned by [`Journal::append`] under one lock: gap-free, monotonic,

@@ -32,7 +32,7 @@ pub struct JournalOptions {
     /// 0 never rotates). Bounds what sled loads on open, so recovery time does not grow with
     /// history (see `segment.rs`).
     pub segment_records: u64,
-    /// Seal the head at every durable point with this key (see [`crate::seal`]); `None` (the
+    /// Seal the head at every durable point with this key (see [`crate::SealKey`]); `None` (the
     /// default) seals nothing, and the chain then catches accidents only.
     pub seal_key: Option<crate::seal::SealKey>,
 }
