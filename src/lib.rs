@@ -4,7 +4,7 @@
 //! among callers with reference counts, and tears them down on the last release. Every step is
 //! journaled before it runs, so after a crash [`Manager::open`] rebuilds the state and finishes or
 //! rolls back what was half done.
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod audit;
 pub mod backend;

@@ -77,9 +77,11 @@ impl Mount {
     /// returns [`crate::Error::AlreadyReleased`]. The release completes even if the caller
     /// stops waiting.
     pub async fn release(&self) -> Result<()> {
-        match self.inner.upgrade() {
-            Some(inner) => inner.release(self.id).await,
-            None => Err(crate::Error::Stopped("the manager was closed".into())),
-        }
+        let task = match self.inner.upgrade() {
+            Some(inner) => inner.start_release(self.id)?,
+            None => return Err(crate::Error::Stopped("the manager was closed".into())),
+        };
+        task.await
+            .map_err(|e| crate::Error::Internal(format!("release task: {e}")))?
     }
 }

@@ -491,8 +491,7 @@ async fn unplug_in_progress_and_qemu_gone() {
     assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
     let e = QemuHost::connect(fx.vm.qmp_socket())
         .await
-        .err()
-        .expect("no QEMU");
+        .expect_err("no QEMU");
     assert!(
         matches!(e, BackendError::Unavailable(ref m) if m.contains("gone")),
         "{e:?}"
@@ -615,8 +614,7 @@ async fn qmp_client_is_alone_on_its_monitor_and_reconnects_after_qemu_restarts()
     // QEMU serves one client per monitor: a second one gets no greeting.
     let e = QmpClient::connect(&link, Duration::from_millis(500))
         .await
-        .err()
-        .expect("busy");
+        .expect_err("busy");
     assert!(matches!(e, QemuError::NoHandshake { .. }), "{e:?}");
     // QEMU goes away: a typed connection error, not a hang.
     drop(first);

@@ -121,6 +121,15 @@ pub struct RecordIter {
     _journal: Journal,
 }
 
+impl std::fmt::Debug for RecordIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordIter")
+            .field("after", &self.prev.map(|(seq, _)| seq))
+            .field("done", &self.inner.is_none())
+            .finish()
+    }
+}
+
 impl RecordIter {
     pub(crate) fn new(journal: Journal, inner: RawIter) -> RecordIter {
         RecordIter {
@@ -185,6 +194,7 @@ impl Iterator for RecordIter {
 }
 
 /// Follows the journal (see [`Journal::tail`]).
+#[derive(Debug)]
 pub struct Tail {
     journal: Journal,
     next: u64,

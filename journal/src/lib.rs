@@ -43,7 +43,7 @@
 //!   [`JournalError::NewerSchema`] and is left untouched.
 //! - No library path panics on input, disk contents or sled errors; everything is a
 //!   [`JournalError`].
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 mod active;
 mod chain;
@@ -87,7 +87,7 @@ pub use options::{Durability, JournalOptions};
 pub use reader::JournalReader;
 pub use readonly::{open_read_only, Provenance, ReadOnlyJournal, ReadOnlyOptions};
 pub use record::{ChainHash, Record, HASH_LEN, SCHEMA_VERSION};
-pub use recover::{OpenReport, TailDamage};
+pub use recover::{OpenReport, SeqRange, TailDamage};
 pub use seal::{Head, SealCheck, SealKey};
 pub use segment::{SegmentInfo, ARCHIVE_DIR};
 pub use stats::JournalStats;

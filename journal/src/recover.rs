@@ -40,14 +40,14 @@ pub struct OpenReport {
     /// Unfinished sled snapshots (left by a process killed while sled wrote one) moved out of
     /// sled's way, with where they now are.
     pub snapshots_set_aside: Vec<std::path::PathBuf>,
-    /// Records that had been durable but were missing or damaged, as (first, last durable),
+    /// Records that had been durable but were missing or damaged (up to the last durable one),
     /// when the open was told to accept that. Besides the watermark, the newest checkpoint and
     /// the manifest's sealed segments say what must be stored.
-    pub lost_records: Option<(u64, u64)>,
-    /// Sealed segments the manifest names that are not in `archive/`, as (first, last): lost
-    /// history (reads over it fail, `verify` names it). Only with `accept_lost_records`;
-    /// otherwise the open fails with [`crate::JournalError::LostRecords`].
-    pub missing_segments: Vec<(u64, u64)>,
+    pub lost_records: Option<SeqRange>,
+    /// Sealed segments the manifest names that are not in `archive/`: lost history (reads over
+    /// it fail, `verify` names it). Only with `accept_lost_records`; otherwise the open fails
+    /// with [`crate::JournalError::LostRecords`].
+    pub missing_segments: Vec<SeqRange>,
     /// Segment files in `archive/` that the manifest does not name: left in place, never read.
     pub unexpected_segments: Vec<std::path::PathBuf>,
     /// The journal had no segment manifest (it was written before manifests existed): it was
@@ -58,6 +58,15 @@ pub struct OpenReport {
     /// with records, failing its checksum, or below a checkpoint or sealed segment): lost
     /// records at the tail may then go undetected.
     pub watermark: Option<String>,
+}
+
+/// An inclusive range of sequence numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct SeqRange {
+    /// The first sequence number.
+    pub first: u64,
+    /// The last sequence number.
+    pub last: u64,
 }
 
 pub(crate) struct Scan {

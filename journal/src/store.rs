@@ -9,7 +9,7 @@ use crate::lock::DirLock;
 use crate::options::Durability;
 use crate::options::JournalOptions;
 use crate::record::{ChainHash, Record};
-use crate::recover::{scan_on_open, OpenReport};
+use crate::recover::{scan_on_open, OpenReport, SeqRange};
 use crate::segment::SegmentInfo;
 use crate::stats::{Counters, JournalStats};
 use crate::writer::{DurableState, Queue, Status};
@@ -302,8 +302,12 @@ impl Journal {
                 writer: Mutex::new(Some(writer)),
                 report: OpenReport {
                     snapshots_set_aside: set_aside,
-                    lost_records: lost,
-                    missing_segments: sealed.missing,
+                    lost_records: lost.map(|(first, last)| SeqRange { first, last }),
+                    missing_segments: sealed
+                        .missing
+                        .into_iter()
+                        .map(|(first, last)| SeqRange { first, last })
+                        .collect(),
                     unexpected_segments: sealed.unexpected,
                     manifest_reconstructed: sealed.reconstructed,
                     watermark: watermark_finding,

@@ -364,7 +364,13 @@ fn damage_to_durable_records_is_refused_unless_accepted() {
         ..opts()
     };
     let j = Journal::open(dir.path(), accepting).unwrap();
-    assert_eq!(j.open_report().lost_records, Some((10, 10)));
+    assert_eq!(
+        j.open_report().lost_records,
+        Some(SeqRange {
+            first: 10,
+            last: 10
+        })
+    );
     assert_eq!(j.last_seq(), 9);
     assert_eq!(
         j.quarantined().unwrap().len(),

@@ -78,7 +78,9 @@ fn a_deleted_archive_is_a_named_loss_not_pruning() {
     let j = Journal::open(dir.path(), accepting()).unwrap();
     assert_eq!(
         j.open_report().missing_segments,
-        vec![(1, 20), (21, 40), (41, 60), (61, 80)]
+        [(1, 20), (21, 40), (41, 60), (61, 80)]
+            .map(|(first, last)| SeqRange { first, last })
+            .to_vec()
     );
     // History still starts at 1: the records are missing, not pruned.
     assert_eq!(j.first_seq().unwrap(), Some(1));
@@ -123,7 +125,13 @@ fn a_deleted_middle_segment_is_named_by_open_and_verify() {
         })
     ));
     let j = Journal::open(dir.path(), accepting()).unwrap();
-    assert_eq!(j.open_report().missing_segments, vec![(21, 40)]);
+    assert_eq!(
+        j.open_report().missing_segments,
+        vec![SeqRange {
+            first: 21,
+            last: 40
+        }]
+    );
     let p = j.verify().unwrap().problem.expect("not found");
     assert_eq!(
         (p.seq, p.kind),
@@ -170,7 +178,7 @@ fn pruned_segments_are_recorded_and_never_missing() {
     assert_eq!(j.first_seq().unwrap(), Some(41));
     drop(j);
     let j = Journal::open(dir.path(), small_segments()).unwrap();
-    assert_eq!(j.open_report().missing_segments, Vec::<(u64, u64)>::new());
+    assert_eq!(j.open_report().missing_segments, Vec::<SeqRange>::new());
     assert_eq!(j.verify().unwrap().problem, None);
     drop(j);
     // A prune interrupted after it recorded the removal but before the file went: the next

@@ -5,7 +5,7 @@
 //! It depends on serde alone and does no I/O, so the pure recovery model (`lunledger-recovery`)
 //! can build on it without linking storage or runtime crates. The journal stores and verifies
 //! records of these events and knows nothing else about them.
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod entry;
 pub mod event;

@@ -2,7 +2,7 @@
 //! every workload and by `lunledger verify`.
 
 use crate::state::{AttachPhase, MountPhase, State};
-use lunledger_model::{MountId, Slot, Step, Target};
+use lunledger_model::{HandleId, MountId, Slot, Step, Target};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl State {
@@ -168,6 +168,18 @@ impl State {
             .map(|(s, _)| *s)
             .collect();
         (mounts, slots)
+    }
+
+    /// Handles whose release started and stopped (a teardown failed) with no operation still
+    /// releasing them: a retry resumes their release. Recovery and `retry_teardowns` both ask
+    /// this.
+    pub fn stalled_releases(&self) -> Vec<HandleId> {
+        let in_flight: BTreeSet<HandleId> = self.ops.values().filter_map(|o| o.releasing).collect();
+        self.handles
+            .iter()
+            .filter(|(id, h)| h.releasing && !in_flight.contains(id))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Every teardown step still due, described: what a release, recovery or

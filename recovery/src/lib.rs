@@ -1,7 +1,7 @@
 //! `lunledger-recovery`: the pure model of the manager: `State` as the fold of journal events,
 //! its invariants, the checkpoint's persisted form, and the recovery planner. No I/O: it
 //! depends on the model crate alone (and serde), which Cargo enforces.
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 mod alloc;
 mod invariants;

@@ -64,7 +64,7 @@ pub enum PersistError {
 }
 
 /// Format 1 (and 0) of the persisted state: every field of the state, by name, in this order.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PersistedV1 {
     /// Configuration in force.
     pub config: Option<ManagerConfig>,

@@ -6,6 +6,7 @@ use lunledger_journal::{JournalError, JournalReader, Record};
 use lunledger_recovery::State;
 
 /// Records to fold, the state to fold them onto, and any damage met while reading.
+#[derive(Debug)]
 pub struct History {
     /// The state before `records[0]`.
     pub start: State,
@@ -132,6 +133,7 @@ pub trait Progress {
 }
 
 /// No progress reporting.
+#[derive(Debug)]
 pub struct Quiet;
 
 impl Progress for Quiet {

@@ -59,6 +59,7 @@ struct OpInfo {
 /// Folds records into rows. Keeps its own caches of what slots, mounts and handles referred to,
 /// because the state forgets a mount or handle once it is gone while later records (a late
 /// outcome, a recovery resolution) still name it.
+#[derive(Debug)]
 pub struct Auditor {
     state: State,
     ops: HashMap<OpId, OpInfo>,

@@ -6,7 +6,7 @@
 
 use super::{AuditError, Progress};
 use lunledger_journal::{
-    Head, JournalError, JournalReader, OpenReport, ProblemKind, SealCheck, SealKey,
+    Head, JournalError, JournalReader, OpenReport, ProblemKind, SealCheck, SealKey, SeqRange,
 };
 use lunledger_recovery::State;
 use serde::Serialize;
@@ -59,7 +59,11 @@ pub fn open_findings(opened: &OpenReport) -> Vec<Finding> {
             what: format!("damaged tail of {} record(s): {}", t.records, t.what),
         });
     }
-    if let Some((first, durable)) = opened.lost_records {
+    if let Some(SeqRange {
+        first,
+        last: durable,
+    }) = opened.lost_records
+    {
         problems.push(Finding {
             seq: first,
             check: "lost",

@@ -38,6 +38,7 @@ pub fn spinner(len: u64, what: &'static str) -> ProgressBar {
 }
 
 /// A [`bar`] labelled `what`, driven by the library's long reads.
+#[derive(Debug)]
 pub struct Bar {
     what: &'static str,
     bar: ProgressBar,

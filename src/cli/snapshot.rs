@@ -8,6 +8,7 @@ use std::mem::ManuallyDrop;
 use std::path::Path;
 
 /// An opened private copy of a journal; removed when dropped.
+#[derive(Debug)]
 pub struct Snapshot {
     // Dropped by hand: the copy is removed first, then forgotten by the signal guard, so a
     // signal in between still finds it to remove.

@@ -8,6 +8,7 @@ pub type Paint = fn(&str) -> String;
 pub type Cell = (String, Option<Paint>);
 
 /// A table being built.
+#[derive(Debug)]
 pub struct Table {
     head: Vec<&'static str>,
     rows: Vec<Vec<Cell>>,

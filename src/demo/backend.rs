@@ -47,6 +47,14 @@ pub struct Vm {
     pub sim: Option<SimVm>,
 }
 
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("sim", &self.sim)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a VM still holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Holds {
@@ -66,6 +74,7 @@ impl Holds {
 }
 
 /// What the QEMU demo needs on this machine, found before anything is started.
+#[derive(Debug)]
 pub struct QemuPrereqs {
     /// The guest kernel and initramfs.
     pub image: GuestImage,

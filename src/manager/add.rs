@@ -30,7 +30,7 @@ impl Manager {
         let inner = self.inner.clone();
         let (tx, rx) = oneshot::channel::<Delivery>();
         let span = tracing::info_span!("add", path = %req.host_path, kind = kind.as_str());
-        tokio::spawn(tracing::Instrument::instrument(
+        self.inner.tasks.spawn(tracing::Instrument::instrument(
             async move {
                 let (claim_tx, claim_rx) = oneshot::channel();
                 let (op, result) = match add_op(&inner, &req, disk, mount).await {

@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     /// The sequence number of the last checkpoint written, held while one is written (see
     /// `maybe_checkpoint`).
     last_checkpoint: tokio::sync::Mutex<u64>,
+    /// Every add and release task: `Manager::close` waits for them.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
     /// Unmount, unplug and detach calls that succeeded. Recovery runs before the manager is
     /// handed to any caller, so its share is the difference across it.
     pub(crate) teardown_steps: AtomicU64,
@@ -372,21 +374,36 @@ impl Drop for Claim<'_> {
     }
 }
 
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("journal", &self.inner.journal.dir())
+            .field("last_seq", &self.inner.journal.last_seq())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Manager {
-    /// Closes the manager: waits (up to 10 s) for operations still running, makes the journal
-    /// durable, and releases it, so the directory can be opened again. Handles of a closed
-    /// manager return an error from `release`.
+    /// Closes the manager: waits (up to 10 s) for its operations still running (every add and
+    /// release runs in a task of the manager's), makes the journal durable, and releases it,
+    /// so the directory can be opened again. Handles of a closed manager return an error from
+    /// `release`. Another clone of this `Manager` still alive keeps the journal open:
+    /// [`Error::Internal`] says so instead of returning as if it were released.
     pub async fn close(self) -> Result<()> {
-        let synced = self.sync().await;
-        for _ in 0..10_000 {
-            if Arc::strong_count(&self.inner) == 1 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        if Arc::strong_count(&self.inner) != 1 {
+        let tasks = self.inner.tasks.clone();
+        tasks.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), tasks.wait())
+            .await
+            .is_err()
+        {
             return Err(Error::Internal(
                 "operations still running after 10 s".into(),
+            ));
+        }
+        let synced = self.sync().await;
+        if Arc::strong_count(&self.inner) != 1 {
+            return Err(Error::Internal(
+                "another clone of this Manager is still alive and keeps the journal open".into(),
             ));
         }
         match synced {

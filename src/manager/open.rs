@@ -63,6 +63,29 @@ pub struct ManagerOptions {
     pub crash_hook: Option<Arc<dyn CrashHook>>,
 }
 
+impl std::fmt::Debug for ManagerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("ManagerOptions");
+        d.field("config", &self.config)
+            .field("durability", &self.durability)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("segment_records", &self.segment_records)
+            .field("recovery", &self.recovery)
+            .field("teardown_attempts", &self.teardown_attempts)
+            .field("teardown_backoff", &self.teardown_backoff)
+            .field("busy_disk_wait", &self.busy_disk_wait)
+            .field("inspect_timeout", &self.inspect_timeout)
+            .field("durable_timeout", &self.durable_timeout)
+            .field("retention", &self.retention)
+            .field("accept_lost_records", &self.accept_lost_records)
+            .field("seal_key", &self.seal_key);
+        #[cfg(feature = "testing")]
+        d.field("crash_hook", &self.crash_hook.as_ref().map(|_| "set"));
+        d.finish()
+    }
+}
+
 impl ManagerOptions {
     /// Defaults around `config`: Flush durability, 8 MiB cache, a checkpoint every 10 000 records,
     /// history sealed at a checkpoint once 10 000 records are in sled, 3 teardown attempts from 20 ms, 10 s inspect timeout,
@@ -317,7 +340,7 @@ impl Manager {
         if let Some(w) = &opened.watermark {
             journal_findings.push(w.clone());
         }
-        for (first, last) in &opened.missing_segments {
+        for lunledger_journal::SeqRange { first, last } in &opened.missing_segments {
             journal_findings.push(format!(
                 "records {first}..={last} are lost: their sealed segment is missing"
             ));
@@ -366,6 +389,7 @@ impl Manager {
             last_recovery: Mutex::new(None),
             teardown_steps: AtomicU64::new(0),
             last_checkpoint: tokio::sync::Mutex::new(last_checkpoint),
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         if inner.state().config.as_ref() != Some(&opts.config) {
             let op = inner.start_op(OpKind::Configure)?;

@@ -23,9 +23,9 @@ pub struct RecoveryReport {
     pub records_replayed: u64,
     /// A damaged journal tail that was set aside on open, described.
     pub tail_quarantined: Option<String>,
-    /// Durable records found missing and accepted (`ManagerOptions::accept_lost_records`), as
-    /// (first, last durable).
-    pub lost_records: Option<(u64, u64)>,
+    /// Durable records found missing and accepted (`ManagerOptions::accept_lost_records`), up
+    /// to the last durable one.
+    pub lost_records: Option<lunledger_journal::SeqRange>,
     /// What opening the journal found about its own integrity besides a damaged tail and lost
     /// records, described: a missing or bad durable watermark (a lost tail could go unnoticed),
     /// sealed segments missing (accepted with `accept_lost_records`), segment files the
@@ -436,14 +436,7 @@ where
 pub(crate) async fn retry_teardowns(inner: &Arc<Inner>) -> Result<usize> {
     let ((mounts, slots), handles) = {
         let st = inner.state();
-        let in_flight: Vec<_> = st.ops.values().filter_map(|o| o.releasing).collect();
-        let handles: Vec<_> = st
-            .handles
-            .iter()
-            .filter(|(id, h)| h.releasing && !in_flight.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
-        (st.due_teardowns(), handles)
+        (st.due_teardowns(), st.stalled_releases())
     };
     if mounts.is_empty() && slots.is_empty() && handles.is_empty() {
         return Ok(0);

@@ -10,15 +10,20 @@ use lunledger_recovery::ReleaseEnd;
 use std::sync::Arc;
 
 impl Inner {
-    /// Releases handle `id` (a retry resumes a release that failed part way).
-    pub(crate) async fn release(self: &Arc<Self>, id: HandleId) -> Result<()> {
+    /// Starts releasing handle `id` (a retry resumes a release that failed part way) in a task
+    /// of the manager's own, so the release completes even if the caller stops waiting, and
+    /// returns it. The caller awaits the task without holding the manager: `Manager::close`
+    /// waits for the manager's tasks, not for its callers.
+    pub(crate) fn start_release(
+        self: &Arc<Self>,
+        id: HandleId,
+    ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         self.check_running()?;
         if !lock(&self.releasing).insert(id) {
             return Err(Error::ReleaseInProgress(id));
         }
-        // Run in a task of its own so the release completes even if the caller stops waiting.
         let inner = self.clone();
-        let res = tokio::spawn(async move {
+        Ok(self.tasks.spawn(async move {
             let r = inner.release_op(id).await;
             lock(&inner.releasing).remove(&id);
             if r.is_ok() {
@@ -27,10 +32,7 @@ impl Inner {
                 }
             }
             r
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("release task: {e}")))?;
-        res
+        }))
     }
 
     async fn release_op(self: &Arc<Self>, id: HandleId) -> Result<()> {

@@ -40,6 +40,7 @@ impl Default for QemuGuestOptions {
 }
 
 /// The guest backend for a QEMU VM running qemu-guest-agent (with busybox or coreutils).
+#[derive(Debug)]
 pub struct QemuGuest {
     qga: Mutex<QgaClient>,
     /// The agent client's epoch when we last made sure none of our scripts still ran in the

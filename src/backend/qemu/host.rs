@@ -46,6 +46,7 @@ impl Default for QemuHostOptions {
 ///
 /// It owns one QMP connection (QEMU serves one client per monitor) and serialises calls on it;
 /// a broken connection is re-established on the next call.
+#[derive(Debug)]
 pub struct QemuHost {
     qmp: Mutex<QmpClient>,
     opts: QemuHostOptions,

@@ -11,6 +11,7 @@ use tokio::net::UnixStream;
 const MAX_LINE: usize = 64 << 20;
 
 /// One connected JSON-lines stream.
+#[derive(Debug)]
 pub(crate) struct JsonLines {
     path: String,
     reader: BufReader<OwnedReadHalf>,

@@ -62,6 +62,7 @@ impl ExecOutput {
 }
 
 /// A connection to a guest agent's chardev socket.
+#[derive(Debug)]
 pub struct QgaClient {
     path: PathBuf,
     conn: Option<JsonLines>,

@@ -17,6 +17,7 @@ use std::time::Duration;
 const MAX_EVENTS: usize = 1024;
 
 /// A QMP connection to one QEMU monitor socket.
+#[derive(Debug)]
 pub struct QmpClient {
     path: PathBuf,
     conn: Option<JsonLines>,

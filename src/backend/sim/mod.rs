@@ -149,6 +149,12 @@ impl Default for SimVm {
 /// lock: drop it before calling the VM.
 pub struct FaultsGuard<'a>(MutexGuard<'a, Core>);
 
+impl std::fmt::Debug for FaultsGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultsGuard").finish_non_exhaustive()
+    }
+}
+
 impl Deref for FaultsGuard<'_> {
     type Target = FaultPlan;
     fn deref(&self) -> &FaultPlan {
