@@ -2,9 +2,9 @@
 //! executed; exits 1 when the plan is not empty.
 
 use crate::args::RecoverArgs;
-use crate::replay::{say_banner, write_out};
+use crate::replay::{open_copy, write_out};
 use lunledger::cli::fail::{CliError, CliResult, Outcome};
-use lunledger::cli::{plan::plan_text, snapshot};
+use lunledger::cli::plan::plan_text;
 use lunledger::recovery::RecoveryPolicy;
 
 /// Runs `recover`.
@@ -14,12 +14,7 @@ pub fn run(a: &RecoverArgs) -> CliResult {
             "recover only plans (--dry-run): the CLI never changes a journal; recovery runs when the shim opens the manager".into(),
         ));
     }
-    let snap = snapshot::open(
-        &a.common.journal,
-        a.common.copy,
-        a.common.work_dir.as_deref(),
-    )?;
-    say_banner(&snap, a.common.json);
+    let snap = open_copy(&a.common, false)?;
     let policy = RecoveryPolicy {
         detach_unknown: a.detach_unknown,
     };

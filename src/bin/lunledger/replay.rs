@@ -1,7 +1,7 @@
 //! `lunledger replay`: the audit trail, filtered, optionally followed; or with `--at`, the state
 //! as of a sequence number or time.
 
-use crate::args::ReplayArgs;
+use crate::args::{CommonArgs, ReplayArgs};
 use crate::cursor;
 use crate::filter::Filter;
 use lunledger::audit::History;
@@ -66,12 +66,7 @@ pub fn run(a: &ReplayArgs) -> CliResult {
         interrupt::set_graceful();
     }
     // Following a journal only makes sense while a shim writes it: --follow implies --copy.
-    let snap = snapshot::open(
-        &a.common.journal,
-        a.common.copy || a.follow,
-        a.common.work_dir.as_deref(),
-    )?;
-    say_banner(&snap, a.common.json);
+    let snap = open_copy(&a.common, a.follow)?;
     let to = if a.follow { None } else { filter.to_seq() };
     let hist = snapshot::history(&snap, to)?;
     if let Some(c) = &resume {
@@ -284,12 +279,7 @@ fn refresh(dir: &Path, work_dir: Option<&Path>) -> Result<Snapshot, CliError> {
 
 /// `--at`: the state as of a sequence number or a time.
 fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
-    let snap = snapshot::open(
-        &a.common.journal,
-        a.common.copy,
-        a.common.work_dir.as_deref(),
-    )?;
-    say_banner(&snap, a.common.json);
+    let snap = open_copy(&a.common, false)?;
     let last = snap.journal().last_seq();
     let (to_seq, to_time) = match at.parse::<u64>() {
         Ok(seq) => {
@@ -344,6 +334,14 @@ fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
 }
 
 /// Prints the snapshot's banner: to stdout for people, stderr for programs.
+/// Opens the journal copy the common arguments name (a live journal only with `--copy`, or
+/// `live`) and says what was audited.
+pub fn open_copy(c: &CommonArgs, live: bool) -> Result<Snapshot, CliError> {
+    let snap = snapshot::open(&c.journal, c.copy || live, c.work_dir.as_deref())?;
+    say_banner(&snap, c.json);
+    Ok(snap)
+}
+
 pub fn say_banner(snap: &Snapshot, json: bool) {
     if let Some(b) = snap.banner() {
         if json {

@@ -2,7 +2,7 @@
 //! Exits 1 when something needs attention (a teardown due, an invariant broken, damage).
 
 use crate::args::StatusArgs;
-use crate::replay::{say_banner, write_out};
+use crate::replay::{open_copy, write_out};
 use lunledger::audit::Auditor;
 use lunledger::cli::fail::{CliResult, Outcome};
 use lunledger::cli::snapshot;
@@ -48,12 +48,7 @@ struct Counters {
 
 /// Runs `status`.
 pub fn run(a: &StatusArgs) -> CliResult {
-    let snap = snapshot::open(
-        &a.common.journal,
-        a.common.copy,
-        a.common.work_dir.as_deref(),
-    )?;
-    say_banner(&snap, a.common.json);
+    let snap = open_copy(&a.common, false)?;
     let hist = snapshot::history(&snap, None)?;
     let mut auditor = Auditor::new(hist.start.clone());
     let mut problem = None;

@@ -2,11 +2,10 @@
 //! rendered. Names the first bad record.
 
 use crate::args::VerifyArgs;
-use crate::replay::{say_banner, write_out};
+use crate::replay::{open_copy, write_out};
 use lunledger::audit::{self, Verification};
 use lunledger::cli::fail::{CliError, CliResult, Outcome};
 use lunledger::cli::progress;
-use lunledger::cli::snapshot;
 use lunledger::cli::style;
 use lunledger::journal::{Head, SealKey};
 
@@ -26,8 +25,7 @@ pub fn run(v: &VerifyArgs) -> CliResult {
         .map(str::parse::<Head>)
         .transpose()
         .map_err(|e| CliError::Usage(format!("--expect-head: {e}")))?;
-    let snap = snapshot::open(&a.journal, a.copy, a.work_dir.as_deref())?;
-    say_banner(&snap, a.json);
+    let snap = open_copy(a, false)?;
     let mut bar = progress::Bar::new("reading");
     let out = audit::verify(snap.journal(), key.as_ref(), anchor.as_ref(), &mut bar)
         .map_err(|e| CliError::Io(e.to_string()))?;
