@@ -10,13 +10,14 @@ pub mod audit;
 pub mod backend;
 pub mod crash;
 mod error;
+pub mod guest_os;
 mod manager;
 mod mount;
 mod request;
 pub mod vm;
 
 pub use error::{Error, Result};
-pub use journal::{DiskKind, Durability, ManagerConfig, Slot};
+pub use journal::{DiskKind, Durability, GuestOs, ManagerConfig, Slot};
 pub use lunledger_journal as journal;
 pub use lunledger_recovery as recovery;
 pub use manager::{

@@ -77,8 +77,8 @@ pub use error::JournalError;
 pub use event::{Drift, Event, OpKind, Resolution, Step, Target};
 pub use iter::{RecordIter, Tail};
 pub use model::{
-    AttachId, DiskKind, DiskSpec, Durability, HandleId, ManagerConfig, MountId, MountSpec, OpId,
-    Slot,
+    AttachId, DiskKind, DiskSpec, Durability, GuestOs, HandleId, ManagerConfig, MountId, MountSpec,
+    OpId, Slot,
 };
 pub use options::JournalOptions;
 pub use record::{ChainHash, Record, HASH_LEN, SCHEMA_VERSION};

@@ -19,6 +19,7 @@ use std::path::Path;
 /// hcsshim's test configuration: 4 controllers x 64 LUNs.
 pub fn config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 4,
         luns_per_controller: 64,
         mount_format: "/var/run/scsi/%d".into(),

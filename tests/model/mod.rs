@@ -313,6 +313,7 @@ pub struct Model {
 /// slot exhaustion and reserved-slot skipping are both reachable.
 pub fn harness_config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 3,
         mount_format: "/m/%d".into(),
