@@ -9,7 +9,7 @@
 //!    checks that the journal's state and the VM (asked directly) are both empty (exit 0), else
 //!    exit 1. QEMU is stopped and the disk images removed whatever happened.
 
-use crate::args::DemoArgs;
+use crate::args::{BackendArg, DemoArgs, GuestArg};
 use crate::audit::Auditor;
 use crate::backend::{self, Holds, QemuPrereqs, Target};
 use crate::demo_shim::{self, BEGIN, FINISHED};
@@ -43,6 +43,11 @@ const QEMU_KILL_MS: u64 = 60;
 pub fn run(a: &DemoArgs) -> CliResult {
     let started = Instant::now();
     // Refuse an unavailable backend before creating or starting anything.
+    if a.guest == GuestArg::Windows && a.backend == BackendArg::Qemu {
+        return Err(CliError::Usage(
+            "--guest windows runs on the simulated VM only: there is no Windows VM here, and the QEMU backend serves Linux guests".into(),
+        ));
+    }
     let prereqs = backend::check(a.backend)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,7 +58,14 @@ pub fn run(a: &DemoArgs) -> CliResult {
         None => {
             let (journal, sim_state) = work_paths(a.journal.as_deref(), "sim-vm.json", false)?;
             println!("journal:      {}", journal.display());
-            println!("simulated VM: {} (outlives the shim)", sim_state.display());
+            println!(
+                "simulated VM: {} (a {} guest; outlives the shim)",
+                sim_state.display(),
+                a.guest.as_str()
+            );
+            // The VM's file is made here so that its guest OS is the demo's.
+            lunledger::backend::sim::SimVm::persistent_with_guest(&sim_state, a.guest.os())
+                .map_err(|e| CliError::Io(e.to_string()))?;
             let target = Target::Sim {
                 state: sim_state,
                 latency: Duration::ZERO,
@@ -205,7 +217,7 @@ fn story(
     let (plan, _) = crate::dry_run::plan_text(&snap, sim, &policy, false)?;
     drop(snap);
     print!("{}", indent(&plan));
-    let empty = rt.block_on(recover_and_clean(journal, target))?;
+    let empty = rt.block_on(recover_and_clean(journal, target, a.guest))?;
     print_trail(journal)?;
     println!(
         "\nAudit it yourself: lunledger replay {}   (or status / verify)",
@@ -282,7 +294,10 @@ fn run_shim(
 ) -> Result<ShimEnd, CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::io("finding this executable", e))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("demo-shim").arg("--journal").arg(journal);
+    cmd.arg("demo-shim")
+        .arg("--journal")
+        .arg(journal)
+        .args(["--guest", a.guest.as_str()]);
     match target {
         Target::Sim { state, .. } => {
             cmd.args(["--backend", "sim", "--sim-state"])
@@ -359,15 +374,24 @@ fn kill_delay(a: &DemoArgs, target: &Target) -> Duration {
 }
 
 /// Steps 3 and 4: recover, take the handles back, release them, close, check emptiness.
-async fn recover_and_clean(journal: &Path, target: &Target) -> Result<bool, CliError> {
+async fn recover_and_clean(
+    journal: &Path,
+    target: &Target,
+    guest: GuestArg,
+) -> Result<bool, CliError> {
     heading("3. a new shim opens the same journal and VM: recovery runs in open");
     // The shim is dead and reaped: its QMP and agent connections are closed, so ours are the
     // only ones.
     let vm = backend::open(target).await?;
     let sim = vm.sim.clone();
-    let m = Manager::open(journal, demo_shim::config(), vm.host, vm.guest)
-        .await
-        .map_err(|e| CliError::Io(format!("reopening the manager: {e}")))?;
+    let m = Manager::open(
+        journal,
+        demo_shim::config_for(guest.os()),
+        vm.host,
+        vm.guest,
+    )
+    .await
+    .map_err(|e| CliError::Io(format!("reopening the manager: {e}")))?;
     match m.last_recovery() {
         Some(r) => print!("{}", indent(&describe_recovery(&r)),),
         None => println!("  (no recovery report)"),
