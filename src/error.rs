@@ -1,7 +1,7 @@
 //! The manager's typed errors. Each says what went wrong and where (step, slot, path).
 
 use crate::backend::BackendError;
-use lunledger_model::{HandleId, Slot, Step};
+use lunledger_model::{GuestOs, HandleId, Slot, Step};
 use std::path::PathBuf;
 
 /// Any error the manager returns.
@@ -58,6 +58,25 @@ pub enum Error {
         side: &'static str,
         /// What is missing.
         what: String,
+    },
+    /// The guest OS cannot do what the add asks (a Windows guest refuses encrypted, partition,
+    /// options, filesystem and ensure-filesystem mounts, as hcsshim's WCOW). Found before
+    /// anything is journaled or asked of the VM.
+    #[error("not supported by the {guest} guest: {what}")]
+    UnsupportedByGuest {
+        /// The configured guest OS.
+        guest: GuestOs,
+        /// What was refused.
+        what: String,
+    },
+    /// The journal was written for a VM with another guest OS: a journal's attachments, paths
+    /// and teardown steps belong to one OS, so it is never reopened as the other.
+    #[error("the journal is for a {journal} guest; it cannot be opened as a {requested} guest")]
+    GuestOsMismatch {
+        /// The guest OS the journal's configuration names.
+        journal: GuestOs,
+        /// The guest OS the open asked for.
+        requested: GuestOs,
     },
     /// The configuration contradicts what the journal holds.
     #[error("configuration conflicts with the journal: {0}")]

@@ -19,6 +19,7 @@ mod crash;
 #[cfg(feature = "cli")]
 pub mod demo;
 mod error;
+pub mod guest_os;
 mod manager;
 mod mount;
 mod request;

@@ -1,7 +1,8 @@
 //! What callers pass to the add calls: the disk, its optional mount, and labels.
 
 use crate::error::{Error, Result};
-use lunledger_model::{DiskKind, DiskSpec, MountSpec};
+use crate::guest_os::{check_guest_path, check_mount_supported};
+use lunledger_model::{DiskKind, DiskSpec, GuestOs, MountSpec};
 
 /// How to mount a disk in the guest (hcsshim's `MountConfig`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,8 +74,19 @@ impl DiskRequest {
         self
     }
 
-    /// Validates the request and turns it into the attachment and mount keys.
+    /// Validates the request for a Linux guest and turns it into the attachment and mount keys.
+    #[cfg(test)]
     pub(crate) fn specs(&self, kind: DiskKind) -> Result<(DiskSpec, Option<MountSpec>)> {
+        self.specs_for(kind, GuestOs::Linux)
+    }
+
+    /// Validates the request by `guest`'s rules (its path syntax, the mounts it supports) and
+    /// turns it into the attachment and mount keys.
+    pub(crate) fn specs_for(
+        &self,
+        kind: DiskKind,
+        guest: GuestOs,
+    ) -> Result<(DiskSpec, Option<MountSpec>)> {
         if self.host_path.is_empty() || self.host_path.contains('\0') {
             return Err(Error::InvalidInput(format!(
                 "host path {:?} is empty or holds a NUL",
@@ -102,11 +114,14 @@ impl DiskRequest {
                     "guest path {g:?} given for an attach-only add"
                 )));
             }
-            if !g.starts_with('/') || g.contains('\0') || g.split('/').any(|c| c == "..") {
+            if let Err(why) = check_guest_path(guest, g) {
                 return Err(Error::InvalidInput(format!(
-                    "guest path {g:?} must be absolute, without '..' or NUL"
+                    "guest path {g:?} is not valid for a {guest} guest: {why}"
                 )));
             }
+        }
+        if let Some(m) = &self.mount {
+            check_mount_supported(guest, m)?;
         }
         let disk = DiskSpec {
             path,

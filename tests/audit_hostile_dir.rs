@@ -20,6 +20,7 @@ const BOUND: Duration = Duration::from_secs(30);
 
 fn config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 8,
         mount_format: "/run/mounts/scsi/m%d".into(),

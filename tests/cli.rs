@@ -41,6 +41,7 @@ fn json_lines(o: &Output) -> Vec<Value> {
 
 fn config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 8,
         mount_format: "/run/mounts/scsi/m%d".into(),

@@ -15,13 +15,13 @@ use common::*;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::backend::BackendError;
 use lunledger::crash::{Boundary, CrashHook, CrashPoint, Site};
-use lunledger::model::{HandleId, Step};
+use lunledger::model::{GuestOs, HandleId, Step};
 use lunledger::{Error, Manager, ManagerOptions};
 use std::path::Path;
 use std::sync::Arc;
 
-fn options(hook: Option<Arc<Hook>>) -> ManagerOptions {
-    let mut o = ManagerOptions::new(config());
+fn options_for(guest: GuestOs, hook: Option<Arc<Hook>>) -> ManagerOptions {
+    let mut o = ManagerOptions::new(config_for(guest));
     o.crash_hook = hook.map(|h| h as Arc<dyn CrashHook>);
     o.teardown_backoff = std::time::Duration::from_millis(1);
     // Strays (a scenario injects one) are detached, so recovery's repair steps are crashed too.
@@ -34,7 +34,9 @@ fn options(hook: Option<Arc<Hook>>) -> ManagerOptions {
 }
 
 async fn open_with(dir: &Path, vm: &SimVm, hook: Option<Arc<Hook>>) -> Result<Manager, Error> {
-    Manager::open_with(dir, options(hook), vm.host_backend(), vm.guest_backend()).await
+    // The VM's guest decides the configuration: one test body serves both guest kinds.
+    let opts = options_for(vm.snapshot().guest, hook);
+    Manager::open_with(dir, opts, vm.host_backend(), vm.guest_backend()).await
 }
 
 /// Runs `script` with a crash at point `k`; returns the handles the caller got before the crash.
@@ -68,15 +70,26 @@ async fn run_until_crash(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
+    crash_matrix(GuestOs::Linux).await;
+}
+
+/// The same matrix on a Windows guest: no unplug anywhere (the simulated Windows guest fails
+/// any unplug call, so a teardown or repair that made one would fail the matrix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_point_of_every_scenario_and_of_its_recovery_windows() {
+    crash_matrix(GuestOs::Windows).await;
+}
+
+async fn crash_matrix(guest: GuestOs) {
     let mut scenario_points = 0;
     let mut recovery_points = 0;
     let mut with_segments = 0;
     // Crash points of the calls outside the plain step path: the add's access grant, and
     // recovery's repair of a stray disk.
     let (mut grant_points, mut repair_points) = (0, 0);
-    for (name, script) in scenarios() {
+    for (name, script) in scenarios_for(guest) {
         let dir = tempdir();
-        let vm = SimVm::new();
+        let vm = SimVm::with_guest(guest);
         let (_, n, points) = run_until_crash(dir.path(), &vm, script, None).await;
         grant_points += points.iter().filter(|p| p.site == Site::Grant).count();
         assert!(n > 0, "{name}: no crash point reached");
@@ -84,7 +97,7 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
             let what = format!("{name}, crash at point {k}");
             // Count the recovery's own crash points once.
             let dir = tempdir();
-            let vm = SimVm::new();
+            let vm = SimVm::with_guest(guest);
             let (held, _, _) = run_until_crash(dir.path(), &vm, script, Some(k)).await;
             let rhook = Hook::new(None);
             let calls = teardown_calls(&vm);
@@ -139,7 +152,7 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
             for j in 0..rhook.count() {
                 let what = format!("{what}, recovery crashed at point {j}");
                 let dir = tempdir();
-                let vm = SimVm::new();
+                let vm = SimVm::with_guest(guest);
                 let (held, _, _) = run_until_crash(dir.path(), &vm, script, Some(k)).await;
                 let m = match open_with(dir.path(), &vm, Some(Hook::new(Some(j)))).await {
                     Err(Error::Crashed(_)) => {
@@ -159,14 +172,14 @@ async fn crash_at_every_point_of_every_scenario_and_of_its_recovery() {
                 m.close().await.unwrap();
             }
         }
-        println!("{name}: {n} crash points");
+        println!("{guest} {name}: {n} crash points");
     }
     println!(
-        "crash matrix: {scenario_points} scenario crash points ({with_segments} recovered with history in sealed segments) and {recovery_points} recovery crash points exercised"
+        "crash matrix ({guest}): {scenario_points} scenario crash points ({with_segments} recovered with history in sealed segments) and {recovery_points} recovery crash points exercised"
     );
     assert!(scenario_points >= 9 * 4);
     assert!(with_segments > 0, "no recovery read a rotated journal");
-    println!("grant crash points: {grant_points}; recovery repair crash points: {repair_points}");
+    println!("{guest}: grant crash points: {grant_points}; recovery repair crash points: {repair_points}");
     assert!(grant_points >= 4, "the access grant has no crash points");
     assert!(
         repair_points >= 3,

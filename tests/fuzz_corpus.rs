@@ -190,6 +190,7 @@ fn decode_record_seeds() {
         ..Default::default()
     };
     let cfg = ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 3,
         mount_format: "/m/%d".into(),

@@ -96,6 +96,7 @@ async fn slots_are_controller_major_and_reserved_slots_skipped() {
     let dir = tempdir();
     let vm = SimVm::new();
     let cfg = ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 2,
         mount_format: "/m/%d".into(),

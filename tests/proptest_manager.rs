@@ -109,6 +109,13 @@ proptest! {
     fn manager_agrees_with_model(ops in proptest::collection::vec(op(), 1..28)) {
         model::run_ops_blocking(&ops);
     }
+
+    /// The same on a Windows guest: no unplug step (the simulated Windows guest fails any
+    /// unplug call), mount options refused before anything is journaled, Windows paths.
+    #[test]
+    fn manager_agrees_with_model_windows(ops in proptest::collection::vec(op(), 1..28)) {
+        model::run_ops_blocking_for(lunledger::model::GuestOs::Windows, &ops);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

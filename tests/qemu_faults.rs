@@ -26,6 +26,7 @@ const PREFIX: &str = "/run/lunledger/m";
 
 fn config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 64,
         mount_format: format!("{PREFIX}%d"),

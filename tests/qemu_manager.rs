@@ -38,6 +38,7 @@ const CHILD_ENV: &str = "LUNLEDGER_QEMU_CHILD";
 
 fn config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 64,
         mount_format: format!("{PREFIX}%d"),

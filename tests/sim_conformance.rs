@@ -9,7 +9,7 @@ use lunledger::backend::sim::{SimOp, SimVm};
 use lunledger::backend::{
     AttachRequest, BackendError, DetachRequest, GuestBackend, HostBackend, HostView, MountRequest,
 };
-use lunledger::model::{DiskKind, DiskSpec, MountSpec, Slot};
+use lunledger::model::{DiskKind, DiskSpec, GuestOs, MountSpec, Slot};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,13 @@ impl SimFixture {
     fn in_memory() -> Self {
         SimFixture {
             vm: SimVm::new(),
+            _dir: None,
+        }
+    }
+
+    fn windows() -> Self {
+        SimFixture {
+            vm: SimVm::with_guest(GuestOs::Windows),
             _dir: None,
         }
     }
@@ -71,10 +78,21 @@ impl Fixture for SimFixture {
         sim_disk(name, read_only)
     }
     fn slots(&self) -> Vec<Slot> {
+        // A Windows utility VM has one controller.
+        let controllers = match self.vm.snapshot().guest {
+            GuestOs::Linux => 4,
+            GuestOs::Windows => 1,
+        };
         sim_slots()
+            .into_iter()
+            .filter(|s| s.controller < controllers)
+            .collect()
     }
     fn has_guest(&self) -> bool {
         true
+    }
+    fn guest_os(&self) -> GuestOs {
+        self.vm.snapshot().guest
     }
 }
 
@@ -86,6 +104,17 @@ macro_rules! each_case {
                 #[tokio::test]
                 async fn $case() {
                     let f = SimFixture::in_memory();
+                    conformance::$case(&f).await;
+                    f.finish();
+                }
+            )*
+        }
+        mod windows {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let f = SimFixture::windows();
                     conformance::$case(&f).await;
                     f.finish();
                 }
@@ -134,6 +163,17 @@ async fn run_all_in_memory_twice_on_one_vm() {
     f.finish();
     // Strict mode held throughout: no case unplugged a mounted device or detached early.
     assert!(f.vm.strict());
+}
+
+#[tokio::test]
+async fn run_all_windows_twice_on_one_vm() {
+    let f = SimFixture::windows();
+    conformance::run_all(&f).await;
+    conformance::run_all(&f).await;
+    f.finish();
+    // The suite never asked the Windows guest to unplug but once, in the case that checks it
+    // is refused (each run).
+    assert_eq!(f.vm.calls(SimOp::Unplug), 2);
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// hcsshim's 4 controllers x 64 LUNs.
 fn config_4x64() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 4,
         luns_per_controller: 64,
         mount_format: "/run/mounts/scsi/m%d".into(),

@@ -69,8 +69,9 @@ fn decode_payload(payload: &[u8]) -> Result<Record, JournalError> {
     let schema = peek_schema(payload)?;
     match schema {
         1 => decode_v1(payload),
-        // 3 added vocabulary only: the same envelope as 2.
-        2 | 3 => decode_v2(payload),
+        // 3 and 4 added vocabulary only (4: the configuration's guest OS, defaulted when
+        // absent): the same envelope as 2.
+        2..=4 => decode_v2(payload),
         s if s > SCHEMA_VERSION => Err(JournalError::NewerSchema {
             found: s,
             supported: SCHEMA_VERSION,

@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 /// - 3: the envelope of 2; the vocabulary gains `Drift::UnknownMountUnmounted` (recovery's
 ///   repair of a stray mount), so that a build that does not know it refuses such a journal
 ///   with `NewerSchema` instead of failing to decode one record.
-pub const SCHEMA_VERSION: u16 = 3;
+/// - 4: the envelope of 2; `ManagerConfig` gains `guest` (Linux or Windows) as its last field.
+///   A build that knows 3 only would read a Windows configuration as a Linux one (it ignores
+///   the extra array element), so it must refuse the journal with `NewerSchema` instead. Older
+///   configurations decode as Linux (the field defaults).
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// Length of the hash that chains each record to the one before it.
 pub const HASH_LEN: usize = 32;

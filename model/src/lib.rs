@@ -14,5 +14,5 @@ pub mod spec;
 pub use entry::Entry;
 pub use event::{Drift, Event, OpKind, Resolution, Step, Target};
 pub use spec::{
-    AttachId, DiskKind, DiskSpec, HandleId, ManagerConfig, MountId, MountSpec, OpId, Slot,
+    AttachId, DiskKind, DiskSpec, GuestOs, HandleId, ManagerConfig, MountId, MountSpec, OpId, Slot,
 };

@@ -115,6 +115,39 @@ fn sorted(v: &[String]) -> Vec<&str> {
     s
 }
 
+/// The guest operating system of the VM (hcsshim's `osType`). It decides the guest path rules,
+/// which mount options the guest accepts and whether a detach is preceded by a guest unplug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum GuestOs {
+    /// A Linux utility VM (LCOW): POSIX paths, every mount option, unplug before detach.
+    #[default]
+    Linux,
+    /// A Windows utility VM (WCOW): drive-letter paths, plain mounts on controller 0 only, and no
+    /// guest unplug step (hcsshim treats it as a no-op).
+    Windows,
+}
+
+impl GuestOs {
+    /// hcsshim's `osType` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestOs::Linux => "linux",
+            GuestOs::Windows => "windows",
+        }
+    }
+
+    /// Whether a detach is preceded by a guest unplug (Linux) or not (Windows).
+    pub fn unplugs(self) -> bool {
+        self == GuestOs::Linux
+    }
+}
+
+impl fmt::Display for GuestOs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The manager's configuration, journaled as the first event of a journal and checked on every
 /// open.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,6 +160,10 @@ pub struct ManagerConfig {
     pub mount_format: String,
     /// Slots never handed out (used by the VM itself, e.g. its root disk).
     pub reserved: Vec<Slot>,
+    /// The guest OS. Last, and defaulted, so that a configuration written before it existed (a
+    /// shorter MessagePack array) decodes as Linux, the only guest there was.
+    #[serde(default)]
+    pub guest: GuestOs,
 }
 
 impl ManagerConfig {
@@ -137,6 +174,20 @@ impl ManagerConfig {
             luns_per_controller: 64,
             mount_format: "/run/mounts/scsi/m%d".to_string(),
             reserved: Vec::new(),
+            guest: GuestOs::Linux,
+        }
+    }
+
+    /// hcsshim's WCOW defaults: one controller (a Windows utility VM has exactly one) × 64 LUNs,
+    /// `c:\mounts\scsi\m%d`, nothing reserved (a UVM's own scratch at 0:0 is the embedder's to
+    /// reserve).
+    pub fn wcow_default() -> Self {
+        ManagerConfig {
+            controllers: 1,
+            luns_per_controller: 64,
+            mount_format: r"c:\mounts\scsi\m%d".to_string(),
+            reserved: Vec::new(),
+            guest: GuestOs::Windows,
         }
     }
 

@@ -42,9 +42,17 @@ impl State {
             }
         }
         if let Some(cfg) = &self.config {
-            for slot in self.attachments.keys() {
+            for (slot, a) in &self.attachments {
                 if !cfg.contains(*slot) {
                     v.push(format!("attachment at {slot} is out of range"));
+                }
+                // hcsshim's Windows guest has no unplug: its teardown never waits for one.
+                let unplug = a.phase == AttachPhase::NeedsUnplug || a.pending == Some(Step::Unplug);
+                if !cfg.guest.unplugs() && unplug {
+                    v.push(format!(
+                        "attachment {slot} waits for a guest unplug on a {} guest",
+                        cfg.guest
+                    ));
                 }
                 if cfg.reserved.contains(slot) {
                     v.push(format!("attachment at reserved slot {slot}"));

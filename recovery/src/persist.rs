@@ -7,8 +7,14 @@
 //! a change to the persisted form is a new format version with its own struct and a frozen
 //! fixture (`recovery/tests/fixtures/checkpoint-v<N>.bin`, checked byte for byte).
 //!
-//! Format 0 is what builds before the header wrote: the bare payload, without magic or
-//! checksum. It is read (migrated) but never written. It can be told apart because a MessagePack
+//! Formats:
+//! - 0: what builds before the header wrote: the bare payload, without magic or checksum. Read
+//!   (migrated), never written.
+//! - 1: the header, payload [`PersistedV1`].
+//! - 2: the same struct; the configuration inside it carries the guest OS (`ManagerConfig::guest`,
+//!   a trailing field). Formats 0 and 1 decode with the default, Linux. A build that knows only
+//!   format 1 refuses a format-2 checkpoint with [`PersistError::NewerFormat`] instead of
+//!   reading a Windows configuration as Linux. It can be told apart because a MessagePack
 //! array (the payload) never starts with `L`, the first byte of [`MAGIC`].
 //!
 //! The nested records (attachments, mounts, handles, operations, counters, drift) are plain data
@@ -22,7 +28,7 @@ use std::collections::BTreeMap;
 /// The first bytes of every checkpoint this build writes.
 pub const MAGIC: [u8; 4] = *b"LLCP";
 /// The format this build writes (see the module docs for the versions).
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 
 /// Why a checkpoint's bytes do not give a state.
@@ -63,7 +69,7 @@ pub enum PersistError {
     Encode(String),
 }
 
-/// Format 1 (and 0) of the persisted state: every field of the state, by name, in this order.
+/// Formats 0 to 2 of the persisted state: every field of the state, by name, in this order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PersistedV1 {
     /// Configuration in force.
@@ -161,7 +167,7 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<State, PersistError> {
         return Err(PersistError::Checksum { stored, computed });
     }
     match format {
-        1 => decode_v1(1, payload),
+        1 | 2 => decode_v1(format, payload),
         // Format 0 never had a header: a header that claims it is damage.
         found => Err(PersistError::Decode {
             format: found,

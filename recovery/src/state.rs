@@ -369,6 +369,9 @@ impl State {
                 let attach = a.attach;
                 self.drop_holder(op, Ref::Attach(*slot, attach))
                     .map_err(|e| format!("{e} on attachment {slot}"))?;
+                // A Windows guest has no unplug (hcsshim: a no-op): its teardown goes straight
+                // to the host's detach.
+                let unplugs = self.config.as_ref().is_none_or(|c| c.guest.unplugs());
                 let a = self.attachment_mut(*slot)?;
                 a.refs = a.refs.checked_sub(1).ok_or("reference count underflow")?;
                 if a.refs == 0 {
@@ -376,7 +379,8 @@ impl State {
                         AttachPhase::Reserved | AttachPhase::Failed | AttachPhase::Lost => {
                             self.attachments.remove(slot);
                         }
-                        AttachPhase::Attached => a.phase = AttachPhase::NeedsUnplug,
+                        AttachPhase::Attached if unplugs => a.phase = AttachPhase::NeedsUnplug,
+                        AttachPhase::Attached => a.phase = AttachPhase::NeedsDetach,
                         p => return Err(format!("cannot drop the last reference while {p:?}")),
                     }
                 }

@@ -5,8 +5,8 @@
 //! and handles, so events collide often and most are refused).
 
 use lunledger_model::{
-    DiskKind, DiskSpec, Drift, Event, ManagerConfig, MountSpec, OpKind, Resolution, Slot, Step,
-    Target,
+    DiskKind, DiskSpec, Drift, Event, GuestOs, ManagerConfig, MountSpec, OpKind, Resolution, Slot,
+    Step, Target,
 };
 use lunledger_recovery::State;
 use proptest::prelude::*;
@@ -117,7 +117,7 @@ fn event() -> impl Strategy<Value = Event> {
     ]
 }
 
-fn configured() -> State {
+fn configured(guest: GuestOs) -> State {
     let mut s = State::new();
     let setup = [
         Event::OpStarted {
@@ -127,8 +127,12 @@ fn configured() -> State {
             config: ManagerConfig {
                 controllers: 2,
                 luns_per_controller: 2,
-                mount_format: "/m%d".into(),
+                mount_format: match guest {
+                    GuestOs::Linux => "/m%d".into(),
+                    GuestOs::Windows => r"c:\m%d".into(),
+                },
                 reserved: vec![],
+                guest,
             },
         },
         Event::OpFinished,
@@ -256,9 +260,10 @@ proptest! {
     /// every state on the way, checks every candidate that is refused.
     #[test]
     fn every_refused_event_on_a_walk_through_deep_states_changes_nothing(
-        picks in proptest::collection::vec(any::<u16>(), 1..40)
+        picks in proptest::collection::vec(any::<u16>(), 1..40),
+        windows in any::<bool>(),
     ) {
-        let mut s = configured();
+        let mut s = configured(if windows { GuestOs::Windows } else { GuestOs::Linux });
         for pick in picks {
             let cands = candidates(&s);
             let mut fitting = Vec::new();
@@ -281,9 +286,10 @@ proptest! {
 
     #[test]
     fn an_event_that_does_not_fit_changes_nothing(
-        stream in proptest::collection::vec((2u64..6, event()), 1..120)
+        stream in proptest::collection::vec((2u64..6, event()), 1..120),
+        windows in any::<bool>(),
     ) {
-        let mut s = configured();
+        let mut s = configured(if windows { GuestOs::Windows } else { GuestOs::Linux });
         for (op, ev) in &stream {
             let before = s.clone();
             if let Err(e) = s.apply_next(*op, ev) {

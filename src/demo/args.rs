@@ -12,6 +12,30 @@ pub enum BackendArg {
     Qemu,
 }
 
+/// The guest OS the demo's VM runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GuestArg {
+    /// A Linux utility VM (LCOW).
+    Linux,
+    /// A Windows utility VM (WCOW): simulated only (there is no Windows VM to drive).
+    Windows,
+}
+
+impl GuestArg {
+    /// The library's value.
+    pub fn os(self) -> crate::model::GuestOs {
+        match self {
+            GuestArg::Linux => crate::model::GuestOs::Linux,
+            GuestArg::Windows => crate::model::GuestOs::Windows,
+        }
+    }
+
+    /// The flag's value, to pass it on to the shim.
+    pub fn as_str(self) -> &'static str {
+        self.os().as_str()
+    }
+}
+
 /// `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -24,6 +48,9 @@ pub struct DemoArgs {
     /// Backend latency per call in the shim, in milliseconds (makes operations observable).
     #[arg(long, default_value_t = 40, value_name = "MS")]
     pub latency_ms: u64,
+    /// The guest OS (`windows`: hcsshim's WCOW rules, on the simulated VM only).
+    #[arg(long, value_enum, default_value = "linux")]
+    pub guest: GuestArg,
 }
 
 /// `demo-shim` (internal).
@@ -50,4 +77,7 @@ pub struct DemoShimArgs {
     /// Latency per backend call, ms (simulated VM only).
     #[arg(long, default_value_t = 40)]
     pub latency_ms: u64,
+    /// The guest OS.
+    #[arg(long, value_enum, default_value = "linux")]
+    pub guest: GuestArg,
 }

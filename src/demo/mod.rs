@@ -8,5 +8,5 @@ pub mod shim;
 mod story;
 pub mod vm;
 
-pub use args::{BackendArg, DemoArgs, DemoShimArgs};
+pub use args::{BackendArg, DemoArgs, DemoShimArgs, GuestArg};
 pub use story::run;

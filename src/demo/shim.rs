@@ -8,7 +8,7 @@ use crate::backend::sim::SimOp;
 use crate::cli::fail::{CliError, CliResult, Outcome};
 use crate::demo::backend::{self, Target};
 use crate::demo::{BackendArg, DemoShimArgs};
-use crate::model::ManagerConfig;
+use crate::model::{GuestOs, ManagerConfig};
 use crate::{DiskRequest, Manager, Mount, MountConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,9 +20,17 @@ pub const BEGIN: &str = "begin:";
 /// The line prefix saying the victim add completed before any kill (the parent reports it).
 pub const FINISHED: &str = "the add finished before the kill";
 
-/// The configuration the demo's shim and the recovering parent both open with.
+/// The configuration the demo's shim and the recovering parent both open with (Linux).
 pub fn config() -> ManagerConfig {
-    ManagerConfig::lcow_default()
+    config_for(GuestOs::Linux)
+}
+
+/// The configuration for `guest`: hcsshim's LCOW or WCOW defaults.
+pub fn config_for(guest: GuestOs) -> ManagerConfig {
+    match guest {
+        GuestOs::Linux => ManagerConfig::lcow_default(),
+        GuestOs::Windows => ManagerConfig::wcow_default(),
+    }
 }
 
 /// Host path of the disk added during the kill (on the simulated VM).
@@ -113,7 +121,8 @@ async fn session(a: &DemoShimArgs) -> CliResult {
     };
     let vm = backend::open(&target).await?;
     let sim = vm.sim.clone();
-    let m = Manager::open(&a.journal, config(), vm.host, vm.guest)
+    let guest = a.guest.os();
+    let m = Manager::open(&a.journal, config_for(guest), vm.host, vm.guest)
         .await
         .map_err(|e| CliError::Io(format!("opening the manager: {e}")))?;
     say(&format!(
@@ -126,7 +135,10 @@ async fn session(a: &DemoShimArgs) -> CliResult {
     ));
     let t0 = Instant::now();
     // The two containers start together, as a shim would start them.
-    let (c1, c2) = tokio::join!(container(&m, &disks, "c1"), container(&m, &disks, "c2"));
+    let (c1, c2) = tokio::join!(
+        container(&m, &disks, "c1", guest),
+        container(&m, &disks, "c2", guest)
+    );
     let (c1, c2) = (c1?, c2?);
     m.sync()
         .await
@@ -146,12 +158,21 @@ async fn session(a: &DemoShimArgs) -> CliResult {
     }
     let victim = disks.path(VICTIM_DISK);
     say(&format!(
-        "{BEGIN} c2 adds {} (scratch, ext4)",
-        disks.shown(&victim)
+        "{BEGIN} c2 adds {} (scratch{})",
+        disks.shown(&victim),
+        if guest == GuestOs::Linux {
+            ", ext4"
+        } else {
+            ""
+        }
     ));
     let t = Instant::now();
     let r = m
-        .add_virtual_disk(DiskRequest::new(&victim).mount(scratch_mount()).owner("c2"))
+        .add_virtual_disk(
+            DiskRequest::new(&victim)
+                .mount(scratch_mount(guest))
+                .owner("c2"),
+        )
         .await;
     // Normally the parent's SIGKILL lands before this point.
     say(&format!(
@@ -166,7 +187,12 @@ async fn session(a: &DemoShimArgs) -> CliResult {
     Ok(Outcome::Ok)
 }
 
-fn scratch_mount() -> MountConfig {
+/// A scratch disk's mount: formatted ext4 on first use on Linux; a Windows guest takes no
+/// filesystem options (hcsshim's WCOW), so a plain mount there.
+fn scratch_mount(guest: GuestOs) -> MountConfig {
+    if guest == GuestOs::Windows {
+        return MountConfig::default();
+    }
     MountConfig {
         ensure_filesystem: true,
         filesystem: "ext4".into(),
@@ -176,7 +202,12 @@ fn scratch_mount() -> MountConfig {
 
 /// One container's disks: two shared read-only layers, its scratch disk, a block device and an
 /// attach-only disk.
-async fn container(m: &Manager, disks: &Disks, owner: &str) -> Result<Vec<Mount>, CliError> {
+async fn container(
+    m: &Manager,
+    disks: &Disks,
+    owner: &str,
+    guest: GuestOs,
+) -> Result<Vec<Mount>, CliError> {
     let layer = |p: &str| {
         DiskRequest::new(disks.path(p))
             .read_only(true)
@@ -189,15 +220,16 @@ async fn container(m: &Manager, disks: &Disks, owner: &str) -> Result<Vec<Mount>
         (
             "scratch",
             DiskRequest::new(disks.path(&format!("/scratch/{owner}.vhdx")))
-                .mount(scratch_mount())
+                .mount(scratch_mount(guest))
                 .owner(owner),
             false,
         ),
         (
             "block",
             DiskRequest::new(disks.path(&format!("/dev/vg0/{owner}-data")))
+                // hcsshim's Windows guest ignores block_dev: ask for it on Linux only.
                 .mount(MountConfig {
-                    block_dev: true,
+                    block_dev: guest == GuestOs::Linux,
                     ..MountConfig::default()
                 })
                 .owner(owner),

@@ -18,7 +18,7 @@ use crate::cli::table::Table;
 use crate::cli::view::{indent, StateView};
 use crate::demo::backend::{self, Holds, QemuPrereqs, Target};
 use crate::demo::shim::{self, BEGIN, FINISHED};
-use crate::demo::DemoArgs;
+use crate::demo::{BackendArg, DemoArgs, GuestArg};
 use crate::{Manager, RecoveryReport};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,6 +42,11 @@ const QEMU_KILL_MS: u64 = 60;
 pub fn run(a: &DemoArgs) -> CliResult {
     let started = Instant::now();
     // Refuse an unavailable backend before creating or starting anything.
+    if a.guest == GuestArg::Windows && a.backend == BackendArg::Qemu {
+        return Err(CliError::Usage(
+            "--guest windows runs on the simulated VM only: there is no Windows VM here, and the QEMU backend serves Linux guests".into(),
+        ));
+    }
     let prereqs = backend::check(a.backend)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,7 +57,14 @@ pub fn run(a: &DemoArgs) -> CliResult {
         None => {
             let (journal, sim_state) = work_paths(a.journal.as_deref(), "sim-vm.json", false)?;
             println!("journal:      {}", journal.display());
-            println!("simulated VM: {} (outlives the shim)", sim_state.display());
+            println!(
+                "simulated VM: {} (a {} guest; outlives the shim)",
+                sim_state.display(),
+                a.guest.as_str()
+            );
+            // The VM's file is made here so that its guest OS is the demo's.
+            crate::backend::sim::SimVm::persistent_with_guest(&sim_state, a.guest.os())
+                .map_err(|e| CliError::Io(e.to_string()))?;
             let target = Target::Sim {
                 state: sim_state,
                 latency: Duration::ZERO,
@@ -204,7 +216,7 @@ fn story(
     let (plan, _) = crate::cli::plan::plan_text(&snap, sim, &policy, false)?;
     drop(snap);
     print!("{}", indent(&plan));
-    let empty = rt.block_on(recover_and_clean(journal, target))?;
+    let empty = rt.block_on(recover_and_clean(journal, target, a.guest))?;
     print_trail(journal)?;
     println!(
         "\nAudit it yourself: lunledger replay {}   (or status / verify)",
@@ -281,7 +293,10 @@ fn run_shim(
 ) -> Result<ShimEnd, CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::io("finding this executable", e))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("demo-shim").arg("--journal").arg(journal);
+    cmd.arg("demo-shim")
+        .arg("--journal")
+        .arg(journal)
+        .args(["--guest", a.guest.as_str()]);
     match target {
         Target::Sim { state, .. } => {
             cmd.args(["--backend", "sim", "--sim-state"])
@@ -358,13 +373,17 @@ fn kill_delay(a: &DemoArgs, target: &Target) -> Duration {
 }
 
 /// Steps 3 and 4: recover, take the handles back, release them, close, check emptiness.
-async fn recover_and_clean(journal: &Path, target: &Target) -> Result<bool, CliError> {
+async fn recover_and_clean(
+    journal: &Path,
+    target: &Target,
+    guest: GuestArg,
+) -> Result<bool, CliError> {
     heading("3. a new shim opens the same journal and VM: recovery runs in open");
     // The shim is dead and reaped: its QMP and agent connections are closed, so ours are the
     // only ones.
     let vm = backend::open(target).await?;
     let sim = vm.sim.clone();
-    let m = Manager::open(journal, shim::config(), vm.host, vm.guest)
+    let m = Manager::open(journal, shim::config_for(guest.os()), vm.host, vm.guest)
         .await
         .map_err(|e| CliError::Io(format!("reopening the manager: {e}")))?;
     match m.last_recovery() {

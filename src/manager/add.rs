@@ -25,7 +25,7 @@ struct Delivery {
 
 impl Manager {
     pub(super) async fn add(&self, req: DiskRequest, kind: DiskKind) -> Result<Mount> {
-        let (disk, mount) = req.specs(kind)?;
+        let (disk, mount) = req.specs_for(kind, self.inner.opts.config.guest)?;
         self.inner.check_running()?;
         let inner = self.inner.clone();
         let (tx, rx) = oneshot::channel::<Delivery>();

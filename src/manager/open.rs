@@ -10,7 +10,7 @@ use crate::backend::{BackendError, GuestBackend, HostBackend};
 use crate::crash::CrashHook;
 use crate::error::{Error, Result};
 use lunledger_journal::{Durability, Journal, JournalOptions, JournalReader, Retention};
-use lunledger_model::{Event, ManagerConfig, OpKind};
+use lunledger_model::{Event, GuestOs, ManagerConfig, OpKind};
 use lunledger_recovery::{RecoveryPolicy, State};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -127,10 +127,18 @@ pub fn validate_config(c: &ManagerConfig) -> Result<()> {
             c.mount_format
         )));
     }
-    if !c.mount_format.starts_with('/') {
+    if let Err(why) = crate::guest_os::check_guest_path(c.guest, &c.mount_format) {
         return Err(Error::InvalidConfig(format!(
-            "mount format {:?} must be an absolute path",
-            c.mount_format
+            "mount format {:?} is not a {} guest path: {why}",
+            c.mount_format, c.guest
+        )));
+    }
+    // hcsshim's VerifyOptions: "exactly 1 SCSI controller is required for WCOW"; with one
+    // controller every mount is on controller 0, the only one its Windows mount request takes.
+    if c.guest == GuestOs::Windows && c.controllers != 1 {
+        return Err(Error::InvalidConfig(format!(
+            "a Windows guest has exactly 1 SCSI controller (hcsshim's WCOW), not {}",
+            c.controllers
         )));
     }
     let mut seen = HashSet::new();
@@ -363,6 +371,12 @@ impl Manager {
             tracing::warn!(damage = %t, "journal tail was damaged; recovered the valid prefix");
         }
         if let Some(old) = &state.config {
+            if old.guest != opts.config.guest {
+                return Err(Error::GuestOsMismatch {
+                    journal: old.guest,
+                    requested: opts.config.guest,
+                });
+            }
             if *old != opts.config {
                 if let Some(why) = config_conflict(&state, &opts.config) {
                     return Err(Error::ConfigConflict(why));

@@ -301,9 +301,15 @@ async fn execute(
                     inner.teardown_steps.fetch_add(1, Ordering::Relaxed);
                 }
             };
-            let unplugged = inner.guest.unplug(slot).await;
-            counted(&unplugged);
-            inner.crash_point(op, unplug, Boundary::AfterCall)?;
+            // A Windows guest has no unplug (hcsshim: a no-op): the detach alone removes it.
+            let unplugged = if inner.opts.config.guest.unplugs() {
+                let r = inner.guest.unplug(slot).await;
+                counted(&r);
+                inner.crash_point(op, unplug, Boundary::AfterCall)?;
+                r
+            } else {
+                Ok(())
+            };
             let res = match unplugged {
                 Ok(()) => {
                     inner.crash_point(op, detach, Boundary::AfterIntent)?;

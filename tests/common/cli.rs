@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 /// A small configuration for CLI tests: 2 controllers x 8 LUNs.
 pub fn small_config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 8,
         mount_format: "/run/mounts/scsi/m%d".into(),

@@ -11,7 +11,7 @@ pub mod observer;
 pub mod scenarios;
 
 use lunledger::backend::sim::SimVm;
-use lunledger::model::ManagerConfig;
+use lunledger::model::{GuestOs, ManagerConfig};
 use lunledger::recovery::State;
 use lunledger::{Manager, ManagerOptions};
 use std::collections::BTreeSet;
@@ -20,10 +20,23 @@ use std::path::Path;
 /// hcsshim's test configuration: 4 controllers x 64 LUNs.
 pub fn config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 4,
         luns_per_controller: 64,
         mount_format: "/var/run/scsi/%d".into(),
         reserved: vec![],
+    }
+}
+
+/// Both guest kinds, for tests that run once per guest.
+pub const GUESTS: [GuestOs; 2] = [GuestOs::Linux, GuestOs::Windows];
+
+/// [`config`] for `guest`: Linux as hcsshim's tests; Windows as a WCOW utility VM (one
+/// controller, hcsshim's `c:\mounts\scsi\m%d`).
+pub fn config_for(guest: GuestOs) -> ManagerConfig {
+    match guest {
+        GuestOs::Linux => config(),
+        GuestOs::Windows => ManagerConfig::wcow_default(),
     }
 }
 

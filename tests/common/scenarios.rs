@@ -6,7 +6,7 @@ use super::assert_replay_equals_live;
 use super::assert_vm_matches;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::crash::{CrashHook, CrashPoint};
-use lunledger::model::HandleId;
+use lunledger::model::{GuestOs, HandleId};
 use lunledger::{DiskRequest, Error, Manager, MountConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,43 @@ pub async fn release(m: &Manager, held: &mut Vec<HandleId>, i: usize) -> Result<
     }
 }
 
+/// The scenarios for a Linux guest.
 pub fn scenarios() -> Vec<(&'static str, Script)> {
+    scenarios_for(GuestOs::Linux)
+}
+
+/// The scenarios for `guest`. A Windows guest has no unplug step, so its failed teardown
+/// step is the detach.
+pub fn scenarios_for(guest: GuestOs) -> Vec<(&'static str, Script)> {
+    let mut v = common_scenarios();
+    v.push(match guest {
+        GuestOs::Linux => ("failed unplug, then retried release", |m, vm, h| {
+            Box::pin(failed_teardown_then_retry(m, vm, h, SimOp::Unplug))
+        }),
+        GuestOs::Windows => ("failed detach, then retried release", |m, vm, h| {
+            Box::pin(failed_teardown_then_retry(m, vm, h, SimOp::Detach))
+        }),
+    });
+    v
+}
+
+async fn failed_teardown_then_retry(
+    m: &Manager,
+    vm: &SimVm,
+    h: &mut Vec<HandleId>,
+    op: SimOp,
+) -> Result<(), Error> {
+    add(m, mounted("a"), h).await?;
+    vm.set_faults(FaultPlan::new().fail_nth(op, 1, "device busy"));
+    match release(m, h, 0).await {
+        Err(Error::Backend { .. }) => {}
+        Err(e) => return Err(e),
+        Ok(()) => panic!("the {op:?} fault did not fire"),
+    }
+    release(m, h, 0).await
+}
+
+fn common_scenarios() -> Vec<(&'static str, Script)> {
     vec![
         ("attach only", |m, _, h| {
             Box::pin(add(m, DiskRequest::new("a"), h))
@@ -135,18 +171,6 @@ pub fn scenarios() -> Vec<(&'static str, Script)> {
                 })
             },
         ),
-        ("failed unplug, then retried release", |m, vm, h| {
-            Box::pin(async move {
-                add(m, mounted("a"), h).await?;
-                vm.set_faults(FaultPlan::new().fail_nth(SimOp::Unplug, 1, "device busy"));
-                match release(m, h, 0).await {
-                    Err(Error::Backend { .. }) => {}
-                    Err(e) => return Err(e),
-                    Ok(()) => panic!("the unplug fault did not fire"),
-                }
-                release(m, h, 0).await
-            })
-        }),
     ]
 }
 
@@ -197,14 +221,20 @@ pub async fn release_all_and_check_empty(m: &Manager, vm: &SimVm, what: &str) {
 
 /// Where [`inject_stray`] puts a disk the journal never attached (far from where adds go).
 pub const STRAY_SLOT: (u32, u32) = (3, 63);
+/// [`STRAY_SLOT`] on a Windows guest, whose VM has a single controller.
+pub const STRAY_SLOT_WINDOWS: (u32, u32) = (0, 63);
 
 /// Attaches a disk behind the manager's back, as another tool or a lost journal would: drift
 /// that recovery (with `detach_unknown`) repairs by unplugging and detaching it.
 pub async fn inject_stray(vm: &SimVm) {
     use lunledger::backend::AttachRequest;
     use lunledger::model::{DiskKind, DiskSpec, Slot};
+    let (c, l) = match vm.snapshot().guest {
+        GuestOs::Linux => STRAY_SLOT,
+        GuestOs::Windows => STRAY_SLOT_WINDOWS,
+    };
     let req = AttachRequest {
-        slot: Slot::new(STRAY_SLOT.0, STRAY_SLOT.1),
+        slot: Slot::new(c, l),
         attach: 0,
         disk: DiskSpec {
             path: "/img/stray.vhdx".into(),

@@ -12,7 +12,7 @@ use lunledger::backend::{
     AttachRequest, DetachRequest, GuestBackend, GuestMount, GuestView, HostAttachment, HostBackend,
     HostView, MountRequest,
 };
-use lunledger::model::{AttachId, DiskSpec, MountId, MountSpec, Slot};
+use lunledger::model::{AttachId, DiskSpec, GuestOs, MountId, MountSpec, Slot};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,9 +30,18 @@ pub trait Fixture {
     fn slots(&self) -> Vec<Slot>;
     /// Whether the VM runs a guest that can mount.
     fn has_guest(&self) -> bool;
-    /// A guest path the suite may mount at.
+    /// The guest's OS. A Windows guest has no unplug (hcsshim: a no-op): the suite's teardown
+    /// is unmount then detach, and an unplug call must fail (a backend that accepted it would
+    /// hide a manager that makes one).
+    fn guest_os(&self) -> GuestOs {
+        GuestOs::Linux
+    }
+    /// A guest path the suite may mount at, in the guest's path syntax.
     fn guest_path(&self, name: &str) -> String {
-        format!("/run/lunledger-conformance/{name}")
+        match self.guest_os() {
+            GuestOs::Linux => format!("/run/lunledger-conformance/{name}"),
+            GuestOs::Windows => format!(r"c:\lunledger-conformance\{name}"),
+        }
     }
 }
 
@@ -274,13 +283,16 @@ async fn unplug(f: &dyn Fixture, slot: Slot) {
     ok(&format!("unplug {slot}"), f.guest().unplug(slot).await);
 }
 
-/// Tears an attachment down in the order a real VM needs: unmount, unplug, detach.
+/// Tears an attachment down in the order a real VM needs: unmount, unplug (not on Windows),
+/// detach.
 async fn teardown(f: &dyn Fixture, att: &AttachRequest, mounts: &[MountRequest]) {
     if f.has_guest() {
         for m in mounts {
             unmount(f, m).await;
         }
-        unplug(f, att.slot).await;
+        if f.guest_os().unplugs() {
+            unplug(f, att.slot).await;
+        }
     }
     detach(f, att.slot, att.attach).await;
 }
@@ -552,7 +564,8 @@ pub async fn unmount_is_idempotent(f: &dyn Fixture) {
 }
 
 /// Unplug hides the device from the guest but not the host; unplugging again, and a device that
-/// is gone, succeed; detach then leaves nothing.
+/// is gone, succeed; detach then leaves nothing. On a Windows guest there is no unplug: the
+/// call fails and changes nothing, and the detach alone leaves nothing.
 pub async fn unplug_then_detach_leaves_nothing(f: &dyn Fixture) {
     let case = "unplug_then_detach_leaves_nothing";
     if skip_without_guest(f, case) {
@@ -561,6 +574,28 @@ pub async fn unplug_then_detach_leaves_nothing(f: &dyn Fixture) {
     let (s, absent) = (slot(f, 0), slot(f, 1));
     assert_free(f, case, &[s, absent]).await;
     let before = views(f).await;
+    if !f.guest_os().unplugs() {
+        let att = attach_req(f, s, 133, "c12", false);
+        attach(f, &att).await;
+        let during = views(f).await;
+        assert!(
+            f.guest().unplug(s).await.is_err(),
+            "{case}: a Windows guest accepted an unplug"
+        );
+        assert_eq!(
+            views(f).await,
+            during,
+            "{case}: a refused unplug changed the VM"
+        );
+        assert!(
+            guest_view(f).await.devices.contains(&s),
+            "{case}: the guest lost {s} without a detach"
+        );
+        detach(f, s, att.attach).await;
+        assert!(host_at(f, s).await.is_empty(), "{case}: {s} still held");
+        assert_eq!(views(f).await, before, "{case}: views after teardown");
+        return;
+    }
     unplug(f, absent).await;
     let att = attach_req(f, s, 133, "c12", false);
     attach(f, &att).await;

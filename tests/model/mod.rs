@@ -10,7 +10,7 @@
 use arbitrary::Arbitrary;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::crash::{Boundary, CrashHook, CrashPoint, Site};
-use lunledger::model::{HandleId, ManagerConfig, Slot};
+use lunledger::model::{GuestOs, HandleId, ManagerConfig, Slot};
 use lunledger::recovery::{AttachPhase, MountPhase, State};
 use lunledger::{DiskRequest, Error, Manager, ManagerOptions, Mount, MountConfig};
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,15 +92,32 @@ impl AddArgs {
     }
 
     fn requested_path(&self) -> Option<String> {
+        self.requested_path_for(GuestOs::Linux)
+    }
+
+    /// The requested path in `guest`'s syntax (the Windows harness format is `c:\m\%d`).
+    fn requested_path_for(&self, guest: GuestOs) -> Option<String> {
+        let sep = match guest {
+            GuestOs::Linux => "/",
+            GuestOs::Windows => "\\",
+        };
+        let root = match guest {
+            GuestOs::Linux => "",
+            GuestOs::Windows => "c:",
+        };
         self.path.map(|p| match p % 4 {
-            0 => "/g/0".to_string(),
-            1 => "/g/1".to_string(),
-            2 => "/m/0".to_string(),
-            _ => "/m/1".to_string(),
+            0 => format!("{root}{sep}g{sep}0"),
+            1 => format!("{root}{sep}g{sep}1"),
+            2 => format!("{root}{sep}m{sep}0"),
+            _ => format!("{root}{sep}m{sep}1"),
         })
     }
 
     fn request(&self) -> DiskRequest {
+        self.request_for(GuestOs::Linux)
+    }
+
+    fn request_for(&self, guest: GuestOs) -> DiskRequest {
         let d = self.disk % DISKS;
         let host = match self.kind {
             // Virtual and physical use the same path: the kind alone must keep them apart.
@@ -111,7 +128,7 @@ impl AddArgs {
         if let Some(m) = self.mount {
             r = r.mount(m.config());
         }
-        if let Some(p) = self.requested_path() {
+        if let Some(p) = self.requested_path_for(guest) {
             r = r.guest_path(p);
         }
         if let Some(o) = self.owner_label() {
@@ -274,6 +291,8 @@ pub enum AddError {
     /// The same disk's previous attachment is still due for teardown and one of the two is
     /// read-write: the VM would refuse a second attachment (`Error::DiskBusy`).
     Busy,
+    /// The guest does not support the mount (a Windows guest and mount options).
+    Unsupported,
 }
 
 /// A fault that fails the first backend call of its kind, once; `applied`: the call takes effect
@@ -298,6 +317,7 @@ impl Fault {
 /// The manager as the model sees it: hcsshim's allocation rules without its leaks.
 #[derive(Clone, Debug)]
 pub struct Model {
+    pub guest: GuestOs,
     controllers: u32,
     luns: u32,
     reserved: Vec<Slot>,
@@ -311,8 +331,24 @@ pub struct Model {
 
 /// The configuration the harness runs with: 2 controllers x 3 LUNs with (0, 1) reserved, so
 /// slot exhaustion and reserved-slot skipping are both reachable.
+pub fn harness_config_for(guest: GuestOs) -> ManagerConfig {
+    match guest {
+        GuestOs::Linux => harness_config(),
+        // One controller (a Windows utility VM's only one) with as many free slots as Linux's.
+        GuestOs::Windows => ManagerConfig {
+            controllers: 1,
+            luns_per_controller: 6,
+            mount_format: r"c:\m\%d".into(),
+            reserved: vec![Slot::new(0, 1)],
+            guest,
+        },
+    }
+}
+
+/// The Linux harness configuration.
 pub fn harness_config() -> ManagerConfig {
     ManagerConfig {
+        guest: Default::default(),
         controllers: 2,
         luns_per_controller: 3,
         mount_format: "/m/%d".into(),
@@ -323,6 +359,7 @@ pub fn harness_config() -> ManagerConfig {
 impl Model {
     pub fn new(cfg: &ManagerConfig) -> Model {
         Model {
+            guest: cfg.guest,
             controllers: cfg.controllers,
             luns: cfg.luns_per_controller,
             reserved: cfg.reserved.clone(),
@@ -385,6 +422,14 @@ impl Model {
     fn add_in_place(&mut self, args: &AddArgs, f: &mut Fault) -> Result<MHandle, AddError> {
         if args.mount.is_none() && args.path.is_some() {
             return Err(AddError::Invalid);
+        }
+        // A Windows guest takes no mount options (hcsshim's WCOW), refused before anything.
+        let opts = matches!(
+            args.mount,
+            Some(MountChoice::Ro | MountChoice::OptsAb | MountChoice::OptsBa)
+        );
+        if self.guest == GuestOs::Windows && opts {
+            return Err(AddError::Unsupported);
         }
         let key = args.disk_key();
         let shared = self
@@ -458,7 +503,7 @@ impl Model {
                 id
             }
             None => {
-                let (index, path) = match args.requested_path() {
+                let (index, path) = match args.requested_path_for(self.guest) {
                     Some(p) if self.path_held(&p) => {
                         self.roll_back(slot, f);
                         return Err(AddError::Conflict);
@@ -509,14 +554,23 @@ impl Model {
 
     /// A failed add drops the attachment reference it took and tears down what became due.
     fn roll_back(&mut self, slot: Slot, f: &mut Fault) {
+        let torn = self.torn_phase();
         let Some(a) = self.atts.get_mut(&slot) else {
             return;
         };
         a.refs -= 1;
         if a.refs == 0 {
-            a.phase = APhase::NeedsUnplug;
+            a.phase = torn;
             // The add's rollback ignores a teardown failure: it stays due.
             let _ = self.teardown_attachment(slot, f);
+        }
+    }
+
+    /// Where an attachment goes on its last reference: a Windows guest has no unplug.
+    fn torn_phase(&self) -> APhase {
+        match self.guest {
+            GuestOs::Linux => APhase::NeedsUnplug,
+            GuestOs::Windows => APhase::NeedsDetach,
         }
     }
 
@@ -601,10 +655,11 @@ impl Model {
                     m.due = m.refs == 0;
                 }
             }
+            let torn = self.torn_phase();
             if let Some(a) = self.atts.get_mut(&h.slot) {
                 a.refs -= 1;
                 if a.refs == 0 {
-                    a.phase = APhase::NeedsUnplug;
+                    a.phase = torn;
                 }
             }
             if let Some(h) = self.handles.get_mut(&id) {
@@ -696,8 +751,8 @@ pub struct Harness {
     step: usize,
 }
 
-fn opts(hook: &Arc<Hook>) -> ManagerOptions {
-    let mut o = ManagerOptions::new(harness_config());
+fn opts(guest: GuestOs, hook: &Arc<Hook>) -> ManagerOptions {
+    let mut o = ManagerOptions::new(harness_config_for(guest));
     o.crash_hook = Some(hook.clone() as Arc<dyn CrashHook>);
     // Keep recovery's retries fast: they only matter when a fault is still armed.
     o.teardown_backoff = Duration::from_millis(1);
@@ -709,7 +764,9 @@ fn opts(hook: &Arc<Hook>) -> ManagerOptions {
 }
 
 async fn open(dir: &Path, vm: &SimVm, hook: &Arc<Hook>) -> Manager {
-    Manager::open_with(dir, opts(hook), vm.host_backend(), vm.guest_backend())
+    // The VM's guest decides the configuration.
+    let o = opts(vm.snapshot().guest, hook);
+    Manager::open_with(dir, o, vm.host_backend(), vm.guest_backend())
         .await
         .unwrap_or_else(|e| panic!("open: {e}"))
 }
@@ -717,6 +774,7 @@ async fn open(dir: &Path, vm: &SimVm, hook: &Arc<Hook>) -> Manager {
 fn add_error_class(e: &Error) -> Option<AddError> {
     match e {
         Error::InvalidInput(_) => Some(AddError::Invalid),
+        Error::UnsupportedByGuest { .. } => Some(AddError::Unsupported),
         Error::NoAvailableLocation => Some(AddError::NoSlot),
         Error::DiskBusy { .. } => Some(AddError::Busy),
         Error::GuestPathConflict { .. } => Some(AddError::Conflict),
@@ -734,8 +792,13 @@ fn add_error_class(e: &Error) -> Option<AddError> {
 
 impl Harness {
     pub async fn new() -> Harness {
+        Harness::new_for(GuestOs::Linux).await
+    }
+
+    /// A harness on a VM whose guest runs `guest`.
+    pub async fn new_for(guest: GuestOs) -> Harness {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let vm = SimVm::new();
+        let vm = SimVm::with_guest(guest);
         let hook = Arc::new(Hook::default());
         let manager = open(dir.path(), &vm, &hook).await;
         Harness {
@@ -744,7 +807,7 @@ impl Harness {
             hook,
             manager: Some(manager),
             handles: BTreeMap::new(),
-            model: Model::new(&harness_config()),
+            model: Model::new(&harness_config_for(guest)),
             step: 0,
         }
     }
@@ -828,7 +891,7 @@ impl Harness {
             self.vm
                 .set_faults(FaultPlan::new().fail_nth(op, 1, "injected"));
         }
-        let got = self.m().add_any(args).await;
+        let got = self.m().add_any(args, self.model.guest).await;
         self.vm.clear_faults();
         self.commit_add(args, next, want, got);
     }
@@ -841,7 +904,7 @@ impl Harness {
         };
         self.vm
             .set_faults(FaultPlan::new().succeed_but_fail_nth(op, 1, 5));
-        let got = self.m().add_any(args).await;
+        let got = self.m().add_any(args, self.model.guest).await;
         self.vm.clear_faults();
         self.commit_add(args, next, want, got);
     }
@@ -917,7 +980,7 @@ impl Harness {
     async fn add_cancelled(&mut self, args: &AddArgs) {
         let (next, want) = self.model.add(args, None);
         self.vm.set_latency(Duration::from_millis(20));
-        let fut = self.m().add_any(args);
+        let fut = self.m().add_any(args, self.model.guest);
         let r = tokio::time::timeout(Duration::from_millis(3), fut).await;
         match r {
             // Fast enough (a shared add makes no backend call): an ordinary add.
@@ -936,7 +999,8 @@ impl Harness {
     async fn add_twice(&mut self, args: &AddArgs) {
         self.vm.set_latency(Duration::from_millis(2));
         let m = self.m().clone();
-        let (a, b) = tokio::join!(m.add_any(args), m.add_any(args));
+        let g = self.model.guest;
+        let (a, b) = tokio::join!(m.add_any(args, g), m.add_any(args, g));
         self.vm.set_latency(Duration::ZERO);
         // Which of the two went first is not observable: both must match the model's first and
         // second sequential add (the same slot and path when they share).
@@ -965,7 +1029,7 @@ impl Harness {
         let (next, want) = self.model.add(args, None);
         let before: BTreeSet<HandleId> = self.m().state().handles.keys().copied().collect();
         self.hook.arm(u32::from(point % 16) + 1);
-        let got = self.m().add_any(args).await;
+        let got = self.m().add_any(args, self.model.guest).await;
         let crashed = self.hook.disarm();
         match crashed {
             None => self.commit_add(args, next, want, got),
@@ -1269,12 +1333,12 @@ fn check_state_against_model(st: &State, model: &Model, step: usize, op: &Op) {
 
 /// The add call of the args' kind.
 trait AddAny {
-    async fn add_any(&self, args: &AddArgs) -> Result<Mount, Error>;
+    async fn add_any(&self, args: &AddArgs, guest: GuestOs) -> Result<Mount, Error>;
 }
 
 impl AddAny for Manager {
-    async fn add_any(&self, args: &AddArgs) -> Result<Mount, Error> {
-        let req = args.request();
+    async fn add_any(&self, args: &AddArgs, guest: GuestOs) -> Result<Mount, Error> {
+        let req = args.request_for(guest);
         match args.kind {
             Kind::Virtual => self.add_virtual_disk(req).await,
             Kind::Physical => self.add_physical_disk(req).await,
@@ -1285,7 +1349,12 @@ impl AddAny for Manager {
 
 /// Runs a whole sequence on a fresh harness: every operation checked, then everything released.
 pub async fn run_ops(ops: &[Op]) {
-    let mut h = Harness::new().await;
+    run_ops_for(GuestOs::Linux, ops).await
+}
+
+/// [`run_ops`] on a VM whose guest runs `guest`.
+pub async fn run_ops_for(guest: GuestOs, ops: &[Op]) {
+    let mut h = Harness::new_for(guest).await;
     for op in ops {
         h.apply(op).await;
     }
@@ -1294,9 +1363,14 @@ pub async fn run_ops(ops: &[Op]) {
 
 /// Runs `ops` on a fresh current-thread runtime (deterministic scheduling for shrinking).
 pub fn run_ops_blocking(ops: &[Op]) {
+    run_ops_blocking_for(GuestOs::Linux, ops)
+}
+
+/// [`run_ops_blocking`] on a VM whose guest runs `guest`.
+pub fn run_ops_blocking_for(guest: GuestOs, ops: &[Op]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
-    rt.block_on(run_ops(ops));
+    rt.block_on(run_ops_for(guest, ops));
 }

@@ -53,6 +53,7 @@ fn build_template() -> Template {
     rt.block_on(async {
         let vm = SimVm::new();
         let cfg = ManagerConfig {
+            guest: Default::default(),
             controllers: 2,
             luns_per_controller: 2,
             mount_format: "/m/%d".into(),

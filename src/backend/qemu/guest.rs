@@ -276,6 +276,7 @@ impl GuestBackend for QemuGuest {
     }
 
     async fn check_config(&self, config: &ManagerConfig) -> Result<(), BackendError> {
+        linux_only(config)?;
         let missing: Vec<String> = (0..config.controllers)
             .filter(|c| self.controllers.get(*c).is_none())
             .map(names::controller_id)
@@ -295,5 +296,33 @@ impl GuestBackend for QemuGuest {
     async fn inspect(&self) -> Result<GuestView, BackendError> {
         let report = self.run("inspect", &guest_scripts::inspect(), &[]).await?;
         Ok(guest_scan::parse(&report, &self.controllers))
+    }
+}
+
+/// The QEMU guest backend drives a Linux guest (its agent scripts are shell, its paths POSIX):
+/// a configuration for a Windows guest is a mismatch, refused before the journal is touched.
+/// There is no Windows VM to test a Windows guest backend against.
+fn linux_only(config: &ManagerConfig) -> Result<(), BackendError> {
+    if config.guest != lunledger_model::GuestOs::Linux {
+        return Err(BackendError::Mismatch(format!(
+            "the QEMU guest backend serves Linux guests only; the configuration names a {} guest",
+            config.guest
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod windows_tests {
+    use super::*;
+
+    #[test]
+    fn a_windows_configuration_is_refused_as_a_mismatch() {
+        assert!(linux_only(&ManagerConfig::lcow_default()).is_ok());
+        let e = linux_only(&ManagerConfig::wcow_default());
+        assert!(
+            matches!(&e, Err(BackendError::Mismatch(m)) if m.contains("windows")),
+            "{e:?}"
+        );
     }
 }

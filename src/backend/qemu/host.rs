@@ -637,6 +637,7 @@ mod tests {
 
     fn config(controllers: u32, luns: u32) -> ManagerConfig {
         ManagerConfig {
+            guest: Default::default(),
             controllers,
             luns_per_controller: luns,
             mount_format: "/m%d".into(),

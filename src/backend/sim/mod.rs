@@ -47,7 +47,7 @@ use crate::backend::{
     MountRequest,
 };
 use async_trait::async_trait;
-use lunledger_model::Slot;
+use lunledger_model::{GuestOs, ManagerConfig, Slot};
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -174,6 +174,17 @@ impl SimVm {
         SimVm::from_parts(SimState::default(), None)
     }
 
+    /// An empty in-memory VM whose guest runs `guest` (see [`SimState::guest`]).
+    pub fn with_guest(guest: GuestOs) -> Self {
+        SimVm::from_parts(
+            SimState {
+                guest,
+                ..SimState::default()
+            },
+            None,
+        )
+    }
+
     /// An in-memory VM starting from `state`.
     pub fn with_state(state: SimState) -> Self {
         SimVm::from_parts(state, None)
@@ -185,11 +196,24 @@ impl SimVm {
     /// same path (in this process or another) does not see the first one's later changes, and
     /// the last writer wins. Clone the `SimVm` to share it within a process.
     pub fn persistent(path: impl AsRef<Path>) -> Result<SimVm, SimError> {
+        SimVm::persistent_with_guest(path, GuestOs::Linux)
+    }
+
+    /// [`SimVm::persistent`]; a new file's VM runs `guest`. An existing file keeps the guest
+    /// it was created with (an open whose configuration names another one is refused by
+    /// `check_config`).
+    pub fn persistent_with_guest(
+        path: impl AsRef<Path>,
+        guest: GuestOs,
+    ) -> Result<SimVm, SimError> {
         let path = path.as_ref().to_path_buf();
         let state = match persist::load(&path)? {
             Some(s) => s,
             None => {
-                let s = SimState::default();
+                let s = SimState {
+                    guest,
+                    ..SimState::default()
+                };
                 persist::save(&path, &s)?;
                 s
             }
@@ -446,6 +470,18 @@ impl GuestBackend for SimVm {
     async fn inspect(&self) -> Result<GuestView, BackendError> {
         self.call(SimCall::GuestInspect, |s, _| Ok(s.guest_view()))
             .await
+    }
+
+    /// The configuration must name this VM's guest OS (no call is counted, no fault applies).
+    async fn check_config(&self, config: &ManagerConfig) -> Result<(), BackendError> {
+        let guest = self.lock().state.guest;
+        if config.guest != guest {
+            return Err(BackendError::Mismatch(format!(
+                "the configuration is for a {} guest, the VM runs a {guest} guest",
+                config.guest
+            )));
+        }
+        Ok(())
     }
 }
 

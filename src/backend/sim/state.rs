@@ -8,7 +8,7 @@ use crate::backend::{
     AttachRequest, BackendError, DetachRequest, GuestMount, GuestView, HostAttachment, HostView,
     MountRequest,
 };
-use lunledger_model::{AttachId, DiskKind, DiskSpec, MountId, MountSpec, Slot};
+use lunledger_model::{AttachId, DiskKind, DiskSpec, GuestOs, MountId, MountSpec, Slot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -48,6 +48,12 @@ pub struct SimState {
     pub attachments: Vec<SimAttachment>,
     /// Guest mounts by guest path.
     pub mounts: BTreeMap<String, SimMount>,
+    /// The guest's OS: a Windows guest takes only drive-letter mount paths, mounts only on
+    /// controller 0, has no unplug (a call is an error, so tests prove none is made) and lets
+    /// the host detach a device it still sees once nothing is mounted on it. Defaulted so
+    /// state files written before it load as Linux.
+    #[serde(default)]
+    pub guest: GuestOs,
 }
 
 fn failed(msg: impl Into<String>) -> BackendError {
@@ -157,7 +163,19 @@ impl SimState {
         if req.attach != 0 && a.attach != Some(req.attach) {
             return Ok(());
         }
-        if a.guest_visible {
+        if self.guest == GuestOs::Windows {
+            // No unplug on Windows: the detach itself removes the device; with a volume
+            // still mounted on it that is a surprise removal.
+            if let Some((path, _)) = self.live_mounts_on(req.slot).next() {
+                if strict {
+                    return Err(failed(format!(
+                        "device busy: {} is mounted at {path} in the Windows guest",
+                        req.slot
+                    )));
+                }
+            }
+            self.zombify_mounts_on(req.slot);
+        } else if a.guest_visible {
             if strict {
                 return Err(failed(format!(
                     "detach before unplug: the guest still sees the device at {}",
@@ -173,6 +191,16 @@ impl SimState {
     /// Mount: the device must be attached (with the request's attach id) and visible to the
     /// guest; the path must be free or hold exactly this mount already.
     pub fn apply_mount(&mut self, req: &MountRequest) -> Result<(), BackendError> {
+        if let Err(why) = crate::guest_os::check_guest_path(self.guest, &req.path) {
+            return Err(failed(format!("mount {:?}: {why}", req.path)));
+        }
+        // hcsshim's Windows mount request: "WCOW only supports SCSI controller 0".
+        if self.guest == GuestOs::Windows && req.slot.controller != 0 {
+            return Err(failed(format!(
+                "mount {}: a Windows guest mounts only from SCSI controller 0, not {}",
+                req.path, req.slot
+            )));
+        }
         match self.attachment(req.slot) {
             None => {
                 return Err(failed(format!(
@@ -239,6 +267,11 @@ impl SimState {
     /// Unplug: an absent or already unplugged device is a no-op. In strict mode a device with a
     /// live mount is busy; otherwise it goes and its mounts become zombies.
     pub fn apply_unplug(&mut self, slot: Slot, strict: bool) -> Result<(), BackendError> {
+        if self.guest == GuestOs::Windows {
+            return Err(BackendError::Unsupported(format!(
+                "unplug of {slot}: a Windows guest has no unplug (hcsshim treats it as a no-op)"
+            )));
+        }
         let visible = self.attachment(slot).is_some_and(|a| a.guest_visible);
         if !visible {
             return Ok(());
