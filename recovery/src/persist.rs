@@ -5,7 +5,7 @@
 //! payload the MessagePack of [`PersistedV1`]. The persisted struct is kept apart from the
 //! runtime [`State`], so the state can change shape without silently changing what is on disk:
 //! a change to the persisted form is a new format version with its own struct and a frozen
-//! fixture (`recovery/tests/fixtures/checkpoint-v<N>.bin`, checked byte for byte).
+//! fixture (`tests/fixtures/checkpoint-v<N>.bin`, checked byte for byte).
 //!
 //! Formats:
 //! - 0: what builds before the header wrote: the bare payload, without magic or checksum. Read
@@ -14,8 +14,10 @@
 //! - 2: the same struct; the configuration inside it carries the guest OS (`ManagerConfig::guest`,
 //!   a trailing field). Formats 0 and 1 decode with the default, Linux. A build that knows only
 //!   format 1 refuses a format-2 checkpoint with [`PersistError::NewerFormat`] instead of
-//!   reading a Windows configuration as Linux. It can be told apart because a MessagePack
-//! array (the payload) never starts with `L`, the first byte of [`MAGIC`].
+//!   reading a Windows configuration as Linux.
+//!
+//! Format 0 is told apart because a MessagePack array (its payload) never starts with `L`, the
+//! first byte of [`MAGIC`].
 //!
 //! The nested records (attachments, mounts, handles, operations, counters, drift) are plain data
 //! shared with the runtime state; the fixture test fails if their encoding changes.
