@@ -57,6 +57,7 @@ pub mod lock;
 mod manifest;
 pub mod model;
 pub mod options;
+pub mod points;
 pub mod readonly;
 pub mod record;
 pub mod recover;
@@ -81,6 +82,7 @@ pub use model::{
     Slot,
 };
 pub use options::JournalOptions;
+pub use points::DurablePoints;
 pub use record::{ChainHash, Record, HASH_LEN, SCHEMA_VERSION};
 pub use recover::{OpenReport, TailDamage};
 pub use seal::{Head, SealCheck, SealKey};

@@ -8,5 +8,7 @@ pub use state::{ApplyError, AttachPhase, Attachment, Handle, Mount, MountPhase, 
 mod alloc;
 mod invariants;
 pub mod plan;
+pub mod settle;
 
 pub use plan::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest};
+pub use settle::{settle, Settled};

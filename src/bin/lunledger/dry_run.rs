@@ -122,6 +122,7 @@ pub fn observation(host: HostView, guest: GuestView) -> Observation {
 fn kind(a: &Action) -> &'static str {
     match a {
         Action::Resolve { .. } => "resolve",
+        Action::SettlePlanned { .. } => "settle-planned",
         Action::LoseAttachment { .. } => "lose-attachment",
         Action::LoseMount { .. } => "lose-mount",
         Action::Report { .. } => "report-drift",
@@ -167,6 +168,12 @@ fn describe(a: &Action, st: &State) -> String {
     };
     match a {
         Action::Resolve {
+            step,
+            target: t,
+            resolution,
+            inspected,
+        }
+        | Action::SettlePlanned {
             step,
             target: t,
             resolution,
