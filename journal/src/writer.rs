@@ -261,6 +261,9 @@ pub(crate) fn halt(s: &Shared) {
 /// sequence number the journal now ends at.
 pub(crate) fn crash(s: &Shared) -> Result<u64, JournalError> {
     halt(s);
+    // A checkpoint's rotation copies records into a new generation under `maint` and commits
+    // it later: waiting for it keeps it from bringing back a record removed below.
+    let _maint = lock(&s.maint);
     // The writer holds a read guard across each batch and its flush: once this is granted, no
     // record is being inserted or flushed, and none will be (the writer is halted).
     let view = s.view_write();
@@ -273,6 +276,9 @@ pub(crate) fn crash(s: &Shared) -> Result<u64, JournalError> {
     for key in lost {
         records.remove(key)?;
     }
+    // sled's own background flusher may already have written some of them: make the removal
+    // stick, so the store ends exactly at the durable point (the worst a SIGKILL can do).
+    records.flush()?;
     Ok(durable)
 }
 

@@ -189,16 +189,18 @@ async fn add_steps(
     if !new {
         wait_attached(inner, slot).await?;
     }
-    let mount_plan = match mount {
-        Some(spec) => Some(plan_mount(
-            inner,
-            op,
-            slot,
-            spec,
-            req.guest_path.as_deref(),
-        )?),
-        None => None,
-    };
+    let mut mount_plan = None;
+    // A mount that cannot be planned (its requested path is taken): hcsshim meets that only
+    // after attaching, so a new attachment's attach still runs first and its failure is the
+    // error the caller gets (the rollback then detaches it).
+    let mut unplannable = None;
+    if let Some(spec) = mount {
+        match plan_mount(inner, op, slot, spec, req.guest_path.as_deref()) {
+            Ok(p) => mount_plan = Some(p),
+            Err(e) if new && !e.stops_manager() => unplannable = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
 
     // Write-ahead: everything this add may do to the VM (the grant, the attach at the reserved
     // slot and generation, the mount at the reserved index and path) is durable before its
@@ -240,6 +242,9 @@ async fn add_steps(
             path: Some(disk.path.clone()),
             source,
         })?;
+    }
+    if let Some(e) = unplannable {
+        return Err(e);
     }
 
     let mount_id = match mount_plan {
