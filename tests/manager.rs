@@ -496,9 +496,11 @@ async fn everything_a_call_does_is_durable_before_the_backend_sees_it() {
             Step::Detach
         ]
     );
-    let p = problems.lock().unwrap();
+    let p = problems.lock().unwrap().clone();
     assert!(p.is_empty(), "{p:?}");
-    // And the step intents are still journaled, in order, before each call.
+    // And the step intents are still journaled, in order, before each call (the release's ride
+    // the next durable point: wait for everything appended to be stored).
+    m.sync().await.unwrap();
     let steps: Vec<Step> = m
         .journal()
         .read_from(1)

@@ -41,20 +41,15 @@ impl Inner {
             // effect: ask the VM. When it cannot tell either, assume it did, so the rollback that
             // follows tears it down (idempotently) instead of leaking it.
             Err(e) if uncertain(e) && matches!(step, Step::Attach | Step::Mount) => {
-                let resolution = self.took_effect(step, target).await;
-                if resolution
-                    == (Settled {
-                        resolution: Resolution::Happened,
-                        inspected: true,
-                    })
-                {
+                let settled = self.took_effect(step, target).await;
+                // Only the VM's own word turns the error into success.
+                if settled.inspected && settled.resolution == Resolution::Happened {
                     res = Ok(());
                 }
-                let resolution = resolution.resolution;
                 Event::StepResolved {
                     step,
                     target,
-                    resolution,
+                    resolution: settled.resolution,
                 }
             }
             Err(e) => {
