@@ -10,7 +10,8 @@ use std::fmt;
 pub enum Boundary {
     /// Before the step's intent is journaled.
     BeforeIntent,
-    /// The intent is durable; the backend has not been called.
+    /// The intent is journaled (durable at the operation's plan, see [`Site::Plan`]); the
+    /// backend has not been called.
     AfterIntent,
     /// The backend call returned; its outcome is not journaled.
     AfterCall,
@@ -25,10 +26,15 @@ pub enum Site {
     Step(Step, Target),
     /// Issuing a handle to the caller.
     IssueHandle,
+    /// Making an operation's plan durable before its first backend call: an add's reservations
+    /// (slot, attach id, mount index and path) and access grant, a release's dropped references
+    /// (and so the teardowns that became due). `BeforeIntent`: not yet waited for;
+    /// `AfterIntent`: durable.
+    Plan,
     /// An operation was just started (its `OpStarted` record is appended, nothing else yet).
     OpStarted,
     /// An add's access grant (`HostBackend::grant_vm_access`). Its intent is the add's durable
-    /// `OpStarted` record (which names the VM and the path); its outcome, `AccessGranted`.
+    /// plan (its `OpStarted` record names the VM and the path); its outcome, `AccessGranted`.
     Grant,
     /// Recovery's repair of drift, a step on something the journal never held: the unplug and
     /// detach of a stray disk at a slot, or the unmount of a stray mount. Its intent is the
@@ -54,6 +60,7 @@ impl fmt::Display for CrashPoint {
                 write!(f, "op {} {step} {target:?} {:?}", self.op, self.boundary)
             }
             Site::IssueHandle => write!(f, "op {} issue-handle {:?}", self.op, self.boundary),
+            Site::Plan => write!(f, "op {} plan {:?}", self.op, self.boundary),
             Site::OpStarted => write!(f, "op {} started", self.op),
             Site::Grant => write!(f, "op {} grant {:?}", self.op, self.boundary),
             Site::Repair(step) => write!(f, "op {} repair {step} {:?}", self.op, self.boundary),

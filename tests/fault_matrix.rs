@@ -1,8 +1,9 @@
 //! The storage fault matrix (issue #14): every crash-matrix scenario, with the journal's storage
 //! failing from each of its crash points on, at each of the journal's write and sync sites and
 //! sled's flush failpoints, in both durability modes. For every (fault, point) pair:
-//! - no backend call is made whose intent is not durable (a VM observer finds, at every call
-//!   that changes the VM, the call's intent record and checks that it is durable);
+//! - no backend call is made that the durable records do not name (a VM observer notes, at
+//!   every call that changes the VM, how far the journal was durable; the fold of those records
+//!   in the reopened journal must hold the call's target);
 //! - the call that met the fault gets an error that stops the manager, never a panic or a hang,
 //!   and a storage error names what, where and the OS error;
 //! - the fault gone, reopening on the same journal and VM recovers: replay equals the live
@@ -18,7 +19,8 @@ use lunledger::backend::sim::{SimCall, SimVm};
 use lunledger::crash::{CrashHook, CrashPoint};
 use lunledger::journal::faults::{self, Site};
 use lunledger::journal::{Durability, JournalError, JournalReader, Record};
-use lunledger::model::{Event, HandleId, OpKind, Step, Target};
+use lunledger::model::{Drift, Event, HandleId, OpKind, Slot, Step, Target};
+use lunledger::recovery::State;
 use lunledger::{Error, Manager, ManagerOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,7 +124,6 @@ fn step_of(call: &SimCall) -> Option<(Step, Target)> {
 struct SeenCall {
     call: SimCall,
     durable: u64,
-    last: u64,
 }
 
 type Seen = Arc<Mutex<Vec<SeenCall>>>;
@@ -148,15 +149,17 @@ fn watch(vm: &SimVm) -> (Watched, Seen) {
         v.lock().unwrap().push(SeenCall {
             call: call.clone(),
             durable: j.durable_seq(),
-            last: j.last_seq(),
         });
     }));
     (journal, seen)
 }
 
 /// The write-ahead rule, checked against the journal as reopened after the fault: every call
-/// made had its intent record (the newest matching one appended before the call) stored and
-/// durable when the call was made.
+/// made was named by what was durable when it was made (the fold of the durable records): an
+/// attach by its reserved slot and generation, a mount by its reserved id and path, a teardown
+/// by the attachment or mount it acts on (or, for recovery's repair of a stray, by the durable
+/// `DriftFound` naming it), a grant by its add's `OpStarted`. The step's own intent record rides
+/// the next durable point, so it is not required to be durable.
 fn check_write_ahead(reopened: &JournalReader, seen: &[SeenCall]) -> Result<(), String> {
     if seen.is_empty() {
         return Ok(());
@@ -167,21 +170,47 @@ fn check_write_ahead(reopened: &JournalReader, seen: &[SeenCall]) -> Result<(), 
         .map_err(|e| format!("reading the reopened journal: {e}"))?;
     let mut bad = Vec::new();
     for s in seen {
-        let intent = records
-            .iter()
-            .rev()
-            .filter(|r| r.seq <= s.last)
-            .find(|r| is_intent_of(&s.call, r));
-        match intent {
-            Some(r) if r.seq <= s.durable => {}
-            Some(r) => bad.push(format!(
-                "{:?} made with its intent (seq {}) not durable (durable up to {})",
-                s.call, r.seq, s.durable
-            )),
-            None => bad.push(format!(
-                "{:?} made and its intent is not in the journal",
-                s.call
-            )),
+        let durable: Vec<&Record> = records.iter().filter(|r| r.seq <= s.durable).collect();
+        let st = State::fold(durable.iter().copied())
+            .map_err(|e| format!("folding the durable records: {e}"))?;
+        let drift_names = |slot: Option<Slot>, path: Option<&str>| {
+            durable.iter().any(|r| match &r.event {
+                Event::DriftFound {
+                    drift: Drift::UnknownAttachment { slot: s, .. },
+                } => Some(*s) == slot,
+                Event::DriftFound {
+                    drift: Drift::UnknownMount { path: p },
+                } => Some(p.as_str()) == path,
+                _ => false,
+            })
+        };
+        let named = match &s.call {
+            SimCall::Grant { .. } => durable.iter().any(|r| is_intent_of(&s.call, r)),
+            SimCall::Attach(r) => st
+                .attachments
+                .get(&r.slot)
+                .is_some_and(|a| a.attach == r.attach),
+            SimCall::Mount(r) => st.mounts.get(&r.mount).is_some_and(|m| m.path == r.path),
+            SimCall::Unmount(r) => {
+                st.mounts.get(&r.mount).is_some_and(|m| m.path == r.path)
+                    || drift_names(None, Some(&r.path))
+            }
+            SimCall::Unplug(slot) => {
+                st.attachments.contains_key(slot) || drift_names(Some(*slot), None)
+            }
+            SimCall::Detach(r) => {
+                st.attachments
+                    .get(&r.slot)
+                    .is_some_and(|a| a.attach == r.attach)
+                    || drift_names(Some(r.slot), None)
+            }
+            _ => true,
+        };
+        if !named {
+            bad.push(format!(
+                "{:?} made while the durable records (up to {}) did not name it",
+                s.call, s.durable
+            ));
         }
     }
     if bad.is_empty() {

@@ -57,7 +57,10 @@ pub(crate) fn maybe_rotate(
 
 /// The crash-simulation hook: stops before `step` when asked to.
 fn fault(s: &Shared, step: u8) -> Result<(), JournalError> {
-    if s.halted.load(Ordering::SeqCst) {
+    // Past the commit point (step 4 on), a halt lets the rotation finish switching to the
+    // generation `CURRENT` already names, so that what the process sees is what a reopen
+    // will (`Journal::crash` drops the non-durable tail from that generation).
+    if s.halted.load(Ordering::SeqCst) && step < 4 {
         return Err(JournalError::Halted);
     }
     if s.rotation_fault.load(Ordering::SeqCst) == step {

@@ -1,5 +1,6 @@
 //! Counters of the journal's work, for tests and benchmarks.
 
+use crate::points::{DurablePoints, PointCounters};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of the journal's counters since it was opened.
@@ -15,6 +16,8 @@ pub struct JournalStats {
     pub fdatasyncs: u64,
     /// The most records the writer handed to sled in one batch.
     pub largest_batch: u64,
+    /// Durable points by operation kind ([`crate::Journal::wait_durable_for`]).
+    pub durable_points: DurablePoints,
 }
 
 #[derive(Default)]
@@ -24,6 +27,7 @@ pub(crate) struct Counters {
     pub flushes: AtomicU64,
     pub fdatasyncs: AtomicU64,
     pub largest_batch: AtomicU64,
+    pub points: PointCounters,
 }
 
 impl Counters {
@@ -38,6 +42,7 @@ impl Counters {
             flushes: self.flushes.load(Ordering::Relaxed),
             fdatasyncs: self.fdatasyncs.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            durable_points: self.points.snapshot(),
         }
     }
 }

@@ -357,6 +357,13 @@ impl Journal {
         crate::writer::wait_durable(self.shared(), seq).await
     }
 
+    /// [`Journal::wait_durable`] as a durable point of operation `op`: counted in
+    /// [`JournalStats::durable_points`] under the kind its `OpStarted` record named.
+    pub async fn wait_durable_for(&self, op: OpId, seq: u64) -> Result<(), JournalError> {
+        self.shared().counters.points.point(op);
+        crate::writer::wait_durable(self.shared(), seq).await
+    }
+
     /// Blocking form of [`Journal::wait_durable`]; do not call it on an async executor thread.
     pub fn wait_durable_blocking(&self, seq: u64) -> Result<(), JournalError> {
         crate::writer::wait_durable_blocking(self.shared(), seq)
@@ -464,6 +471,14 @@ impl Journal {
     /// flushed by this handle.
     pub fn halt(&self) {
         crate::writer::halt(self.shared());
+    }
+
+    /// Halts the journal as a crash of the process would (a test hook for crash points): like
+    /// [`Journal::halt`], and every record not yet durable is removed from the store, as a
+    /// SIGKILL may lose all of them. Returns the sequence number the journal now ends at.
+    #[cfg(feature = "testing")]
+    pub fn crash(&self) -> Result<u64, JournalError> {
+        crate::writer::crash(self.shared())
     }
 
     /// Counters of the journal's work since open.

@@ -146,6 +146,7 @@ pub(crate) fn enqueue(
         }
         let ts = now_micros();
         for (op, event) in records {
+            s.counters.points.appended(op, &event);
             let seq = q.next_seq;
             q.next_seq += 1;
             q.pending.push(Pending {
@@ -252,6 +253,34 @@ pub(crate) fn halt(s: &Shared) {
         }
     });
     s.written_tx.send_modify(|_| {});
+}
+
+/// Halts the journal as the death of the process would: besides what [`halt`] does, every
+/// record handed to sled but not yet made durable is removed from the store, since a SIGKILL
+/// may lose all of them (sled keeps them in its own buffers until a flush). Returns the durable
+/// sequence number the journal now ends at.
+#[cfg(feature = "testing")]
+pub(crate) fn crash(s: &Shared) -> Result<u64, JournalError> {
+    halt(s);
+    // A checkpoint's rotation copies records into a new generation under `maint` and commits
+    // it later: waiting for it keeps it from bringing back a record removed below.
+    let _maint = lock(&s.maint);
+    // The writer holds a read guard across each batch and its flush: once this is granted, no
+    // record is being inserted or flushed, and none will be (the writer is halted).
+    let view = s.view_write();
+    let durable = lock(&s.durable).seq;
+    let records = &view.active.records;
+    let lost: Vec<sled::IVec> = records
+        .range(seq_key(durable.saturating_add(1))..)
+        .keys()
+        .collect::<Result<_, _>>()?;
+    for key in lost {
+        records.remove(key)?;
+    }
+    // sled's own background flusher may already have written some of them: make the removal
+    // stick, so the store ends exactly at the durable point (the worst a SIGKILL can do).
+    records.flush()?;
+    Ok(durable)
 }
 
 /// Stops the journal after `e` failed a write outside the writer (a checkpoint, a rotation, a

@@ -7,6 +7,7 @@ mod alloc;
 mod invariants;
 mod persist;
 mod plan;
+mod settle;
 mod state;
 
 pub use invariants::PendingTeardown;
@@ -14,6 +15,7 @@ pub use persist::{
     decode_checkpoint, encode_checkpoint, PersistError, PersistedV1, FORMAT_VERSION, MAGIC,
 };
 pub use plan::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest};
+pub use settle::{settle, Settled};
 pub use state::{
     ApplyError, AttachPhase, Attachment, Counters, Handle, Mount, MountPhase, Op, State,
 };

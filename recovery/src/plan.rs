@@ -5,7 +5,8 @@
 //! Order: settle steps whose outcome was lost, then drift, then operations in flight (roll back
 //! adds whose caller never got a handle, finish releases), then teardowns still due.
 
-use crate::state::State;
+use crate::settle::{holds, settle, Settled};
+use crate::state::{AttachPhase, MountPhase, State};
 use lunledger_model::{
     AttachId, Drift, Event, HandleId, MountId, OpId, OpKind, Resolution, Slot, Step, Target,
 };
@@ -72,6 +73,18 @@ pub enum Action {
         /// What the VM showed (or what is assumed when it could not tell).
         resolution: Resolution,
         /// Whether the VM was asked (`false`: assumed, the following teardown is idempotent).
+        inspected: bool,
+    },
+    /// Settle an attach or mount an add planned durably whose own intent record was lost (it may
+    /// or may not have been called): journal its intent, then its outcome.
+    SettlePlanned {
+        /// The step (attach or mount).
+        step: Step,
+        /// Its target.
+        target: Target,
+        /// What the VM showed (or what is assumed when it could not tell).
+        resolution: Resolution,
+        /// Whether the VM was asked (`false`: assumed, the rollback's teardown is idempotent).
         inspected: bool,
     },
     /// The VM lost an attachment: mark it lost and report.
@@ -200,52 +213,57 @@ pub fn plan(state: &State, seen: &Observation, policy: &RecoveryPolicy) -> Vec<A
 }
 
 fn resolve_pending(sim: &mut State, op: OpId, seen: &Observation, out: &mut Vec<Action>) {
+    // (step, target, whether its intent record was lost): a step in flight, or a planned attach
+    // or mount (still reserved at recovery: the add's plan was durable, and its intent and call
+    // may have followed without a durable record).
     let mut found = Vec::new();
     for (slot, a) in &sim.attachments {
-        let Some(step) = a.pending else { continue };
-        let on_host = seen.host.as_ref().map(|h| holds(h, *slot, a.attach));
-        let in_guest = seen.guest.as_ref().map(|g| g.devices.contains(slot));
-        let (happened, inspected) = match step {
-            // Unknown: assume attached; the rollback that follows detaches idempotently.
-            Step::Attach => on_host.map_or((true, false), |p| (p, true)),
-            Step::Unplug => in_guest.map_or((false, false), |p| (!p, true)),
-            _ => on_host.map_or((false, false), |p| (!p, true)),
-        };
-        found.push((step, Target::Slot(*slot), happened, inspected));
+        match (a.pending, a.phase) {
+            (Some(step), _) => found.push((step, Target::Slot(*slot), false)),
+            (None, AttachPhase::Reserved) => found.push((Step::Attach, Target::Slot(*slot), true)),
+            _ => {}
+        }
     }
     for (id, m) in &sim.mounts {
-        let Some(step) = m.pending else { continue };
-        let mounted = seen.guest.as_ref().map(|g| g.mounts.contains(&m.path));
-        let (happened, inspected) = match step {
-            Step::Mount => mounted.map_or((true, false), |p| (p, true)),
-            _ => mounted.map_or((false, false), |p| (!p, true)),
-        };
-        found.push((step, Target::Mount(*id), happened, inspected));
+        match (m.pending, m.phase) {
+            (Some(step), _) => found.push((step, Target::Mount(*id), false)),
+            (None, MountPhase::Reserved) => found.push((Step::Mount, Target::Mount(*id), true)),
+            _ => {}
+        }
     }
-    for (step, target, happened, inspected) in found {
-        let resolution = if happened {
-            Resolution::Happened
-        } else {
-            Resolution::DidNotHappen
+    for (step, target, intent_lost) in found {
+        let Some(Settled {
+            resolution,
+            inspected,
+        }) = settle(sim, step, target, seen)
+        else {
+            continue;
         };
+        if intent_lost {
+            let _ = sim.apply_next(op, &Event::StepIntent { step, target });
+        }
         let ev = Event::StepResolved {
             step,
             target,
             resolution,
         };
         let _ = sim.apply_next(op, &ev);
-        out.push(Action::Resolve {
-            step,
-            target,
-            resolution,
-            inspected,
+        out.push(if intent_lost {
+            Action::SettlePlanned {
+                step,
+                target,
+                resolution,
+                inspected,
+            }
+        } else {
+            Action::Resolve {
+                step,
+                target,
+                resolution,
+                inspected,
+            }
         });
     }
-}
-
-fn holds(host: &[SeenAttachment], slot: Slot, attach: AttachId) -> bool {
-    host.iter()
-        .any(|s| s.slot == slot && s.attach.is_none_or(|a| a == attach))
 }
 
 fn drift(
@@ -259,7 +277,9 @@ fn drift(
         let lost: Vec<Slot> = sim
             .attachments
             .iter()
-            .filter(|(slot, a)| a.phase.on_vm() && !holds(host, **slot, a.attach))
+            // A teardown due whose records after the last durable point were lost may have
+            // happened: it is run again (idempotently), not reported lost.
+            .filter(|(slot, a)| a.phase == AttachPhase::Attached && !holds(host, **slot, a.attach))
             .map(|(slot, _)| *slot)
             .collect();
         for slot in lost {
@@ -301,7 +321,7 @@ fn drift(
         let lost: Vec<MountId> = sim
             .mounts
             .iter()
-            .filter(|(_, m)| m.phase.on_vm() && !guest.mounts.contains(&m.path))
+            .filter(|(_, m)| m.phase == MountPhase::Mounted && !guest.mounts.contains(&m.path))
             .map(|(id, _)| *id)
             .collect();
         for mount in lost {

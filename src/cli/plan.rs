@@ -100,6 +100,7 @@ pub fn observation(host: HostView, guest: GuestView) -> Observation {
 fn kind(a: &Action) -> &'static str {
     match a {
         Action::Resolve { .. } => "resolve",
+        Action::SettlePlanned { .. } => "settle-planned",
         Action::LoseAttachment { .. } => "lose-attachment",
         Action::LoseMount { .. } => "lose-mount",
         Action::Report { .. } => "report-drift",
@@ -145,6 +146,12 @@ fn describe(a: &Action, st: &State) -> String {
     };
     match a {
         Action::Resolve {
+            step,
+            target: t,
+            resolution,
+            inspected,
+        }
+        | Action::SettlePlanned {
             step,
             target: t,
             resolution,

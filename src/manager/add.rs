@@ -76,13 +76,11 @@ impl Manager {
 }
 
 /// Grants `vm` access to `path` by the write-ahead rule. The intent is the add's `OpStarted`
-/// record (it names the VM and the path), made durable before the call; the outcome is
-/// `AccessGranted`. As in hcsshim, a grant is idempotent and never revoked, so recovery has
-/// nothing to settle for one whose outcome was lost.
+/// record (it names the VM and the path), durable with the add's plan before the call (see
+/// `add_steps`); the outcome is `AccessGranted`. As in hcsshim, a grant is idempotent and never
+/// revoked, so recovery has nothing to settle for one whose outcome was lost.
 async fn grant(inner: &Arc<Inner>, op: OpId, vm: &str, path: &str) -> Result<()> {
     inner.crash_point(op, Site::Grant, Boundary::BeforeIntent)?;
-    let started = inner.state().last_seq;
-    inner.durable_for(op, started).await?;
     inner.crash_point(op, Site::Grant, Boundary::AfterIntent)?;
     let res = inner.host.grant_vm_access(vm, path).await;
     inner.crash_point(op, Site::Grant, Boundary::AfterCall)?;
@@ -157,9 +155,6 @@ async fn add_steps(
     disk: &DiskSpec,
     mount: Option<&MountSpec>,
 ) -> Result<Mount> {
-    if let Some(vm) = &req.vm_id {
-        grant(inner, op, vm, &req.host_path).await?;
-    }
     let deadline = tokio::time::Instant::now() + inner.opts.busy_disk_wait;
     let (slot, new) = loop {
         let taken = inner.record_with(op, |st| match st.find_attachment(disk) {
@@ -190,6 +185,37 @@ async fn add_steps(
             Err(e) => return Err(e),
         }
     };
+    // A shared attachment: its attach is another add's; a mount on it is decided once it is there.
+    if !new {
+        wait_attached(inner, slot).await?;
+    }
+    let mut mount_plan = None;
+    // A mount that cannot be planned (its requested path is taken): hcsshim meets that only
+    // after attaching, so a new attachment's attach still runs first and its failure is the
+    // error the caller gets (the rollback then detaches it).
+    let mut unplannable = None;
+    if let Some(spec) = mount {
+        match plan_mount(inner, op, slot, spec, req.guest_path.as_deref()) {
+            Ok(p) => mount_plan = Some(p),
+            Err(e) if new && !e.stops_manager() => unplannable = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Write-ahead: everything this add may do to the VM (the grant, the attach at the reserved
+    // slot and generation, the mount at the reserved index and path) is durable before its
+    // first backend call. An add that only takes references makes no call: its one durable
+    // point is its handle.
+    let new_mount = mount_plan.is_some_and(|(_, n)| n);
+    if new || new_mount || req.vm_id.is_some() {
+        inner.crash_point(op, Site::Plan, Boundary::BeforeIntent)?;
+        let planned = inner.state().last_seq;
+        inner.durable_for(op, planned).await?;
+        inner.crash_point(op, Site::Plan, Boundary::AfterIntent)?;
+    }
+    if let Some(vm) = &req.vm_id {
+        grant(inner, op, vm, &req.host_path).await?;
+    }
     if new {
         let attach = inner
             .state()
@@ -216,12 +242,13 @@ async fn add_steps(
             path: Some(disk.path.clone()),
             source,
         })?;
-    } else {
-        wait_attached(inner, slot).await?;
+    }
+    if let Some(e) = unplannable {
+        return Err(e);
     }
 
-    let mount_id = match mount {
-        Some(spec) => Some(take_mount(inner, op, slot, spec, req.guest_path.as_deref()).await?),
+    let mount_id = match mount_plan {
+        Some((id, new)) => Some(run_mount(inner, op, slot, id, new).await?),
         None => None,
     };
 
@@ -304,15 +331,16 @@ async fn wait_attached(inner: &Inner, slot: Slot) -> Result<()> {
         .await?
 }
 
-/// Takes a reference on a matching mount, or reserves and performs a new one.
-async fn take_mount(
+/// Takes a reference on a matching mount, or reserves a new one (journaled, not yet durable).
+/// Returns the mount and whether it is new.
+fn plan_mount(
     inner: &Arc<Inner>,
     op: OpId,
     slot: Slot,
     spec: &MountSpec,
     requested: Option<&str>,
-) -> Result<MountId> {
-    let ((id, new), _) = inner.record_with(op, |st| {
+) -> Result<(MountId, bool)> {
+    let (taken, _) = inner.record_with(op, |st| {
         if let Some(id) = st.find_mount(slot, spec) {
             // hcsshim: a requested path is ignored when a matching mount exists.
             return Ok((Event::MountRefTaken { mount: id }, (id, false)));
@@ -341,6 +369,17 @@ async fn take_mount(
         };
         Ok((ev, (id, true)))
     })?;
+    Ok(taken)
+}
+
+/// Performs the mount `plan_mount` reserved (`new`), or waits for the one it shares.
+async fn run_mount(
+    inner: &Arc<Inner>,
+    op: OpId,
+    slot: Slot,
+    id: MountId,
+    new: bool,
+) -> Result<MountId> {
     if new {
         let mreq = {
             let st = inner.state();

@@ -1,8 +1,9 @@
 //! The async `Manager`: hcsshim's SCSI semantics, every step journaled before it runs.
 //!
 //! The live state is the fold of the journal: every change is an event applied with the same
-//! `State::apply` replay uses (validated first), then appended. Intents are made durable before
-//! the backend call; outcomes ride on the next flush. A journal failure stops the manager
+//! `State::apply` replay uses (validated first), then appended. Everything an operation may do is
+//! durable before its first backend call (its plan), and a handle before it is returned; step
+//! intents and outcomes ride on the next durable point. A journal failure stops the manager
 //! (fail-stop): its state may be ahead of the journal, and only a reopen (which recovers) is safe.
 
 mod add;
@@ -157,7 +158,7 @@ impl Inner {
     /// Waits until everything up to `seq` is durable, for operation `op`: a journal failure
     /// names the operation.
     pub(crate) async fn durable_for(&self, op: OpId, seq: u64) -> Result<()> {
-        match self.durable(seq).await {
+        match self.durable_point(Some(op), seq).await {
             Err(Error::Journal(source)) => Err(Error::JournalFailed { op, source }),
             other => other,
         }
@@ -165,8 +166,20 @@ impl Inner {
 
     /// Waits until everything up to `seq` is durable.
     pub(crate) async fn durable(&self, seq: u64) -> Result<()> {
+        self.durable_point(None, seq).await
+    }
+
+    /// Waits until everything up to `seq` is durable; a durable point of `op` when named (the
+    /// journal counts those per operation kind).
+    async fn durable_point(&self, op: Option<OpId>, seq: u64) -> Result<()> {
         let limit = self.opts.durable_timeout;
-        let waited = tokio::time::timeout(limit, self.journal.wait_durable(seq)).await;
+        let wait = async {
+            match op {
+                Some(op) => self.journal.wait_durable_for(op, seq).await,
+                None => self.journal.wait_durable(seq).await,
+            }
+        };
+        let waited = tokio::time::timeout(limit, wait).await;
         let res = waited.unwrap_or_else(|_| {
             // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
             // stopping the journal so that nothing more is made durable behind our back.
@@ -233,7 +246,12 @@ impl Inner {
             let point = CrashPoint { op, site, boundary };
             if hook.crash_at(&point) {
                 let why = format!("crash at {point}");
-                self.journal.halt();
+                // As a SIGKILL would: whatever was not durable yet is gone. (A crash hook exists
+                // with the `testing` feature only.)
+                #[cfg(feature = "testing")]
+                if let Err(e) = self.journal.crash() {
+                    tracing::warn!(error = %e, "dropping the journal's non-durable tail failed");
+                }
                 self.stop(why.clone());
                 return Err(Error::Crashed(why));
             }

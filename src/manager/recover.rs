@@ -204,6 +204,25 @@ async fn execute(
             )?;
             report.resolved.push((step, target, resolution, inspected));
         }
+        Action::SettlePlanned {
+            step,
+            target,
+            resolution,
+            inspected,
+        } => {
+            // The add's plan named this step; its own intent record was lost (or never
+            // written): the intent is journaled now, under recovery, with what the VM showed.
+            inner.record(op, Event::StepIntent { step, target })?;
+            inner.record(
+                op,
+                Event::StepResolved {
+                    step,
+                    target,
+                    resolution,
+                },
+            )?;
+            report.resolved.push((step, target, resolution, inspected));
+        }
         Action::LoseAttachment { slot } => {
             inner.record(
                 op,

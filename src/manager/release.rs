@@ -4,6 +4,7 @@
 //! retry of the release resumes it.
 
 use super::{lock, Inner};
+use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
 use lunledger_model::{AttachId, Event, HandleId, MountId, OpId, OpKind, Slot};
 use lunledger_recovery::ReleaseEnd;
@@ -70,6 +71,12 @@ impl Inner {
         if h.holds_attach {
             self.record(op, Event::AttachRefDropped { slot: h.slot })?;
         }
+        // Write-ahead: the release (and with it every teardown that became due) is durable
+        // before its first teardown call; a caller told "released" never sees the handle again.
+        self.crash_point(op, Site::Plan, Boundary::BeforeIntent)?;
+        let planned = self.state().last_seq;
+        self.durable_for(op, planned).await?;
+        self.crash_point(op, Site::Plan, Boundary::AfterIntent)?;
         if let Err(e) = self
             .teardown_for(op, h.mount, Some((h.slot, h.attach)))
             .await

@@ -6,13 +6,16 @@ use crate::backend::{BackendError, DetachRequest, MountRequest};
 use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
 use lunledger_model::{Event, MountId, OpId, Resolution, Slot, Step, Target};
-use lunledger_recovery::AttachPhase;
+use lunledger_recovery::{settle, AttachPhase, Settled};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 
 impl Inner {
-    /// Runs a backend call as `step` on `target`: crash point, durable intent, crash point, the
-    /// call, crash point, outcome (not waited for: it rides on the next flush), crash point.
+    /// Runs a backend call as `step` on `target`: crash point, intent, crash point, the call,
+    /// crash point, outcome, crash point. Neither record is waited for: the operation's plan,
+    /// durable before its first call, already names the step (an add's reservation, a release's
+    /// dropped references), and recovery settles a step whose records were lost by `inspect`
+    /// or an idempotent retry; both ride on the next durable point.
     /// Returns the backend's own result; `Err` only for journal failures and crashes.
     pub(crate) async fn run_step<Fut>(
         &self,
@@ -27,8 +30,7 @@ impl Inner {
         let site = Site::Step(step, target);
         self.crash_point(op, site, Boundary::BeforeIntent)?;
         super::lock(&self.failed_steps).remove(&target);
-        self.record_durable(op, Event::StepIntent { step, target })
-            .await?;
+        self.record(op, Event::StepIntent { step, target })?;
         self.crash_point(op, site, Boundary::AfterIntent)?;
         let span = tracing::debug_span!("step", op, step = step.name(), ?target);
         let mut res = tracing::Instrument::instrument(call, span).await;
@@ -39,19 +41,15 @@ impl Inner {
             // effect: ask the VM. When it cannot tell either, assume it did, so the rollback that
             // follows tears it down (idempotently) instead of leaking it.
             Err(e) if uncertain(e) && matches!(step, Step::Attach | Step::Mount) => {
-                let seen = self.took_effect(step, target).await;
-                if seen == Some(true) {
+                let settled = self.took_effect(step, target).await;
+                // Only the VM's own word turns the error into success.
+                if settled.inspected && settled.resolution == Resolution::Happened {
                     res = Ok(());
                 }
-                let resolution = if seen == Some(false) {
-                    Resolution::DidNotHappen
-                } else {
-                    Resolution::Happened
-                };
                 Event::StepResolved {
                     step,
                     target,
-                    resolution,
+                    resolution: settled.resolution,
                 }
             }
             Err(e) => {
@@ -77,33 +75,23 @@ impl Inner {
         Ok(res)
     }
 
-    /// Whether an attach or mount whose call gave an uncertain error took effect, by `inspect`;
-    /// `None` when the VM cannot tell.
-    async fn took_effect(&self, step: Step, target: Target) -> Option<bool> {
+    /// Whether an attach or mount whose call gave an uncertain error took effect: `inspect` the
+    /// side it acts on, then the one settling rule recovery uses too
+    /// ([`lunledger_recovery::settle`]).
+    async fn took_effect(&self, step: Step, target: Target) -> Settled {
         let limit = self.opts.inspect_timeout;
-        match (step, target) {
-            (Step::Attach, Target::Slot(slot)) => {
-                let attach = self.state().attachments.get(&slot)?.attach;
-                let view = tokio::time::timeout(limit, self.host.inspect())
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some(
-                    view.attachments
-                        .iter()
-                        .any(|a| a.slot == slot && a.attach.is_none_or(|id| id == attach)),
-                )
-            }
-            (Step::Mount, Target::Mount(id)) => {
-                let path = self.state().mounts.get(&id)?.path.clone();
-                let view = tokio::time::timeout(limit, self.guest.inspect())
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some(view.mounts.iter().any(|m| m.path == path))
-            }
-            _ => None,
-        }
+        let seen = if step == Step::Attach {
+            let host = tokio::time::timeout(limit, self.host.inspect()).await;
+            super::observe(host.ok().and_then(|r| r.ok()), None)
+        } else {
+            let guest = tokio::time::timeout(limit, self.guest.inspect()).await;
+            super::observe(None, guest.ok().and_then(|r| r.ok()))
+        };
+        // The target is the caller's own reservation: it is in the state until its outcome.
+        settle(&self.state(), step, target, &seen).unwrap_or(Settled {
+            resolution: Resolution::Happened,
+            inspected: false,
+        })
     }
 
     /// Unmounts `mount` if its unmount is due.

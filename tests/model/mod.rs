@@ -1044,7 +1044,7 @@ impl Harness {
                     "step {}: crashed at {p} but the add returned {got:?}",
                     self.step
                 );
-                self.restart().await;
+                self.restart_after_crash().await;
                 let after: BTreeSet<HandleId> = self.m().state().handles.keys().copied().collect();
                 let new: Vec<HandleId> = after.difference(&before).copied().collect();
                 // The handle is durable from the moment it is issued; before that the add is
@@ -1100,12 +1100,12 @@ impl Harness {
                 "step {}: crashed at {p} but the release returned {got:?}",
                 self.step
             );
-            self.restart().await;
+            self.restart_after_crash().await;
             let survived = self.m().state().handles.contains_key(&id);
-            // Only before the first intent is durable may the release itself be lost (its
-            // records had not reached the journal); then the handle is intact and still live.
-            // Point 1 is right after the release's `OpStarted`; point 2 is before the first
-            // step's intent.
+            // Only before the release's one durable point may the release itself be lost (its
+            // records were not durable, and the crash dropped them); then the handle is intact
+            // and still live. Point 1 is right after the release's `OpStarted`; point 2 is
+            // before its plan (the dropped references) is made durable.
             let before_durable = (n == 1 && p.site == Site::OpStarted)
                 || (n == 2 && p.boundary == Boundary::BeforeIntent);
             let may_survive = !was_releasing && before_durable;
@@ -1125,6 +1125,24 @@ impl Harness {
         self.handles.remove(&id);
         self.model = next;
         self.model.settle();
+    }
+
+    /// After a crash: the stored journal ends at the last durable record (the crash dropped
+    /// everything appended after it, as a SIGKILL may), then the manager restarts.
+    async fn restart_after_crash(&mut self) {
+        if let Some(m) = self.manager.take() {
+            let durable = m.journal().durable_seq();
+            let _ = m.close().await;
+            let j = lunledger::journal::Journal::open(self.dir.path(), Default::default())
+                .unwrap_or_else(|e| panic!("step {}: reopening the journal: {e}", self.step));
+            assert_eq!(
+                j.last_seq(),
+                durable,
+                "step {}: the crash kept records that were not durable",
+                self.step
+            );
+        }
+        self.restart().await;
     }
 
     /// Closes the manager (ignoring the result: it may have crashed) and reopens it on the same
