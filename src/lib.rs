@@ -13,6 +13,7 @@ mod error;
 mod manager;
 mod mount;
 mod request;
+pub mod timeline;
 pub mod vm;
 
 pub use error::{Error, Result};

@@ -9,7 +9,7 @@
 mod cli;
 use cli::{
     args, audit, backend, clock, cursor, demo, demo_shim, dry_run, fail, filter, history,
-    interrupt, progress, replay, snapshot, status, style, table, trail, verify, view,
+    interrupt, progress, replay, snapshot, status, style, table, timeline, trail, verify, view,
 };
 
 use args::{Cli, Command};
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Timeline(a) => timeline::run(a),
         Command::Recover(a) => dry_run::run(a),
         Command::Demo(a) => demo::run(a),
         Command::DemoShim(a) => demo_shim::run(a),

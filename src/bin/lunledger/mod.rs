@@ -18,6 +18,7 @@ pub(crate) mod snapshot;
 pub(crate) mod status;
 pub(crate) mod style;
 pub(crate) mod table;
+pub(crate) mod timeline;
 pub(crate) mod trail;
 pub(crate) mod verify;
 pub(crate) mod view;
