@@ -23,6 +23,7 @@ pub fn render(timeline: &Timeline, source: &str) -> String {
 <style>{CSS}</style>
 </head>
 <body data-render="pending">
+<pre id="js-errors"></pre>
 <script>
 // Any script error is shown on the page and counted, so a headless browser test sees it.
 window.onerror = function (msg, src, line, col) {{
@@ -35,7 +36,6 @@ window.onerror = function (msg, src, line, col) {{
 <div id="summary"></div><div id="problem"></div>
 <div id="controls"><button id="zoom-in">zoom in</button><button id="zoom-out">zoom out</button><button id="fit">fit</button> <span id="selection"></span></div>
 </header>
-<pre id="js-errors"></pre>
 <div id="chart"><svg id="svg" xmlns="http://www.w3.org/2000/svg"></svg></div>
 <div id="legend"></div>
 <div id="tip" hidden></div>

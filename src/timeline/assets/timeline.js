@@ -388,6 +388,19 @@
     ' shown), ' + absTime(0) + ' UTC for ' + dur(D.end) + '; ' + lanes + ' slot(s), ' + D.ops.length + ' operation(s), ' +
     D.restarts.length + ' shim restart(s). Wheel: zoom; drag: pan; hover: records; click: select an operation.';
   if (D.problem) document.getElementById('problem').textContent = 'problem: ' + D.problem;
+  // A link can carry a view and a selection: #view=FROM,TO (µs after the first record) and
+  // #op=N (select operation N), so a bug report can point at the moment that matters.
+  (location.hash || '').replace(/^#/, '').split('&').forEach(function (kv) {
+    var p = kv.split('=');
+    if (p[0] === 'view') {
+      var b = (p[1] || '').split(',').map(Number);
+      if (b.length === 2 && isFinite(b[0]) && isFinite(b[1]) && b[1] > b[0]) { v0 = b[0]; v1 = b[1]; }
+    } else if (p[0] === 'op' && isFinite(Number(p[1]))) {
+      selected = { ops: {} };
+      selected.ops[Number(p[1])] = true;
+      document.getElementById('selection').textContent = 'selected: op ' + Number(p[1]) + ' (click empty space to clear)';
+    }
+  });
   legend();
   render();
   body.dataset.lanes = lanes;
