@@ -42,6 +42,7 @@ pub struct Timeline {
     /// The records shown, column by column.
     pub records: Records,
     /// Why the picture stops early (a record that does not fit the state, damage), if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
 
@@ -131,6 +132,7 @@ pub struct StepSpan {
     /// `ok`, `failed`, `happened`, `did-not-happen`, or `none` (no outcome recorded).
     pub outcome: &'static str,
     /// The backend's error, for a failed step.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Records behind it (intent, outcome, resolution).
     pub recs: Vec<u32>,
@@ -150,18 +152,25 @@ pub struct OpSpan {
     /// `ok`, `failed`, `rolled-back`, `abandoned`, or `open` (no end recorded).
     pub outcome: &'static str,
     /// Error or rollback reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Owner label.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// Disk index for an add.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<usize>,
     /// The handle it issued or released.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub handle: Option<u64>,
     /// The slot it acted on, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
     /// Row in the operations area ([`layout::pack`]).
     pub row: u32,
-    /// Records behind it (first [`MAX_RECS`]).
+    /// Records behind it (first [`MAX_RECS`]). Not in the JSON: the records' `op` column
+    /// finds them all, and a million records make a hundred thousand operations.
+    #[serde(skip)]
     pub recs: Vec<u32>,
 }
 
@@ -176,7 +185,9 @@ pub struct Restart {
     pub op: u64,
     /// What recovery did, one line each.
     pub did: Vec<String>,
-    /// Records behind it (first [`MAX_RECS`]).
+    /// The recovery operation's records (first [`MAX_RECS`]); not in the JSON, as for
+    /// [`OpSpan::recs`].
+    #[serde(skip)]
     pub recs: Vec<u32>,
 }
 
@@ -186,6 +197,7 @@ pub struct DriftMark {
     /// When (relative µs).
     pub at: u64,
     /// The slot concerned, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
     /// What disagreed, in words.
     pub what: String,

@@ -122,16 +122,14 @@ pub fn run(url: &str, extra: &[String], timeout: Duration) -> Result<Run, String
 }
 
 /// The DOM of `url` after its scripts ran (the page's timers and frames included, up to
-/// `budget_ms` of virtual time).
+/// `budget_ms` of virtual time; 0: dumped once loaded, for a page too big to load within a
+/// virtual time budget).
 pub fn dump_dom(url: &str, budget_ms: u32, timeout: Duration) -> Result<Run, String> {
-    run(
-        url,
-        &[
-            format!("--virtual-time-budget={budget_ms}"),
-            "--dump-dom".into(),
-        ],
-        timeout,
-    )
+    let mut flags = vec!["--dump-dom".to_string()];
+    if budget_ms > 0 {
+        flags.push(format!("--virtual-time-budget={budget_ms}"));
+    }
+    run(url, &flags, timeout)
 }
 
 /// A PNG screenshot of `url` at `width` x `height`.

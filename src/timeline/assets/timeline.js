@@ -250,7 +250,7 @@
     drawAxis(out);
     for (var i = 0; i < D.lanes.length; i++) drawLane(out, i);
     D.drift.forEach(function (d) {
-      if (d.slot === null && d.at >= v0 && d.at <= v1) drawDrift(out, d, opsTop() - 10);
+      if (d.slot == null && d.at >= v0 && d.at <= v1) drawDrift(out, d, opsTop() - 10);
     });
     drawOps(out);
     drawRestarts(out);
@@ -279,6 +279,13 @@
     return rows.length ? '<table><tr><td>seq</td><td>time</td><td>op</td><td>event</td><td>outcome</td><td>error</td></tr>' + rows.join('') + '</table>' + more : '';
   }
 
+  // An operation's records, found through the records' op column (the first 24).
+  function recsOfOp(op) {
+    var out = [];
+    for (var i = 0; i < R.op.length && out.length < 24; i++) if (R.op[i] === op) out.push(i);
+    return out;
+  }
+
   function describe(m) {
     var o = m.obj;
     switch (m.kind) {
@@ -292,12 +299,12 @@
         return o.s.step + ' by op ' + o.s.op + ': ' + o.s.outcome + ', ' + dur(o.s.stop - o.s.start) +
           (o.s.outcome === 'none' ? ' (no outcome recorded: the shim stopped)' : '') + (o.s.error ? '\n<span class="bad">' + esc(o.s.error) + '</span>' : '') + recordRows(o.s.recs);
       case 'op':
-        return 'op ' + o.op + ' ' + o.kind + (o.owner ? ' for ' + esc(o.owner) : '') + (o.disk !== null ? ' ' + esc(D.disks[o.disk]) : '') +
-          (o.handle !== null ? ', handle ' + o.handle : '') + (o.slot ? ', slot ' + o.slot : '') + '\n' + o.outcome + ', ' + dur(o.stop - o.start) +
-          (o.error ? '\n<span class="bad">' + esc(o.error) + '</span>' : '') + recordRows(o.recs);
+        return 'op ' + o.op + ' ' + o.kind + (o.owner ? ' for ' + esc(o.owner) : '') + (o.disk != null ? ' ' + esc(D.disks[o.disk]) : '') +
+          (o.handle != null ? ', handle ' + o.handle : '') + (o.slot ? ', slot ' + o.slot : '') + '\n' + o.outcome + ', ' + dur(o.stop - o.start) +
+          (o.error ? '\n<span class="bad">' + esc(o.error) + '</span>' : '') + recordRows(recsOfOp(o.op));
       case 'restart':
         return 'shim restart: the journal was silent for ' + dur(o.at - o.last_before) + ', then recovery op ' + o.op + ':\n' +
-          o.did.map(esc).join('\n') + recordRows(o.recs);
+          o.did.map(esc).join('\n') + recordRows(recsOfOp(o.op));
       case 'drift':
         return 'drift' + (o.slot ? ' at ' + o.slot : '') + ': ' + esc(o.what) + recordRows(o.recs);
       case 'agg':
