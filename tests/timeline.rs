@@ -193,6 +193,11 @@ fn filters_select_what_replay_selects() {
             assert_eq!(o["owner"], "c1", "{o}");
         }
     }
+    // The restart is context for any selection that spans it, and only for those.
+    let c2 = timeline_json(&j, &["--owner", "c2"]);
+    assert_eq!(c2["restarts"].as_array().unwrap().len(), 1);
+    let early = timeline_json(&j, &["--to-seq", "20"]);
+    assert_eq!(early["restarts"].as_array().unwrap().len(), 0);
     let o = cli(&["timeline", js, "--slot", "zero"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-// Shared with the browser tests; the bench does not take screenshots.
+// Shared with the browser tests.
 #[allow(dead_code)]
 #[path = "../../tests/common/chromium.rs"]
 mod chromium;
@@ -148,6 +148,22 @@ fn browser(page: &Path, tmp: &Path, records: &[Record]) {
             }
         }
     }
+    // Wall time until a picture exists (a screenshot: start, load, render, capture), without
+    // --dump-dom's serialization of the whole page (the big page's data is most of it).
+    let (mut big_shot, mut small_shot) = (Vec::new(), Vec::new());
+    let png = tmp.join("shot.png");
+    for _ in 0..ROUNDS {
+        for (p, wall) in [
+            (&small, &mut small_shot),
+            (&page.to_path_buf(), &mut big_shot),
+        ] {
+            let run =
+                chromium::screenshot(&chromium::file_url(p, ""), &png, 1400, 900, BROWSER_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            wall.push(run.wall.as_secs_f64() * 1e3);
+        }
+    }
+    let (bs, ss) = (median(&mut big_shot), median(&mut small_shot));
     let (bp, sp) = (median(&mut big_paint), median(&mut small_paint));
     let (bw, sw) = (median(&mut big_wall), median(&mut small_wall));
     println!(
@@ -156,7 +172,11 @@ fn browser(page: &Path, tmp: &Path, records: &[Record]) {
         bp / sp
     );
     println!(
-        "  chromium wall time (start, load, dump, exit): {bw:.0} ms vs {sw:.0} ms: ratio {:.1}",
+        "  chromium wall time to a screenshot (start, load, render, capture, exit): {bs:.0} ms vs {ss:.0} ms: ratio {:.1}",
+        bs / ss
+    );
+    println!(
+        "  chromium wall time with --dump-dom (serializes the page, data included): {bw:.0} ms vs {sw:.0} ms: ratio {:.1}",
         bw / sw
     );
 }

@@ -713,10 +713,12 @@ impl Builder {
             o.recs.truncate(MAX_RECS);
         }
         layout::pack(&mut ops);
-        let (lo, hi) = (first_seq, last_seq);
+        // A restart is context for whatever is shown: kept when its recovery's records are,
+        // or when it falls within the time the records shown span.
+        let shown = self.first_kept.is_some();
         let mut restarts: Vec<Restart> = std::mem::take(&mut self.restarts)
             .into_iter()
-            .filter(|r| !r.recs.is_empty() || (all && lo > 0 && hi >= lo))
+            .filter(|r| !r.recs.is_empty() || (shown && r.at >= t0 && r.at <= t_last))
             .collect();
         for r in &mut restarts {
             r.last_before = rel(r.last_before);
