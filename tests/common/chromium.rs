@@ -146,7 +146,6 @@ pub fn screenshot(
             format!("--screenshot={}", png.display()),
             format!("--window-size={width},{height}"),
             "--hide-scrollbars".into(),
-            "--virtual-time-budget=2000".into(),
         ],
         timeout,
     )

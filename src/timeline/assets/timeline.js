@@ -264,7 +264,10 @@
   function schedule() {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(function () { pending = false; render(); });
+    // The next frame, or a timer when frames are not coming (a hidden tab or frame).
+    var fire = function () { if (!pending) return; pending = false; render(); };
+    requestAnimationFrame(fire);
+    setTimeout(fire, 100);
   }
 
   function recordRows(recs) {
