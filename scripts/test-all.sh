@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test tier of lunledger on a fresh machine, installing what it needs.
 #   1. fmt + clippy (-D warnings, all features, and the fuzz crate), cargo doc (-D warnings)
-#   2. the default tier: `cargo test --workspace` (unit, manager, crash matrix, kill -9 x25,
-#      property tests, fuzz corpora on stable)
+#   2. the default tier: `cargo test --workspace --features testing` (unit, manager, crash
+#      matrix, kill -9 x25, property tests, fuzz corpora on stable); real disks (root); the
+#      timeline in headless Chromium (installed with apt when missing)
 #   3. the long tier: kill -9 harness x200, journal rotation SIGKILL loop x100, property tests
 #      with more cases
 #   4. the QEMU tier: real QEMU (TCG) over QMP, without and with a guest (qemu-guest-agent),
@@ -40,6 +41,13 @@ timed cargo test --features testing --test fault_matrix -- --nocapture
 
 tier "2b. real disks (root: tmpfs and loop-mounted ext4)"
 timed cargo test --features root-tests --test root_disk -- --nocapture --test-threads=1
+
+tier "2c. the timeline in a real browser (headless Debian Chromium)"
+if ! command -v chromium >/dev/null; then
+  timed apt-get update
+  timed env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+fi
+timed cargo test --features browser-tests --test timeline_browser -- --nocapture
 
 tier "3. long tier"
 LUNLEDGER_KILLS="${LUNLEDGER_KILLS:-200}" timed cargo test --test kill9 -- --nocapture

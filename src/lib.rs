@@ -23,6 +23,7 @@ pub mod guest_os;
 mod manager;
 mod mount;
 mod request;
+pub mod timeline;
 
 pub use error::{Error, Result};
 pub use lunledger_journal as journal;

@@ -257,6 +257,7 @@ fn commands(j: &str) -> Vec<Vec<String>> {
         v(&["replay", j, "--at", "5"]),
         v(&["verify", j]),
         v(&["recover", j, "--dry-run"]),
+        v(&["timeline", j, "--json"]),
     ]
 }
 

@@ -1452,3 +1452,41 @@ fn a_forged_checkpoint_of_a_pruned_journal_is_named_by_verify_and_never_shown_by
         ));
     });
 }
+
+/// Colour follows the conventions people set (anstream's decision): CLICOLOR_FORCE colours
+/// even a pipe, NO_COLOR wins over it, and a pipe alone gets none.
+#[test]
+fn colour_follows_no_color_and_clicolor_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("journal");
+    let o = cli(&[
+        "demo",
+        "--journal",
+        j.to_str().unwrap(),
+        "--latency-ms",
+        "1",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lunledger"));
+        c.args(["verify", j.to_str().unwrap()])
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR")
+            .env_remove("CLICOLOR_FORCE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(!run(&[]).contains('\x1b'), "a pipe gets no colour");
+    assert!(
+        run(&[("CLICOLOR_FORCE", "1")]).contains("\x1b["),
+        "forced colour"
+    );
+    assert!(
+        !run(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).contains('\x1b'),
+        "NO_COLOR wins"
+    );
+}

@@ -8,6 +8,7 @@ mod codec_probe;
 mod history;
 mod physical;
 mod report;
+mod timeline;
 
 use baseline::{BaseManager, Persist};
 use lunledger::backend::sim::{SimOp, SimVm};
@@ -1341,6 +1342,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    if args.iter().any(|a| a == "--timeline") {
+        let tmp = target.join("bench-tmp").join("timeline");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).expect("bench tmp dir");
+        timeline::run(&cache, &tmp, large);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return;
+    }
     if args.iter().any(|a| a == "--prepare-cache") {
         for (h, cp) in [(10_000, 10_000), (large, 10_000), (10_000, 0), (large, 0)] {
             history::get(&cache, h, cp);

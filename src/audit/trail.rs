@@ -381,31 +381,9 @@ fn op_info(
     }
 }
 
-/// Drift in words.
+/// Drift in words (the library's wording, shared with the timeline).
 pub fn describe_drift(d: &Drift) -> String {
-    match d {
-        Drift::UnknownAttachment {
-            slot,
-            path,
-            detached,
-        } => format!(
-            "VM holds an unknown disk at {slot}{}{}",
-            path.as_deref()
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default(),
-            if *detached { ", detached" } else { "" }
-        ),
-        Drift::MissingAttachment { slot } => {
-            format!("journal says {slot} is attached, the VM has nothing there")
-        }
-        Drift::UnknownMount { path } => format!("guest has an unknown mount at {path}"),
-        Drift::UnknownMountUnmounted { path, slot } => {
-            format!("guest had an unknown mount at {path} on our disk at {slot}, unmounted")
-        }
-        Drift::MissingMount { mount, path } => {
-            format!("journal says mount {mount} is at {path}, the guest has nothing there")
-        }
-    }
+    crate::timeline::describe_drift(d)
 }
 
 /// Formats microseconds since the Unix epoch as `2026-11-21T12:23:46.123Z` (UTC, milliseconds).

@@ -1,20 +1,27 @@
-//! Colour for people: ANSI colour only when stdout is a terminal and NO_COLOR is unset.
+//! Colour for people. Whether stdout gets colour is anstream's decision (the conventions
+//! people set: NO_COLOR, CLICOLOR, CLICOLOR_FORCE, TERM=dumb, and whether stdout is a
+//! terminal); the escape codes are anstyle's.
 
-use std::io::IsTerminal;
+use anstream::{AutoStream, ColorChoice};
+use anstyle::{AnsiColor, Effects, Style};
 use std::sync::OnceLock;
 
 /// Whether stdout gets colour.
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+    *ON.get_or_init(|| AutoStream::choice(&std::io::stdout()) != ColorChoice::Never)
 }
 
-fn paint(code: &str, s: &str) -> String {
+fn paint(style: Style, s: &str) -> String {
     if enabled() {
-        format!("\x1b[{code}m{s}\x1b[0m")
+        format!("{style}{s}{style:#}")
     } else {
         s.to_string()
     }
+}
+
+fn fg(c: AnsiColor) -> Style {
+    Style::new().fg_color(Some(c.into()))
 }
 
 /// `s` with every control character (escape sequences, newlines, NUL, ...) written as an
@@ -37,25 +44,25 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Red: failures.
 pub fn red(s: &str) -> String {
-    paint("31", s)
+    paint(fg(AnsiColor::Red), s)
 }
 
 /// Green: success.
 pub fn green(s: &str) -> String {
-    paint("32", s)
+    paint(fg(AnsiColor::Green), s)
 }
 
 /// Yellow: things recovery settled or that need attention.
 pub fn yellow(s: &str) -> String {
-    paint("33", s)
+    paint(fg(AnsiColor::Yellow), s)
 }
 
 /// Bold: headings.
 pub fn bold(s: &str) -> String {
-    paint("1", s)
+    paint(Style::new().effects(Effects::BOLD), s)
 }
 
 /// Dim: intents and other quiet lines.
 pub fn dim(s: &str) -> String {
-    paint("2", s)
+    paint(Style::new().effects(Effects::DIMMED), s)
 }

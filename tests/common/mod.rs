@@ -4,6 +4,8 @@
 // The fuzz crate borrows this module by path (fuzz/src/lib.rs) and sets `lunledger_fuzz`: it
 // has neither the `lunledger` binary nor the dev-dependencies these two need.
 #[cfg(not(lunledger_fuzz))]
+pub mod chromium;
+#[cfg(not(lunledger_fuzz))]
 pub mod cli;
 #[cfg(not(lunledger_fuzz))]
 pub mod observer;

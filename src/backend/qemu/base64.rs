@@ -1,30 +1,25 @@
-//! Standard base64 decoding for guest-exec output (a dozen lines instead of a dependency).
+//! Decoding the guest agent's exec output (base64, RFC 4648) with the `base64` crate.
 
-/// Decodes standard (RFC 4648, padded or not) base64, skipping bytes outside the alphabet such
-/// as line breaks. Never fails: the agent's output is advisory text.
+use base64::alphabet::STANDARD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
+/// The standard alphabet, padding optional: qemu-guest-agent pads, but nothing is gained by
+/// refusing output that is not.
+const AGENT: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Decodes the agent's base64 (whitespace such as line breaks ignored). Never fails: the
+/// output is advisory text, so what does not decode is shown as a note instead.
 pub(crate) fn decode(input: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for b in input.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    let compact: String = input.split_ascii_whitespace().collect();
+    match AGENT.decode(compact.as_bytes()) {
+        Ok(bytes) => bytes,
+        Err(e) => format!("(agent output is not base64: {e})").into_bytes(),
     }
-    out
 }
 
 #[cfg(test)]
@@ -38,5 +33,11 @@ mod tests {
         assert_eq!(decode("aGVsbG8K\n"), b"hello\n");
         assert_eq!(decode(""), b"");
         assert_eq!(decode("YWJj"), b"abc");
+    }
+
+    #[test]
+    fn output_that_is_not_base64_becomes_a_note() {
+        let out = String::from_utf8(decode("not base64!")).unwrap();
+        assert!(out.starts_with("(agent output is not base64"), "{out}");
     }
 }

@@ -29,6 +29,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Check integrity (hash chain, continuity, decoding) and the fold's invariants.
     Verify(VerifyArgs),
+    /// Draw the history as a timeline: one self-contained HTML page (or --json).
+    Timeline(TimelineArgs),
     /// Show the recovery plan opening the journal would execute (requires --dry-run).
     Recover(RecoverArgs),
     /// Run a scripted shim session on a simulated VM, kill it mid-operation, recover, clean up.
@@ -131,6 +133,91 @@ pub struct ReplayArgs {
     /// the records (and after each batch with --follow).
     #[arg(long, value_name = "FILE")]
     pub cursor_file: Option<PathBuf>,
+}
+
+/// `timeline`.
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The HTML file to write (with --json: the JSON file; default: stdout).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// The record filters `replay` takes, for commands that share them.
+#[derive(Clone, Debug, Default, Args)]
+pub struct FilterArgs {
+    /// Only records of this operation.
+    #[arg(long, value_name = "N")]
+    pub op: Option<u64>,
+    /// Only records concerning this handle (the add that issued it, its release).
+    #[arg(long, value_name = "N")]
+    pub handle: Option<u64>,
+    /// Only records of this owner's operations and handles.
+    #[arg(long, value_name = "S")]
+    pub owner: Option<String>,
+    /// Only records about this disk (host path).
+    #[arg(long, value_name = "PATH")]
+    pub disk: Option<String>,
+    /// Only records about this slot.
+    #[arg(long, value_name = "C:L")]
+    pub slot: Option<String>,
+    /// Only records of this backend step.
+    #[arg(long, value_enum)]
+    pub step: Option<StepArg>,
+    /// Only failures: failed steps, failed and rolled-back operations.
+    #[arg(long)]
+    pub failed: bool,
+    /// Only records at or after this time (RFC 3339 UTC, or relative: -10m, -2h).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Only records at or before this time.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub until: Option<String>,
+    /// Only records from this sequence number on.
+    #[arg(long, value_name = "SEQ")]
+    pub from_seq: Option<u64>,
+    /// Only records up to this sequence number.
+    #[arg(long, value_name = "SEQ")]
+    pub to_seq: Option<u64>,
+}
+
+impl FilterArgs {
+    /// Whether any filter is given.
+    pub fn any(&self) -> bool {
+        self.op.is_some()
+            || self.handle.is_some()
+            || self.owner.is_some()
+            || self.disk.is_some()
+            || self.slot.is_some()
+            || self.step.is_some()
+            || self.failed
+            || self.since.is_some()
+            || self.until.is_some()
+            || self.from_seq.is_some()
+            || self.to_seq.is_some()
+    }
+}
+
+impl From<&ReplayArgs> for FilterArgs {
+    fn from(a: &ReplayArgs) -> FilterArgs {
+        FilterArgs {
+            op: a.op,
+            handle: a.handle,
+            owner: a.owner.clone(),
+            disk: a.disk.clone(),
+            slot: a.slot.clone(),
+            step: a.step,
+            failed: a.failed,
+            since: a.since.clone(),
+            until: a.until.clone(),
+            from_seq: a.from_seq,
+            to_seq: a.to_seq,
+        }
+    }
 }
 
 /// A backend step name for `--step`.

@@ -11,6 +11,7 @@ mod filter;
 mod recover;
 mod replay;
 mod status;
+mod timeline;
 mod verify;
 
 use args::{Cli, Command};
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Timeline(a) => timeline::run(a),
         Command::Recover(a) => recover::run(a),
         Command::Demo(a) => demo::run(a),
         Command::DemoShim(a) => demo::shim::run(a),
