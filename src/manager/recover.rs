@@ -126,7 +126,8 @@ pub(crate) async fn recover(
     };
     report.inspected = (host.is_some(), guest.is_some());
     let seen = observe(host, guest);
-    let actions = plan(&inner.state(), &seen, &inner.opts.recovery);
+    let actions = plan(&inner.state(), &seen, &inner.opts.recovery)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     report.plan = actions.clone();
     // The state's drift is the last recovery operation's: a recovery that finds nothing still
     // records itself when an earlier one's findings are shown, so they are not shown as this
