@@ -1,6 +1,6 @@
 //! A Windows guest in the fold, the invariants and the planner: no unplug step anywhere.
 
-use lunledger_journal::{
+use lunledger_model::{
     DiskKind, DiskSpec, Event, GuestOs, ManagerConfig, OpKind, Slot, Step, Target,
 };
 use lunledger_recovery::{plan, Action, AttachPhase, Observation, RecoveryPolicy, State};
@@ -138,7 +138,7 @@ fn an_attachment_waiting_for_an_unplug_on_windows_is_a_violation() {
 #[test]
 fn the_planner_tears_down_a_windows_attachment_with_a_detach() {
     let s = with_attachment(GuestOs::Windows);
-    let actions = plan(&s, &Observation::default(), &RecoveryPolicy::default());
+    let actions = plan(&s, &Observation::default(), &RecoveryPolicy::default()).unwrap();
     assert!(
         actions
             .iter()
