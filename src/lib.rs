@@ -30,8 +30,8 @@ pub use lunledger_journal as journal;
 pub use lunledger_model as model;
 pub use lunledger_recovery as recovery;
 pub use manager::{
-    load_state, load_state_with, observe, validate_config, AttachmentInfo, LoadedState, Manager,
-    ManagerOptions, MountInfo, RecoveryReport,
+    load_state, load_state_with, observe, validate_config, AttachmentInfo, Inspected, LoadedState,
+    Manager, ManagerOptions, MountInfo, RecoveryReport, SettledStep,
 };
 pub use mount::Mount;
 pub use request::{parse_evd_path, DiskRequest, MountConfig};

@@ -14,7 +14,9 @@ pub use invariants::PendingTeardown;
 pub use persist::{
     decode_checkpoint, encode_checkpoint, PersistError, PersistedV1, FORMAT_VERSION, MAGIC,
 };
-pub use plan::{plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest};
+pub use plan::{
+    plan, Action, Observation, PlanError, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest,
+};
 pub use settle::{settle, Settled};
 pub use state::{
     ApplyError, AttachPhase, Attachment, Counters, Handle, Mount, MountPhase, Op, State,

@@ -159,21 +159,50 @@ pub enum Action {
     },
 }
 
+/// The planner's simulation of its own events did not fit the state: a bug (the planner and
+/// the fold disagree), reported instead of planning on a state that never was.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the recovery plan does not fit the journal's state: {event} was refused: {what}")]
+pub struct PlanError {
+    /// The simulated event's name.
+    pub event: &'static str,
+    /// Why the fold refused it.
+    pub what: String,
+}
+
+/// Applies a simulated event; the first that does not fit is kept to be reported.
+fn fit(sim: &mut State, op: OpId, ev: &Event, misfit: &mut Option<PlanError>) {
+    if let Err(what) = sim.apply_next(op, ev) {
+        misfit.get_or_insert(PlanError {
+            event: ev.name(),
+            what,
+        });
+    }
+}
+
 /// Plans recovery. Pure: reads `state` and `seen`, returns the actions in execution order.
-pub fn plan(state: &State, seen: &Observation, policy: &RecoveryPolicy) -> Vec<Action> {
+/// The plan simulates its own events on a copy of the state; one that does not fit is a
+/// [`PlanError`].
+pub fn plan(
+    state: &State,
+    seen: &Observation,
+    policy: &RecoveryPolicy,
+) -> Result<Vec<Action>, PlanError> {
     let mut sim = state.clone();
     let sim_op = sim.next_op;
-    // Planning simulates its own events on a copy; a recovery operation holds them.
-    let _ = sim.apply_next(
-        sim_op,
-        &Event::OpStarted {
-            kind: OpKind::Recovery,
-        },
-    );
+    let mut misfit = None;
+    // A recovery operation holds the simulated events.
+    let started = Event::OpStarted {
+        kind: OpKind::Recovery,
+    };
+    fit(&mut sim, sim_op, &started, &mut misfit);
     let mut actions = Vec::new();
 
-    resolve_pending(&mut sim, sim_op, seen, &mut actions);
-    drift(&mut sim, sim_op, seen, policy, &mut actions);
+    resolve_pending(&mut sim, sim_op, seen, &mut actions, &mut misfit);
+    drift(&mut sim, sim_op, seen, policy, &mut actions, &mut misfit);
+    if let Some(e) = misfit {
+        return Err(e);
+    }
 
     for (id, op) in sim.ops.iter().rev() {
         if *id == sim_op {
@@ -200,19 +229,24 @@ pub fn plan(state: &State, seen: &Observation, policy: &RecoveryPolicy) -> Vec<A
         };
         actions.push(action);
     }
-    let in_flight: Vec<HandleId> = sim.ops.values().filter_map(|o| o.releasing).collect();
-    for (id, h) in &sim.handles {
-        if h.releasing && !in_flight.contains(id) {
-            actions.push(Action::ResumeRelease { handle: *id });
-        }
-    }
+    actions.extend(
+        sim.stalled_releases()
+            .into_iter()
+            .map(|handle| Action::ResumeRelease { handle }),
+    );
     let (mounts, slots) = sim.due_teardowns();
     actions.extend(mounts.into_iter().map(|mount| Action::Unmount { mount }));
     actions.extend(slots.into_iter().map(|slot| Action::Teardown { slot }));
-    actions
+    Ok(actions)
 }
 
-fn resolve_pending(sim: &mut State, op: OpId, seen: &Observation, out: &mut Vec<Action>) {
+fn resolve_pending(
+    sim: &mut State,
+    op: OpId,
+    seen: &Observation,
+    out: &mut Vec<Action>,
+    misfit: &mut Option<PlanError>,
+) {
     // (step, target, whether its intent record was lost): a step in flight, or a planned attach
     // or mount (still reserved at recovery: the add's plan was durable, and its intent and call
     // may have followed without a durable record).
@@ -240,14 +274,14 @@ fn resolve_pending(sim: &mut State, op: OpId, seen: &Observation, out: &mut Vec<
             continue;
         };
         if intent_lost {
-            let _ = sim.apply_next(op, &Event::StepIntent { step, target });
+            fit(sim, op, &Event::StepIntent { step, target }, misfit);
         }
         let ev = Event::StepResolved {
             step,
             target,
             resolution,
         };
-        let _ = sim.apply_next(op, &ev);
+        fit(sim, op, &ev, misfit);
         out.push(if intent_lost {
             Action::SettlePlanned {
                 step,
@@ -272,6 +306,7 @@ fn drift(
     seen: &Observation,
     policy: &RecoveryPolicy,
     out: &mut Vec<Action>,
+    misfit: &mut Option<PlanError>,
 ) {
     if let Some(host) = &seen.host {
         let lost: Vec<Slot> = sim
@@ -283,7 +318,7 @@ fn drift(
             .map(|(slot, _)| *slot)
             .collect();
         for slot in lost {
-            let _ = sim.apply_next(op, &Event::AttachmentLost { slot });
+            fit(sim, op, &Event::AttachmentLost { slot }, misfit);
             out.push(Action::LoseAttachment { slot });
         }
         let reserved = sim
@@ -325,7 +360,7 @@ fn drift(
             .map(|(id, _)| *id)
             .collect();
         for mount in lost {
-            let _ = sim.apply_next(op, &Event::MountLost { mount });
+            fit(sim, op, &Event::MountLost { mount }, misfit);
             out.push(Action::LoseMount { mount });
         }
         let prefix = sim

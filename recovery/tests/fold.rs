@@ -208,7 +208,7 @@ fn an_add_caught_mid_attach_is_resolved_then_rolled_back() {
     )
     .unwrap();
     assert_eq!(s.attachments[&S].phase, AttachPhase::Attaching);
-    let blind = plan(&s, &Observation::default(), &RecoveryPolicy::default());
+    let blind = plan(&s, &Observation::default(), &RecoveryPolicy::default()).unwrap();
     assert_eq!(
         blind.first(),
         Some(&Action::Resolve {
@@ -224,7 +224,7 @@ fn an_add_caught_mid_attach_is_resolved_then_rolled_back() {
         host: Some(vec![]),
         guest: None,
     };
-    let p = plan(&s, &seen, &RecoveryPolicy::default());
+    let p = plan(&s, &seen, &RecoveryPolicy::default()).unwrap();
     assert!(matches!(
         p.first(),
         Some(Action::Resolve {
@@ -234,7 +234,7 @@ fn an_add_caught_mid_attach_is_resolved_then_rolled_back() {
         })
     ));
     assert_eq!(
-        plan(&s, &seen, &RecoveryPolicy::default()),
+        plan(&s, &seen, &RecoveryPolicy::default()).unwrap(),
         p,
         "the planner is pure"
     );

@@ -292,7 +292,7 @@ fn every_row_plans_exactly_its_actions_and_planning_is_pure() {
     let mut failures = Vec::new();
     for row in rows() {
         let state = fold(&row.events);
-        let got = plan(&state, &row.seen, &row.policy);
+        let got = plan(&state, &row.seen, &row.policy).unwrap();
         if got != row.want {
             failures.push(format!(
                 "{}:\n  want {:?}\n  got  {:?}",
@@ -300,7 +300,7 @@ fn every_row_plans_exactly_its_actions_and_planning_is_pure() {
             ));
         }
         assert_eq!(
-            plan(&state, &row.seen, &row.policy),
+            plan(&state, &row.seen, &row.policy).unwrap(),
             got,
             "{}: the planner is pure",
             row.name

@@ -104,7 +104,7 @@ fn a_planned_attach_and_mount_whose_intents_were_lost_are_settled_by_inspect() {
     let s = planned();
     let policy = RecoveryPolicy::default();
     // Both calls happened before the crash, their records lost.
-    let p = plan(&s, &seen(true, true), &policy);
+    let p = plan(&s, &seen(true, true), &policy).unwrap();
     assert_eq!(
         settled(&p),
         [
@@ -126,7 +126,7 @@ fn a_planned_attach_and_mount_whose_intents_were_lost_are_settled_by_inspect() {
         "{p:?}"
     );
     // Only the attach happened.
-    let p = plan(&s, &seen(true, false), &policy);
+    let p = plan(&s, &seen(true, false), &policy).unwrap();
     assert_eq!(
         settled(&p),
         [
@@ -135,7 +135,7 @@ fn a_planned_attach_and_mount_whose_intents_were_lost_are_settled_by_inspect() {
         ]
     );
     // Neither.
-    let p = plan(&s, &seen(false, false), &policy);
+    let p = plan(&s, &seen(false, false), &policy).unwrap();
     assert_eq!(
         settled(&p),
         [
@@ -144,7 +144,7 @@ fn a_planned_attach_and_mount_whose_intents_were_lost_are_settled_by_inspect() {
         ]
     );
     // The VM cannot be asked: assume both happened (the rollback's teardown is idempotent).
-    let p = plan(&s, &Observation::default(), &policy);
+    let p = plan(&s, &Observation::default(), &policy).unwrap();
     assert_eq!(
         settled(&p),
         [
@@ -183,7 +183,7 @@ fn a_teardown_due_the_vm_no_longer_holds_is_run_again_not_reported_lost() {
         s.apply_next(2, &ev).unwrap();
     }
     // The durable records end here; the unmount, unplug and detach ran, their records lost.
-    let p = plan(&s, &seen(false, false), &RecoveryPolicy::default());
+    let p = plan(&s, &seen(false, false), &RecoveryPolicy::default()).unwrap();
     assert_eq!(
         p,
         [Action::Unmount { mount: 1 }, Action::Teardown { slot: S }],
@@ -223,7 +223,7 @@ fn the_live_rule_and_the_planners_are_one() {
             inspected: true
         })
     );
-    let p = plan(&s, &host_only, &RecoveryPolicy::default());
+    let p = plan(&s, &host_only, &RecoveryPolicy::default()).unwrap();
     assert_eq!(
         p.first(),
         Some(&Action::Resolve {

@@ -42,7 +42,7 @@ pub fn plan_text(
                 .to_string(),
         ),
     };
-    let actions = plan(&state, &seen, policy);
+    let actions = plan(&state, &seen, policy).map_err(|e| CliError::Io(e.to_string()))?;
     let mut text = String::new();
     if json {
         for (i, act) in actions.iter().enumerate() {

@@ -473,18 +473,23 @@ fn describe_recovery(r: &RecoveryReport) -> String {
     ));
     s.push_str(&format!(
         "inspected the VM: host {}, guest {}\n",
-        yes(r.inspected.0),
-        yes(r.inspected.1)
+        yes(r.inspected.host),
+        yes(r.inspected.guest)
     ));
     s.push_str(&format!("planned {} action(s)\n", r.plan.len()));
-    for (step, target, res, asked) in &r.resolved {
+    for settled in &r.resolved {
+        let (step, res) = (settled.step, settled.resolution);
         s.push_str(&format!(
             "resolved:  {step} on {} -> {res:?} ({})\n",
-            match target {
+            match settled.target {
                 crate::model::Target::Slot(sl) => format!("slot {sl}"),
                 crate::model::Target::Mount(mo) => format!("mount {mo}"),
             },
-            if *asked { "asked the VM" } else { "assumed" }
+            if settled.asked_vm {
+                "asked the VM"
+            } else {
+                "assumed"
+            }
         ));
     }
     s.push_str(&style::yellow(&format!(

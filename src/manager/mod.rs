@@ -14,7 +14,7 @@ mod step;
 mod view;
 
 pub use open::{load_state, load_state_with, validate_config, LoadedState, ManagerOptions};
-pub use recover::{observe, RecoveryReport};
+pub use recover::{observe, Inspected, RecoveryReport, SettledStep};
 pub use view::{AttachmentInfo, MountInfo};
 
 use crate::backend::{BackendError, GuestBackend, HostBackend};

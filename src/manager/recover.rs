@@ -14,6 +14,28 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Which sides of the VM recovery could inspect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Inspected {
+    /// The host (its attachments).
+    pub host: bool,
+    /// The guest (its devices and mounts).
+    pub guest: bool,
+}
+
+/// A step whose outcome record was lost, settled by recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SettledStep {
+    /// The step.
+    pub step: Step,
+    /// Its target.
+    pub target: Target,
+    /// What recovery journaled it as.
+    pub resolution: Resolution,
+    /// Whether the VM was asked (`false`: assumed; the teardown that follows is idempotent).
+    pub asked_vm: bool,
+}
+
 /// What a recovery did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RecoveryReport {
@@ -32,12 +54,12 @@ pub struct RecoveryReport {
     /// manifest does not name, a segment manifest reconstructed for a journal written before
     /// manifests existed.
     pub journal_findings: Vec<String>,
-    /// Whether the host and guest could be inspected.
-    pub inspected: (bool, bool),
+    /// Which sides of the VM could be inspected.
+    pub inspected: Inspected,
     /// The plan executed.
     pub plan: Vec<Action>,
-    /// Steps whose lost outcome was settled: (step, target, resolution, asked the VM).
-    pub resolved: Vec<(Step, Target, Resolution, bool)>,
+    /// Steps whose lost outcome was settled.
+    pub resolved: Vec<SettledStep>,
     /// Adds rolled back (their callers never got a handle).
     pub rolled_back: Vec<OpId>,
     /// Releases finished (one whose teardown still failed after every retry is among `errors`,
@@ -124,9 +146,13 @@ pub(crate) async fn recover(
             None
         }
     };
-    report.inspected = (host.is_some(), guest.is_some());
+    report.inspected = Inspected {
+        host: host.is_some(),
+        guest: guest.is_some(),
+    };
     let seen = observe(host, guest);
-    let actions = plan(&inner.state(), &seen, &inner.opts.recovery);
+    let actions = plan(&inner.state(), &seen, &inner.opts.recovery)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     report.plan = actions.clone();
     // The state's drift is the last recovery operation's: a recovery that finds nothing still
     // records itself when an earlier one's findings are shown, so they are not shown as this
@@ -202,7 +228,12 @@ async fn execute(
                     resolution,
                 },
             )?;
-            report.resolved.push((step, target, resolution, inspected));
+            report.resolved.push(SettledStep {
+                step,
+                target,
+                resolution,
+                asked_vm: inspected,
+            });
         }
         Action::SettlePlanned {
             step,
@@ -221,7 +252,12 @@ async fn execute(
                     resolution,
                 },
             )?;
-            report.resolved.push((step, target, resolution, inspected));
+            report.resolved.push(SettledStep {
+                step,
+                target,
+                resolution,
+                asked_vm: inspected,
+            });
         }
         Action::LoseAttachment { slot } => {
             inner.record(
