@@ -1054,9 +1054,12 @@ fn follow_survives_checkpoints_rotations_and_a_restart_of_the_shim() {
     };
     churn(&m, "b", 6);
     let gen_before = m.journal().generation();
-    read_up_to(m.journal().last_seq(), "records written under checkpoints and rotations");
+    read_up_to(
+        m.journal().last_seq(),
+        "records written under checkpoints and rotations",
+    );
     assert!(
-        m.journal().generation() > 0 && gen_before > 0,
+        gen_before > 0,
         "the workload should have rotated the journal"
     );
     // The shim stops (its journal closes and unlocks) and starts again (it recovers).
