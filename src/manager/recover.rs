@@ -213,37 +213,26 @@ async fn execute(
     action: Action,
     report: &mut RecoveryReport,
 ) -> Result<()> {
+    let planned = matches!(action, Action::SettlePlanned { .. });
     match action {
         Action::Resolve {
             step,
             target,
             resolution,
             inspected,
-        } => {
-            inner.record(
-                op,
-                Event::StepResolved {
-                    step,
-                    target,
-                    resolution,
-                },
-            )?;
-            report.resolved.push(SettledStep {
-                step,
-                target,
-                resolution,
-                asked_vm: inspected,
-            });
         }
-        Action::SettlePlanned {
+        | Action::SettlePlanned {
             step,
             target,
             resolution,
             inspected,
         } => {
-            // The add's plan named this step; its own intent record was lost (or never
-            // written): the intent is journaled now, under recovery, with what the VM showed.
-            inner.record(op, Event::StepIntent { step, target })?;
+            if planned {
+                // The add's plan named this step; its own intent record was lost (or never
+                // written): the intent is journaled now, under recovery, with what the VM
+                // showed.
+                inner.record(op, Event::StepIntent { step, target })?;
+            }
             inner.record(
                 op,
                 Event::StepResolved {

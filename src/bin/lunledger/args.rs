@@ -80,39 +80,8 @@ pub struct ReplayArgs {
     /// Show the state as of this sequence number or time instead of the trail.
     #[arg(long, value_name = "SEQ|TIME", allow_hyphen_values = true)]
     pub at: Option<String>,
-    /// Only records of this operation.
-    #[arg(long, value_name = "N")]
-    pub op: Option<u64>,
-    /// Only records concerning this handle (the add that issued it, its release).
-    #[arg(long, value_name = "N")]
-    pub handle: Option<u64>,
-    /// Only records of this owner's operations and handles.
-    #[arg(long, value_name = "S")]
-    pub owner: Option<String>,
-    /// Only records about this disk (host path).
-    #[arg(long, value_name = "PATH")]
-    pub disk: Option<String>,
-    /// Only records about this slot.
-    #[arg(long, value_name = "C:L")]
-    pub slot: Option<String>,
-    /// Only records of this backend step.
-    #[arg(long, value_enum)]
-    pub step: Option<StepArg>,
-    /// Only failures: failed steps, failed and rolled-back operations.
-    #[arg(long)]
-    pub failed: bool,
-    /// Only records at or after this time (RFC 3339 UTC, or relative: -10m, -2h).
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    pub since: Option<String>,
-    /// Only records at or before this time.
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    pub until: Option<String>,
-    /// Only records from this sequence number on.
-    #[arg(long, value_name = "SEQ")]
-    pub from_seq: Option<u64>,
-    /// Only records up to this sequence number.
-    #[arg(long, value_name = "SEQ")]
-    pub to_seq: Option<u64>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Newest first.
     #[arg(long)]
     pub reverse: bool,
@@ -199,24 +168,6 @@ impl FilterArgs {
             || self.until.is_some()
             || self.from_seq.is_some()
             || self.to_seq.is_some()
-    }
-}
-
-impl From<&ReplayArgs> for FilterArgs {
-    fn from(a: &ReplayArgs) -> FilterArgs {
-        FilterArgs {
-            op: a.op,
-            handle: a.handle,
-            owner: a.owner.clone(),
-            disk: a.disk.clone(),
-            slot: a.slot.clone(),
-            step: a.step,
-            failed: a.failed,
-            since: a.since.clone(),
-            until: a.until.clone(),
-            from_seq: a.from_seq,
-            to_seq: a.to_seq,
-        }
     }
 }
 

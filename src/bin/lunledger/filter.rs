@@ -1,7 +1,7 @@
 //! `replay`'s record filters. Each is a plain predicate over an audit [`Row`]; all given filters
 //! must hold (AND).
 
-use crate::args::{FilterArgs, ReplayArgs, StepArg};
+use crate::args::{FilterArgs, StepArg};
 use lunledger::audit::Row;
 use lunledger::cli::clock::{now_micros, parse_when};
 use lunledger::cli::fail::CliError;
@@ -23,12 +23,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Builds the filter, parsing times and slots (a bad value is a usage error).
-    pub fn from_args(a: &ReplayArgs) -> Result<Filter, CliError> {
-        Filter::from_filter_args(&FilterArgs::from(a))
-    }
-
-    /// Builds the filter from the shared filter options (`timeline`).
+    /// Builds the filter from the filter options `replay` and `timeline` share, parsing times
+    /// and slots (a bad value is a usage error).
     pub fn from_filter_args(a: &FilterArgs) -> Result<Filter, CliError> {
         let now = now_micros();
         let when = |s: &Option<String>| s.as_deref().map(|s| parse_when(s, now)).transpose();

@@ -24,17 +24,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// Runs `replay`.
 pub fn run(a: &ReplayArgs) -> CliResult {
     if let Some(at) = &a.at {
-        let filtered = a.op.is_some()
-            || a.handle.is_some()
-            || a.owner.is_some()
-            || a.disk.is_some()
-            || a.slot.is_some()
-            || a.step.is_some()
-            || a.failed
-            || a.since.is_some()
-            || a.until.is_some()
-            || a.from_seq.is_some()
-            || a.to_seq.is_some()
+        let filtered = a.filter.any()
             || a.lines.is_some()
             || a.show_cursor
             || a.after_cursor.is_some()
@@ -51,7 +41,7 @@ pub fn run(a: &ReplayArgs) -> CliResult {
             "--follow and --reverse do not combine".into(),
         ));
     }
-    let filter = Filter::from_args(a)?;
+    let filter = Filter::from_filter_args(&a.filter)?;
     if a.after_cursor.is_some() && a.cursor_file.is_some() {
         return Err(CliError::Usage(
             "--after-cursor and --cursor-file do not combine (the file holds the cursor)".into(),
