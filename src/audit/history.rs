@@ -14,8 +14,26 @@ pub struct History {
     pub records: Vec<Record>,
     /// Said to people when the history does not start at record 1.
     pub note: Option<String>,
-    /// The read error that ended the records early (damage), if any: (seq if known, what).
-    pub damage: Option<(Option<u64>, String)>,
+    /// The damage that ended the records early, or that opening found, if any.
+    pub damage: Option<Damage>,
+}
+
+/// Damage met while reading a history: where (when the record is known) and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The damaged or missing record, when known.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(s) => write!(f, "journal damaged at record {s}: {}", self.what),
+            None => write!(f, "journal damaged: {}", self.what),
+        }
+    }
 }
 
 /// Why an audit could not be done (a problem it finds in the journal is a finding, not this).
@@ -99,7 +117,10 @@ pub fn load(
                     JournalError::Corrupt { seq, .. } | JournalError::Decode { seq, .. } => *seq,
                     _ => None,
                 };
-                damage = Some((seq, e.to_string()));
+                damage = Some(Damage {
+                    seq,
+                    what: e.to_string(),
+                });
                 break;
             }
         }
@@ -112,7 +133,10 @@ pub fn load(
         damage = super::open_findings(opened)
             .into_iter()
             .find(|f| f.check != "tail")
-            .map(|f| (Some(f.seq), f.what));
+            .map(|f| Damage {
+                seq: Some(f.seq),
+                what: f.what,
+            });
     }
     Ok(History {
         start,

@@ -14,6 +14,6 @@ pub use checkpoints::{
     check_checkpoints, check_newest, decode_checkpoint, state_diff, CheckpointAudit,
     CheckpointMismatch, Newest,
 };
-pub use history::{load as load_history, AuditError, History, Progress, Quiet};
+pub use history::{load as load_history, AuditError, Damage, History, Progress, Quiet};
 pub use trail::{describe_drift, format_micros, Auditor, Row};
 pub use verify::{open_findings, verify, Finding, Verification};

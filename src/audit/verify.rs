@@ -201,12 +201,12 @@ pub fn verify(
             break;
         }
     }
-    if let Some((seq, what)) = &hist.damage {
-        if !problems.iter().any(|p| Some(p.seq) == *seq) {
+    if let Some(d) = &hist.damage {
+        if !problems.iter().any(|p| Some(p.seq) == d.seq) {
             problems.push(Finding {
-                seq: seq.unwrap_or(0),
+                seq: d.seq.unwrap_or(0),
                 check: "integrity",
-                what: what.clone(),
+                what: d.what.clone(),
             });
         }
     }

@@ -160,12 +160,7 @@ fn trail_of(hist: &History, filter: &Filter) -> (Auditor, Vec<Row>, Option<Strin
         }
     }
     if problem.is_none() {
-        if let Some((seq, what)) = &hist.damage {
-            problem = Some(match seq {
-                Some(s) => format!("journal damaged at record {s}: {what}"),
-                None => format!("journal damaged: {what}"),
-            });
-        }
+        problem = hist.damage.as_ref().map(|d| d.to_string());
     }
     (auditor, rows, problem)
 }
@@ -300,13 +295,13 @@ fn at_point(a: &ReplayArgs, at: &str) -> CliResult {
         ts = Some(rec.ts_micros);
     }
     if problem.is_none() {
-        if let Some((seq, what)) = &hist.damage {
-            let within = match (to_seq, seq) {
-                (Some(t), Some(s)) => *s <= t,
+        if let Some(d) = &hist.damage {
+            let within = match (to_seq, d.seq) {
+                (Some(t), Some(s)) => s <= t,
                 _ => true,
             };
             if within {
-                problem = Some(format!("journal damaged: {what}"));
+                problem = Some(format!("journal damaged: {}", d.what));
             }
         }
     }

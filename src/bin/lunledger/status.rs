@@ -67,7 +67,7 @@ pub fn run(a: &StatusArgs) -> CliResult {
         problem = hist
             .damage
             .as_ref()
-            .map(|(_, w)| format!("journal damaged: {w}"));
+            .map(|d| format!("journal damaged: {}", d.what));
     }
     let st = auditor.state();
     let pending = st

@@ -40,12 +40,7 @@ pub fn run(a: &TimelineArgs) -> CliResult {
     );
     let mut problem = tl.problem.clone();
     if problem.is_none() {
-        if let Some((seq, what)) = &hist.damage {
-            problem = Some(match seq {
-                Some(s) => format!("journal damaged at record {s}: {what}"),
-                None => format!("journal damaged: {what}"),
-            });
-        }
+        problem = hist.damage.as_ref().map(|d| d.to_string());
     }
     let text = if a.common.json {
         let mut j = tl.to_json();
