@@ -370,12 +370,18 @@ async fn guest_agent_frozen_while_qmp_answers() {
 )]
 async fn qemu_killed_under_a_running_manager() {
     let fx = boot().await;
-    let disks = fx.images(2);
+    let disks = fx.images(3);
     let m = fx.open().await;
     let h1 = m
         .add_virtual_disk(DiskRequest::new(&disks[0]).mount(mounted()))
         .await
         .unwrap_or_else(|e| panic!("add before the kill: {e}"));
+    // Held through the kill: what the journal holds and the gone VM lost.
+    let h2 = m
+        .add_virtual_disk(DiskRequest::new(&disks[2]))
+        .await
+        .unwrap_or_else(|e| panic!("attach-only add before the kill: {e}"));
+    let held_slot = h2.slot();
     let pid = fx.vm.pid().expect("pid");
     signal(&fx.vm, libc::SIGKILL);
     let start = Instant::now();
@@ -425,8 +431,10 @@ async fn qemu_killed_under_a_running_manager() {
     r.expect("close");
 
     // The shim knows the VM is gone for good: it settles the journal explicitly with GoneVm.
-    // Recovery reports everything the journal held as missing, finishes the failed release,
-    // and the journal ends empty.
+    // Recovery reports what the journal held as missing (the attach-only disk), finishes the
+    // failed release (its teardown is run again: a teardown whose outcome may not have been
+    // durable is expected to be gone from the VM, so it is not drift), and the journal ends
+    // empty.
     let gone = Arc::new(lunledger::backend::gone::GoneVm::new(format!(
         "QEMU pid {pid} was killed"
     )));
@@ -443,13 +451,23 @@ async fn qemu_killed_under_a_running_manager() {
     eprintln!("recovery with the VM gone: drift {:?}", report.drift);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(
-        report
-            .drift
-            .iter()
-            .any(|d| matches!(d, lunledger::model::Drift::MissingAttachment { .. })),
-        "the lost attachment is not reported: {:?}",
+        report.drift.iter().any(|d| matches!(
+            d,
+            lunledger::model::Drift::MissingAttachment { slot } if *slot == held_slot
+        )),
+        "the held attachment the VM lost is not reported: {:?}",
         report.drift
     );
+    assert!(
+        !report.drift.iter().any(|d| matches!(
+            d,
+            lunledger::model::Drift::MissingAttachment { slot } if *slot == h1.slot()
+        )),
+        "the failed release's teardown is reported as drift: {:?}",
+        report.drift
+    );
+    let live: Vec<_> = m.handles().iter().map(|h| h.slot()).collect();
+    assert_eq!(live, vec![held_slot], "the failed release was not finished");
     for h in m.handles() {
         h.release().await.unwrap_or_else(|e| panic!("release: {e}"));
     }
