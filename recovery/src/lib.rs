@@ -4,6 +4,8 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod alloc;
+mod change;
+mod check;
 mod invariants;
 mod persist;
 mod plan;
