@@ -105,6 +105,8 @@ struct Measured {
     base_outside: Vec<f64>,
     /// The backend calls of one cycle (the same for both managers).
     calls: Vec<String>,
+    /// Each call's durations (ms), both managers', by call name.
+    call_ms: std::collections::BTreeMap<&'static str, Vec<f64>>,
     /// Journal counters summed over the measured journaled cycles.
     points: u64,
     flushes: u64,
@@ -122,6 +124,9 @@ impl Measured {
     fn push(&mut self, j: &Cycle, base: &Cycle) {
         if self.calls.is_empty() {
             self.calls = j.call_names();
+        }
+        for c in j.calls.iter().chain(&base.calls) {
+            self.call_ms.entry(c.name).or_default().push(c.ms);
         }
         self.journaled.push(j.ms);
         self.base.push(base.ms);
@@ -445,6 +450,12 @@ async fn run(started: Instant) -> Result<Table, String> {
 fn report_kind(t: &mut Table, id: &str, kind: Kind, mx: &mut Measured) {
     let name = kind.name();
     eprintln!("  {name} cycle: {}", mx.calls.join(", "));
+    let per_call: Vec<String> = mx
+        .call_ms
+        .iter_mut()
+        .map(|(call, v)| format!("{call} {:.1}", median(v)))
+        .collect();
+    eprintln!("  {name} backend calls, p50 ms: {}", per_call.join(", "));
     let (lo, hi) = mx.ratio_interval();
     let mut ratios = mx.ratios();
     let (r25, r50, r75) = (
