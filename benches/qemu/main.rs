@@ -29,7 +29,8 @@
 //! ```
 //!
 //! `LUNLEDGER_QEMU_BENCH_CYCLES` (default 40): measured pairs per kind (`scripts/test-all.sh`
-//! runs 10). `LUNLEDGER_GUEST_DIR`: the guest image (default `target/guest`). A missing QEMU,
+//! runs 10). `-- --sim-control`: the same cycles on the simulated VM instead (zero latency, then
+//! QEMU's per-call latencies), a control that needs no QEMU. `LUNLEDGER_GUEST_DIR`: the guest image (default `target/guest`). A missing QEMU,
 //! guest image or `mkfs.ext4` fails the run (exit 1, the reason on stderr); so does any backend
 //! error. QEMU is stopped by pid and the temp dirs are removed on every exit path, SIGINT and
 //! SIGTERM included.
