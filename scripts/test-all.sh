@@ -7,7 +7,8 @@
 #   3. the long tier: kill -9 harness x200, journal rotation SIGKILL loop x100, property tests
 #      with more cases
 #   4. the QEMU tier: real QEMU (TCG) over QMP, without and with a guest (qemu-guest-agent),
-#      then the long QEMU kill loop (LUNLEDGER_QEMU_LONG_KILLS, default 105)
+#      then the long QEMU kill loop (LUNLEDGER_QEMU_LONG_KILLS, default 105) and a short run of
+#      the journal-overhead bench on a real VM (LUNLEDGER_QEMU_BENCH_CYCLES, default 10 here)
 #   5. a short fuzz campaign per target when a nightly toolchain is present
 #   6. the demo (the README's main job) must exit 0
 # A tier that cannot run fails the script; nothing is skipped silently.
@@ -67,6 +68,12 @@ if [ -x scripts/install-qemu.sh ]; then
   # recovery checked by an observer outside lunledger's inspect (~3 s a kill on 2 cores).
   LUNLEDGER_QEMU_KILLS="${LUNLEDGER_QEMU_LONG_KILLS:-105}" timed cargo test --features qemu-tests \
     --test qemu_manager sigkill_the_shim_while_qemu_lives_on -- --nocapture
+  # The journal's overhead on one real VM (issue #16 part 4): journaled manager vs the
+  # un-journaled baseline, interleaved, attach-only and attach+mount cycles. A short run (~15 s
+  # once built) that fails if QEMU, the guest or a backend call fails; the figures in
+  # docs/performance.md come from longer runs.
+  LUNLEDGER_QEMU_BENCH_CYCLES="${LUNLEDGER_QEMU_BENCH_CYCLES:-10}" timed cargo bench \
+    --features qemu-tests --bench qemu
   # The demo on a real VM (lunledger demo --backend qemu), from the CLI tests.
   timed cargo test --features qemu-tests --test cli -- qemu --nocapture
 else

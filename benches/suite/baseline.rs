@@ -3,8 +3,9 @@
 //! Attachments are keyed by disk (path, read-only, kind) in a `HashMap` with reference counts;
 //! slots are taken first-free in controller-major order by a linear scan (as hcsshim does);
 //! mounts hang off their attachment, keyed by their spec, with the lowest free mount index. It
-//! calls the very same `SimVm` backends as the real manager, in the same order (attach, mount;
-//! unmount, unplug, detach). It does not wait for an in-flight attach of a shared disk (hcsshim
+//! calls the very same backends as the real manager, in the same order (attach, mount; unmount,
+//! unplug, detach): any `HostBackend` and `GuestBackend`, the `SimVm`'s in this suite and real
+//! QEMU's in `benches/qemu` (which checks, cycle by cycle, that both made the same calls). It does not wait for an in-flight attach of a shared disk (hcsshim
 //! does); the benchmarks never share a disk between concurrent callers, so this costs it nothing.
 //!
 //! Optionally it persists Kata-style: after every operation (add or release) it serializes its
