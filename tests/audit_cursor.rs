@@ -2,7 +2,7 @@
 //! or duplicates, and notices a journal that is not the one it left (replaced, restored from an
 //! older copy, pruned past its position).
 
-mod common;
+use lunledger_test_support as common;
 
 use common::cli::{cli, small_config as config, text};
 use lunledger::backend::sim::SimVm;

@@ -2,7 +2,7 @@
 //! silence over lost durable records or another program's database, journal text shown with its
 //! control bytes escaped, and filters that cannot match refused instead of printing nothing.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::cli::{cli, small_config as config, text};
 use lunledger::backend::sim::SimVm;

@@ -4,7 +4,7 @@
 //! The states come from folding the journal written by an older build
 //! (`tests/fixtures/journal-a62731e`), whose own checkpoints are format 0 (no header).
 
-mod common;
+use lunledger_test_support as common;
 
 use lunledger::journal::{Journal, JournalOptions, Record};
 use lunledger::recovery::{decode_checkpoint, encode_checkpoint, PersistError, State};

@@ -1,7 +1,7 @@
 //! The CLI on a Windows guest: the demo tells the same story with Windows paths and no unplug,
 //! and `replay` and `status` print Windows paths as they are (backslashes kept, not escaped).
 
-mod common;
+use lunledger_test_support as common;
 
 use common::cli::{cli, text};
 use common::tempdir;

@@ -10,7 +10,7 @@
 //! - recovering again changes nothing;
 //! - after releasing everything, every slot is free and the VM is empty.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::scenarios::*;
 use common::*;

@@ -2,7 +2,7 @@
 //! handed out again, still releasable), what the VM holds that the journal does not know is
 //! reported, and detached only when the policy says so (our own old generations always are).
 
-mod common;
+use lunledger_test_support as common;
 
 use common::*;
 use lunledger::backend::sim::{SimAttachment, SimVm};

@@ -2,7 +2,7 @@
 //! (`JournalStats::durable_points`): everything an operation may do is durable before its first
 //! backend call, and a handle before it is returned; nothing else is waited for.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::scenarios::mounted;
 use common::*;

@@ -12,7 +12,7 @@
 //!
 //! Needs the `testing` feature: `cargo test --features testing --test fault_matrix`.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::scenarios::*;
 use lunledger::backend::sim::{SimCall, SimVm};

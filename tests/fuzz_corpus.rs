@@ -1,13 +1,11 @@
-//! Runs every fuzz target's logic (`fuzz/src/targets/`) over every file of its committed seed
+//! Runs every fuzz target's logic (`test-support/src/targets/`) over every file of its committed seed
 //! corpus (`fuzz/corpus/<target>/`), on stable, in the default `cargo test`: the seeds (and the
 //! regression inputs of crashes found by fuzzing) stay green without nightly or cargo-fuzz.
 //!
 //! `cargo test --test fuzz_corpus write_seed_corpus -- --ignored` regenerates the seeds.
 
-mod common;
-mod model;
-#[path = "../fuzz/src/targets/mod.rs"]
-mod targets;
+use lunledger_test_support as common;
+use lunledger_test_support::{model, targets};
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 //! `backend.go` (`mountRequest`, `unmountRequest`, `unplugRequest`), `guestpath/paths.go` and
 //! `uvm/create.go`, each with the test that holds lunledger to it.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::*;
 use lunledger::backend::sim::{SimCall, SimOp, SimVm};

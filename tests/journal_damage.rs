@@ -2,7 +2,7 @@
 //! are exactly what a crash may tear) is set aside, the valid prefix is recovered, and the report
 //! says so. Nothing is deleted: the damaged records stay in the journal's quarantine.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::*;
 use lunledger::backend::sim::SimVm;

@@ -7,7 +7,7 @@
 //!
 //! `LUNLEDGER_KILLS` sets the number of kills (default 25; the full tier runs 200).
 
-mod common;
+use lunledger_test_support as common;
 
 use common::*;
 use lunledger::backend::sim::SimVm;

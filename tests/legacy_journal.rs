@@ -7,7 +7,7 @@
 //! The generator is kept (ignored) to show how the fixture was made; it must not be re-run,
 //! since the point is that the bytes come from the older build.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::cli::{cli, text};
 use common::{config, copy_dir, tempdir};

@@ -1,7 +1,7 @@
 //! The manager's behaviour on the simulated VM: hcsshim's own tests, its skipped parallel test,
 //! and one test per hcsshim bug we must not have.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::*;
 use lunledger::backend::sim::{FaultPlan, SimCall, SimOp, SimVm};

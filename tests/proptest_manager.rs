@@ -3,15 +3,15 @@
 //! - `manager_agrees_with_model`: random sequences of adds, releases, injected backend failures,
 //!   cancelled callers, crashes at chosen crash points with recovery, and restarts, run against a
 //!   real `Manager` on a `SimVm`; after every transition the live handles, the state, a replay of
-//!   the journal, the invariants and the VM must agree with the model in `tests/model/`.
+//!   the journal, the invariants and the VM must agree with the model in `test-support/src/model.rs`.
 //! - `allocation_matches_hcsshim*`: without faults, every add gets exactly the slot and guest
 //!   path hcsshim's own allocator (modelled literally from its source, below) would give.
 //!
 //! Case counts: `LUNLEDGER_PROPTEST_CASES` (default 32 for the state machine, 4x that for the
 //! cheaper allocation properties). Failures shrink to a minimal sequence.
 
-mod common;
-mod model;
+use lunledger_test_support as common;
+use lunledger_test_support::model;
 
 use lunledger::backend::sim::SimVm;
 use lunledger::model::{ManagerConfig, Slot};

@@ -1,4 +1,4 @@
-//! The shared backend conformance suite (`tests/conformance/mod.rs`, from the `sim` branch) on
+//! The shared backend conformance suite (`lunledger_test_support::conformance`) on
 //! the QEMU backends: once without a guest (host cases only) and once with a booted guest.
 //!
 //! Run: `cargo test --features qemu-tests --test qemu_conformance` (after scripts/install-qemu.sh
@@ -6,8 +6,7 @@
 //! `cargo test` builds nothing here; with the feature, a missing QEMU or guest image fails.
 #![cfg(feature = "qemu-tests")]
 
-#[path = "conformance/mod.rs"]
-mod conformance;
+use lunledger_test_support::conformance;
 
 use lunledger::backend::qemu::{QemuGuest, QemuHost};
 use lunledger::backend::{GuestBackend, HostBackend};

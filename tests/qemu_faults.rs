@@ -9,7 +9,7 @@
 //! Run: `scripts/install-qemu.sh && scripts/build-guest.sh && cargo test --features qemu-tests
 //! --test qemu_faults`.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::observer;
 use lunledger::backend::qemu::{QemuGuest, QemuGuestOptions, QemuHost, QemuHostOptions};

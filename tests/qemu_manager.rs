@@ -19,7 +19,7 @@
 //! --test qemu_manager`. `LUNLEDGER_QEMU_KILLS` sets the number of kills (default 7: one per
 //! site and one random; the long tier of scripts/test-all.sh runs 105).
 
-mod common;
+use lunledger_test_support as common;
 
 use common::{assert_replay_equals_live, observer, Victim};
 use lunledger::backend::qemu::{hooks, QemuGuest, QemuHost, QgaClient, SequenceHook};

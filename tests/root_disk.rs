@@ -6,7 +6,7 @@
 //! NEEDS ROOT (mount, loop devices): it runs with `--features root-tests` (`scripts/test-all.sh`
 //! does, as root); without root every test here fails loudly, it never passes silently.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::scenarios::{check_recovered, release_all_and_check_empty};
 use lunledger::backend::sim::SimVm;

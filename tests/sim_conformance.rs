@@ -1,7 +1,7 @@
 //! The backend conformance suite on the simulated VM, in memory and persistent, plus checks that
 //! the suite catches a broken backend and that a persistent VM outlives a killed driver.
 
-mod conformance;
+use lunledger_test_support::conformance;
 
 use async_trait::async_trait;
 use conformance::Fixture;

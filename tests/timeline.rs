@@ -2,7 +2,7 @@
 //! journal (slots, restarts, rollbacks, step durations), failures and teardowns left due are
 //! marked, filters select what `replay` selects, and the page fetches nothing.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::cli::{cli, small_config as config, text};
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};

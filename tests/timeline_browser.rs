@@ -4,7 +4,7 @@
 //! (lanes, marks, restart markers), and a screenshot of the demo journal's timeline is saved
 //! to `<target>/timeline-demo.png`.
 
-mod common;
+use lunledger_test_support as common;
 
 use common::chromium::{body_attr, dump_dom, file_url, screenshot};
 use common::cli::{cli, small_config as config, text};

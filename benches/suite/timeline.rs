@@ -14,9 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 // Shared with the browser tests.
-#[allow(dead_code)]
-#[path = "../../tests/common/chromium.rs"]
-mod chromium;
+use lunledger_test_support::chromium;
 
 const ROUNDS: usize = 3;
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(300);

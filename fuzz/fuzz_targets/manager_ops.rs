@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    lunledger_fuzz::targets::manager_ops::run(data);
+    lunledger_test_support::targets::manager_ops::run(data);
 });

@@ -1,7 +1,7 @@
 //! Structure-aware: the input is decoded (with `arbitrary`) into a sequence of manager operations
 //! — adds, releases, injected backend failures, cancelled callers, crashes at chosen crash points
 //! with recovery, restarts — run against a real `Manager` on a `SimVm` with the same checks as
-//! the property test (`tests/model/`): after every operation the live handles, the state, a
+//! the property test (`test-support/src/model.rs`): after every operation the live handles, the state, a
 //! replay of the journal, the invariants, the VM and the reference model agree; at the end
 //! everything is released and the VM and state are empty.
 

@@ -1,16 +1,24 @@
-//! Helpers shared by the manager's integration tests.
-#![allow(dead_code)]
+//! `lunledger-test-support`: what the tests, the benches and the fuzz targets share (dev-only;
+//! never published). One copy of each: the simulated-VM helpers below, the reference model the
+//! property test and the `manager_ops` fuzz target both check against ([`model`]), the crash
+//! matrix's scenarios ([`scenarios`]), the backend conformance suite ([`conformance`]), the fuzz
+//! targets' logic ([`targets`]), an observer of a QEMU VM outside lunledger ([`observer`]),
+//! headless Chromium ([`chromium`]) and the `lunledger` binary ([`cli`]).
+//!
+//! The crash points and storage faults some of them use need the `testing` feature (it turns on
+//! `lunledger/testing`); the main crate's own `testing` feature turns it on here.
+#![allow(missing_docs)]
 
-// The fuzz crate borrows this module by path (fuzz/src/lib.rs) and sets `lunledger_fuzz`: it
-// has neither the `lunledger` binary nor the dev-dependencies these two need.
-#[cfg(not(lunledger_fuzz))]
 pub mod chromium;
-#[cfg(not(lunledger_fuzz))]
 pub mod cli;
-#[cfg(not(lunledger_fuzz))]
+pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod model;
 pub mod observer;
 #[cfg(feature = "testing")]
 pub mod scenarios;
+#[cfg(feature = "testing")]
+pub mod targets;
 
 use lunledger::backend::sim::SimVm;
 use lunledger::model::{GuestOs, ManagerConfig};

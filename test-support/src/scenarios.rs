@@ -2,8 +2,8 @@
 //! manager calls on a simulated VM, a hook that counts (and stops at) crash points, and what
 //! must hold after a recovery.
 
-use super::assert_replay_equals_live;
-use super::assert_vm_matches;
+use crate::assert_replay_equals_live;
+use crate::assert_vm_matches;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::crash::{CrashHook, CrashPoint};
 use lunledger::model::{GuestOs, HandleId};

@@ -1211,7 +1211,7 @@ impl Harness {
             // that timed out after taking effect is due in the journal but gone from the VM.
             assert_vm_holds_live_handles(&st, &self.vm, step);
         } else {
-            super::common::assert_vm_matches(m, &self.vm);
+            crate::assert_vm_matches(m, &self.vm);
         }
         let snap = self.vm.snapshot();
         let vm_slots: BTreeSet<Slot> = snap.attachments.iter().map(|a| a.slot).collect();
