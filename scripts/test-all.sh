@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier of lunledger on a fresh machine, installing what it needs.
-#   1. fmt + clippy (-D warnings, all features, and the fuzz crate), cargo doc (-D warnings)
+#   1. fmt + clippy (-D warnings, all features, and the fuzz crate), cargo doc (-D warnings), a
+#      build with the toolchain of the declared rust-version (scripts/msrv.sh; rustup installs it)
 #   2. the default tier: `cargo test --workspace --features testing` (unit, manager, crash
 #      matrix, kill -9 x25, property tests, fuzz corpora on stable); real disks (root); the
 #      timeline in headless Chromium (installed with apt when missing)
@@ -30,6 +31,8 @@ timed cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 timed cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 # Public items are documented, and the docs build without broken links.
 RUSTDOCFLAGS="-D warnings" timed cargo doc --no-deps --workspace --all-features
+# The declared rust-version is built, not assumed: its own toolchain, every target and feature.
+timed scripts/msrv.sh
 
 tier "2. default tier"
 # The `testing` feature turns the test seams on (crash points, the journal's storage fault sites,
