@@ -7,6 +7,7 @@
 
 use crate::state::{AttachPhase, Attachment, Handle, Mount, MountPhase, Op, State};
 use lunledger_model::{Drift, HandleId, ManagerConfig, MountId, OpId, Slot, Step};
+use std::collections::BTreeMap;
 
 /// What one event does, with every lookup and count already checked.
 #[derive(Debug)]
@@ -169,19 +170,7 @@ impl State {
             }
             Change::AttachRefDropped { holder, slot, then } => {
                 self.release_holder(holder, Dropped::Attach);
-                match then {
-                    AfterDrop::Remove => {
-                        self.attachments.remove(&slot);
-                    }
-                    then => {
-                        if let Some(a) = self.attachments.get_mut(&slot) {
-                            a.refs = a.refs.saturating_sub(1);
-                            if let AfterDrop::Teardown(p) = then {
-                                a.phase = p;
-                            }
-                        }
-                    }
-                }
+                drop_ref(&mut self.attachments, slot, then);
             }
             Change::MountReserved { op, mount, entry } => {
                 if let Some(o) = self.ops.get_mut(&op) {
@@ -204,60 +193,20 @@ impl State {
                 then,
             } => {
                 self.release_holder(holder, Dropped::Mount);
-                match then {
-                    AfterDrop::Remove => {
-                        self.mounts.remove(&mount);
-                    }
-                    then => {
-                        if let Some(m) = self.mounts.get_mut(&mount) {
-                            m.refs = m.refs.saturating_sub(1);
-                            if let AfterDrop::Teardown(p) = then {
-                                m.phase = p;
-                            }
-                        }
-                    }
-                }
+                drop_ref(&mut self.mounts, mount, then);
             }
             Change::SlotStepStarted { slot, step, phase } => {
-                if let Some(a) = self.attachments.get_mut(&slot) {
-                    a.pending = Some(step);
-                    a.phase = phase;
-                }
+                start_step(&mut self.attachments, slot, step, phase);
             }
             Change::MountStepStarted { mount, step, phase } => {
-                if let Some(m) = self.mounts.get_mut(&mount) {
-                    m.pending = Some(step);
-                    m.phase = phase;
-                }
+                start_step(&mut self.mounts, mount, step, phase);
             }
-            Change::SlotStepEnded { slot, error, then } => match then {
-                AfterStep::Remove => {
-                    self.attachments.remove(&slot);
-                }
-                then => {
-                    if let Some(a) = self.attachments.get_mut(&slot) {
-                        a.pending = None;
-                        a.last_error = error;
-                        if let AfterStep::Phase(p) = then {
-                            a.phase = p;
-                        }
-                    }
-                }
-            },
-            Change::MountStepEnded { mount, error, then } => match then {
-                AfterStep::Remove => {
-                    self.mounts.remove(&mount);
-                }
-                then => {
-                    if let Some(m) = self.mounts.get_mut(&mount) {
-                        m.pending = None;
-                        m.last_error = error;
-                        if let AfterStep::Phase(p) = then {
-                            m.phase = p;
-                        }
-                    }
-                }
-            },
+            Change::SlotStepEnded { slot, error, then } => {
+                end_step(&mut self.attachments, slot, error, then);
+            }
+            Change::MountStepEnded { mount, error, then } => {
+                end_step(&mut self.mounts, mount, error, then);
+            }
             Change::HandleIssued { op, handle, entry } => {
                 if let Some(o) = self.ops.get_mut(&op) {
                     o.holds_attach = None;
@@ -287,20 +236,10 @@ impl State {
                 }
             }
             Change::AttachmentLost { slot, remove } => {
-                if remove {
-                    self.attachments.remove(&slot);
-                } else if let Some(a) = self.attachments.get_mut(&slot) {
-                    a.pending = None;
-                    a.phase = AttachPhase::Lost;
-                }
+                lose(&mut self.attachments, slot, remove, AttachPhase::Lost);
             }
             Change::MountLost { mount, remove } => {
-                if remove {
-                    self.mounts.remove(&mount);
-                } else if let Some(m) = self.mounts.get_mut(&mount) {
-                    m.pending = None;
-                    m.phase = MountPhase::Lost;
-                }
+                lose(&mut self.mounts, mount, remove, MountPhase::Lost);
             }
             Change::ConfigSet { config } => self.config = Some(config),
             Change::OpEnded { op, end } => {
@@ -336,6 +275,96 @@ impl State {
                 }
             }
         }
+    }
+}
+
+/// What attachments and mounts share: a reference count, a phase, a step in flight and the last
+/// error, so that one function makes each kind of change to either.
+trait Tracked {
+    type Phase;
+    fn refs(&mut self) -> &mut u32;
+    fn phase(&mut self) -> &mut Self::Phase;
+    fn pending(&mut self) -> &mut Option<Step>;
+    fn last_error(&mut self) -> &mut Option<String>;
+}
+
+impl Tracked for Attachment {
+    type Phase = AttachPhase;
+    fn refs(&mut self) -> &mut u32 {
+        &mut self.refs
+    }
+    fn phase(&mut self) -> &mut AttachPhase {
+        &mut self.phase
+    }
+    fn pending(&mut self) -> &mut Option<Step> {
+        &mut self.pending
+    }
+    fn last_error(&mut self) -> &mut Option<String> {
+        &mut self.last_error
+    }
+}
+
+impl Tracked for Mount {
+    type Phase = MountPhase;
+    fn refs(&mut self) -> &mut u32 {
+        &mut self.refs
+    }
+    fn phase(&mut self) -> &mut MountPhase {
+        &mut self.phase
+    }
+    fn pending(&mut self) -> &mut Option<Step> {
+        &mut self.pending
+    }
+    fn last_error(&mut self) -> &mut Option<String> {
+        &mut self.last_error
+    }
+}
+
+/// One reference on the entry at `key` is gone.
+fn drop_ref<K: Ord, E: Tracked>(map: &mut BTreeMap<K, E>, key: K, then: AfterDrop<E::Phase>) {
+    if let AfterDrop::Remove = then {
+        map.remove(&key);
+    } else if let Some(e) = map.get_mut(&key) {
+        *e.refs() = e.refs().saturating_sub(1);
+        if let AfterDrop::Teardown(p) = then {
+            *e.phase() = p;
+        }
+    }
+}
+
+/// A step on the entry at `key` is in flight.
+fn start_step<K: Ord, E: Tracked>(map: &mut BTreeMap<K, E>, key: K, step: Step, phase: E::Phase) {
+    if let Some(e) = map.get_mut(&key) {
+        *e.pending() = Some(step);
+        *e.phase() = phase;
+    }
+}
+
+/// The step in flight on the entry at `key` has its outcome.
+fn end_step<K: Ord, E: Tracked>(
+    map: &mut BTreeMap<K, E>,
+    key: K,
+    error: Option<String>,
+    then: AfterStep<E::Phase>,
+) {
+    if let AfterStep::Remove = then {
+        map.remove(&key);
+    } else if let Some(e) = map.get_mut(&key) {
+        *e.pending() = None;
+        *e.last_error() = error;
+        if let AfterStep::Phase(p) = then {
+            *e.phase() = p;
+        }
+    }
+}
+
+/// The VM no longer has the entry at `key`: it goes if nothing holds it, else it is lost.
+fn lose<K: Ord, E: Tracked>(map: &mut BTreeMap<K, E>, key: K, remove: bool, lost: E::Phase) {
+    if remove {
+        map.remove(&key);
+    } else if let Some(e) = map.get_mut(&key) {
+        *e.pending() = None;
+        *e.phase() = lost;
     }
 }
 
