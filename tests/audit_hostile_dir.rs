@@ -7,8 +7,8 @@
 //! its temporary directory. A signal in the middle of a replay leaves nothing either.
 
 use lunledger::backend::sim::SimVm;
-use lunledger::model::ManagerConfig;
 use lunledger::{DiskRequest, Manager, ManagerOptions, MountConfig};
+use lunledger_test_support::cli::small_config;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -17,16 +17,6 @@ use std::time::{Duration, Instant};
 
 /// A run that takes longer than this is a hang.
 const BOUND: Duration = Duration::from_secs(30);
-
-fn config() -> ManagerConfig {
-    ManagerConfig {
-        guest: Default::default(),
-        controllers: 2,
-        luns_per_controller: 8,
-        mount_format: "/run/mounts/scsi/m%d".into(),
-        reserved: vec![],
-    }
-}
 
 /// A journal with sealed segments, `CURRENT` naming a later generation, and live handles:
 /// `rounds` times, `layers` (at most 16) read-only layers added and half of them released.
@@ -37,7 +27,7 @@ fn rotated_journal(dir: &Path, layers: usize, rounds: usize) {
         .unwrap();
     rt.block_on(async {
         let vm = SimVm::new();
-        let mut opts = ManagerOptions::new(config());
+        let mut opts = ManagerOptions::new(small_config());
         opts.checkpoint_every = 10;
         opts.segment_records = 10;
         let m = Manager::open_with(dir, opts, vm.host_backend(), vm.guest_backend())
