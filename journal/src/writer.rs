@@ -293,13 +293,16 @@ pub(crate) async fn wait_durable(s: &Shared, seq: u64) -> Result<(), JournalErro
     // Subscribed (and the current state seen) before trying the lock: a leader's publish or
     // release after that wakes this waiter.
     let mut rx = s.durable_tx.subscribe();
+    let _abandoned = Abandoned(s);
     loop {
         {
             let st = rx.borrow_and_update();
             if st.seq >= seq {
+                std::mem::forget(_abandoned);
                 return Ok(());
             }
             if let Some(e) = st.error() {
+                std::mem::forget(_abandoned);
                 return Err(e);
             }
         }
@@ -320,6 +323,17 @@ pub(crate) async fn wait_durable(s: &Shared, seq: u64) -> Result<(), JournalErro
             }
         }
         rx.changed().await.map_err(|_| JournalError::Closed)?;
+    }
+}
+
+/// Dropped with an async wait that was given up on (its future dropped, a timeout): its
+/// records were queued for a leader that will not come, so the writer thread takes them, as
+/// it takes records nobody waits for.
+struct Abandoned<'a>(&'a Shared);
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        self.0.wake.notify_one();
     }
 }
 

@@ -173,21 +173,31 @@ impl Inner {
     /// journal counts those per operation kind).
     async fn durable_point(&self, op: Option<OpId>, seq: u64) -> Result<()> {
         let limit = self.opts.durable_timeout;
-        let wait = async {
+        // In a task of its own: a wait that leads the journal's commit flushes on its own
+        // thread (see `Journal::wait_durable`), and a disk that stopped answering must not
+        // hold this operation past `durable_timeout`. A wait given up on ends with the halt
+        // below (or, for the leader, when its flush returns).
+        let journal = self.journal.clone();
+        let wait = tokio::spawn(async move {
             match op {
-                Some(op) => self.journal.wait_durable_for(op, seq).await,
-                None => self.journal.wait_durable(seq).await,
+                Some(op) => journal.wait_durable_for(op, seq).await,
+                None => journal.wait_durable(seq).await,
+            }
+        });
+        let res = match tokio::time::timeout(limit, wait).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => Err(lunledger_journal::JournalError::Internal(format!(
+                "the durable wait's task failed: {e}"
+            ))),
+            Err(_) => {
+                // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
+                // stopping the journal so that nothing more is made durable behind our back.
+                self.journal.halt();
+                Err(lunledger_journal::JournalError::Internal(format!(
+                    "the journal's flush did not complete within {limit:?} (its disk stopped answering?)"
+                )))
             }
         };
-        let waited = tokio::time::timeout(limit, wait).await;
-        let res = waited.unwrap_or_else(|_| {
-            // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
-            // stopping the journal so that nothing more is made durable behind our back.
-            self.journal.halt();
-            Err(lunledger_journal::JournalError::Internal(format!(
-                "the journal's flush did not complete within {limit:?} (its disk stopped answering?)"
-            )))
-        });
         if let Err(e) = res {
             if matches!(e, lunledger_journal::JournalError::Halted) {
                 // Halted because the manager already stopped: the caller gets the first cause,
