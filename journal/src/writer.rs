@@ -293,16 +293,16 @@ pub(crate) async fn wait_durable(s: &Shared, seq: u64) -> Result<(), JournalErro
     // Subscribed (and the current state seen) before trying the lock: a leader's publish or
     // release after that wakes this waiter.
     let mut rx = s.durable_tx.subscribe();
-    let _abandoned = Abandoned(s);
+    let abandoned = Abandoned(s);
     loop {
         {
             let st = rx.borrow_and_update();
             if st.seq >= seq {
-                std::mem::forget(_abandoned);
+                std::mem::forget(abandoned);
                 return Ok(());
             }
             if let Some(e) = st.error() {
-                std::mem::forget(_abandoned);
+                std::mem::forget(abandoned);
                 return Err(e);
             }
         }
@@ -372,13 +372,16 @@ pub(crate) fn wait_durable_blocking(s: &Shared, seq: u64) -> Result<(), JournalE
 }
 
 fn publish(s: &Shared, update: impl FnOnce(&mut DurableState)) {
-    let snapshot = {
+    {
         let mut st = lock(&s.durable);
         update(&mut st);
-        st.clone()
-    };
+        // Sent under the lock: publishers on different threads (a leader's durable point, the
+        // previous leader's release, a halt) must reach the channel in the order they changed
+        // the state, or a stale snapshot could overwrite a newer one and leave its waiters
+        // asleep.
+        s.durable_tx.send_replace(st.clone());
+    }
     s.durable_cv.notify_all();
-    s.durable_tx.send_replace(snapshot);
 }
 
 pub(crate) fn halt(s: &Shared) {

@@ -301,3 +301,39 @@ fn halt_ends_every_waiter() {
     ));
     assert_eq!(j.durable_seq(), after);
 }
+
+/// Leaders hand over many times a second, with the writer thread draining non-durable appends
+/// in between: no waiter is ever left asleep (a stale durable state published after a newer
+/// one could leave its waiters asleep until something else published).
+#[test]
+fn no_waiter_is_left_asleep_under_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts()).unwrap();
+    let rt = multi_thread();
+    rt.block_on(async {
+        for round in 0..20u64 {
+            let mut hs = Vec::new();
+            for t in 0..8u64 {
+                let j = j.clone();
+                hs.push(tokio::spawn(async move {
+                    for i in 0..25 {
+                        // Every other record rides the next durable point, as the manager's
+                        // step records do.
+                        j.append(t, event(t, 2 * i)).unwrap();
+                        let seq = j.append(t, event(t, 2 * i + 1)).unwrap();
+                        j.wait_durable(seq).await.unwrap();
+                    }
+                }));
+            }
+            for h in hs {
+                tokio::time::timeout(Duration::from_secs(30), h)
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: a waiter was left asleep"))
+                    .unwrap();
+            }
+        }
+    });
+    assert_eq!(j.durable_seq(), 20 * 8 * 50);
+    let st = j.stats();
+    assert!(st.flushes < st.durable_waits, "{st:?}");
+}
