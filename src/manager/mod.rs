@@ -173,18 +173,29 @@ impl Inner {
     /// journal counts those per operation kind).
     async fn durable_point(&self, op: Option<OpId>, seq: u64) -> Result<()> {
         let limit = self.opts.durable_timeout;
-        // In a task of its own: a wait that leads the journal's commit flushes on its own
-        // thread (see `Journal::wait_durable`), and a disk that stopped answering must not
-        // hold this operation past `durable_timeout`. A wait given up on ends with the halt
-        // below (or, for the leader, when its flush returns).
-        let journal = self.journal.clone();
-        let wait = tokio::spawn(async move {
+        async fn wait(
+            journal: &lunledger_journal::Journal,
+            op: Option<OpId>,
+            seq: u64,
+        ) -> std::result::Result<(), lunledger_journal::JournalError> {
             match op {
                 Some(op) => journal.wait_durable_for(op, seq).await,
                 None => journal.wait_durable(seq).await,
             }
-        });
-        let res = match tokio::time::timeout(limit, wait).await {
+        }
+        // Already durable: answered at once (and counted), without a task.
+        let waited = if self.journal.durable_seq() >= seq {
+            Ok(Ok(wait(&self.journal, op, seq).await))
+        } else {
+            // In a task of its own: a wait that leads the journal's commit flushes on its own
+            // thread (see `Journal::wait_durable`), and a disk that stopped answering must not
+            // hold this operation past `durable_timeout`. A wait given up on ends with the
+            // halt below (or, for the leader, when its flush returns).
+            let journal = self.journal.clone();
+            let task = tokio::spawn(async move { wait(&journal, op, seq).await });
+            tokio::time::timeout(limit, task).await
+        };
+        let res = match waited {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => Err(lunledger_journal::JournalError::Internal(format!(
                 "the durable wait's task failed: {e}"
