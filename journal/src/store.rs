@@ -375,18 +375,34 @@ impl Journal {
     /// it hands the queued records to sled and flushes on its own thread, inside
     /// [`tokio::task::block_in_place`] (the worker's other tasks move to another thread), so a
     /// leader is busy for the length of its flush and cannot be cancelled during it; a caller
-    /// that must give up after a deadline (a disk that stops answering) waits from a task of
-    /// its own. Elsewhere (a current_thread runtime, another executor) the wait is asynchronous
+    /// that must give up after a deadline (a disk that stops answering) uses
+    /// [`Journal::wait_durable_cancellable`]. Elsewhere (a current_thread runtime, another executor) the wait is asynchronous
     /// and the journal's writer thread flushes.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
-        crate::writer::wait_durable(self.shared(), seq).await
+        crate::writer::wait_durable(self.shared(), seq, true).await
     }
 
     /// [`Journal::wait_durable`] as a durable point of operation `op`: counted in
     /// [`JournalStats::durable_points`] under the kind its `OpStarted` record named.
     pub async fn wait_durable_for(&self, op: OpId, seq: u64) -> Result<(), JournalError> {
         self.shared().counters.points.point(op);
-        crate::writer::wait_durable(self.shared(), seq).await
+        crate::writer::wait_durable(self.shared(), seq, true).await
+    }
+
+    /// [`Journal::wait_durable`] (a durable point of `op` when named) for a caller that must be
+    /// able to give up on the wait at any moment, such as one bounded by a timeout against a
+    /// disk that stops answering: it never leads the commit (a leader is busy on its own thread
+    /// for the length of its flush); the writer thread commits for it, with the thread hand-offs
+    /// that costs. Its records still share flushes with every other waiter.
+    pub async fn wait_durable_cancellable(
+        &self,
+        op: Option<OpId>,
+        seq: u64,
+    ) -> Result<(), JournalError> {
+        if let Some(op) = op {
+            self.shared().counters.points.point(op);
+        }
+        crate::writer::wait_durable(self.shared(), seq, false).await
     }
 
     /// Blocking form of [`Journal::wait_durable`] (the caller leads when no flush is in

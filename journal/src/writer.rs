@@ -44,6 +44,9 @@ pub(crate) struct Queue {
     want_durable: u64,
     /// The highest one a waiter that does not lead needs: the writer thread flushes for it.
     writer_want: u64,
+    /// The highest one a waiter that may lead needs: a committer letting go of the commit lock
+    /// below it wakes the waiters, so that one of them leads.
+    leader_want: u64,
     pub shutdown: bool,
 }
 
@@ -54,6 +57,7 @@ impl Queue {
             pending: Vec::new(),
             want_durable: 0,
             writer_want: 0,
+            leader_want: 0,
             shutdown: false,
         }
     }
@@ -240,6 +244,8 @@ fn register_wait(s: &Shared, seq: u64, by_writer: bool) -> Result<bool, JournalE
         q.writer_want = q.writer_want.max(seq);
         drop(q);
         s.wake.notify_one();
+    } else {
+        q.leader_want = q.leader_want.max(seq);
     }
     Ok(false)
 }
@@ -273,20 +279,23 @@ fn lead(s: &Shared, mut guard: MutexGuard<'_, Committer>) {
     release(s, guard);
 }
 
-/// Lets go of the commit lock; when a waiter still needs a flush (it may have found the lock
-/// taken and be waiting for it), wakes the waiters so that one of them leads next.
+/// Lets go of the commit lock; when a waiter that may lead still needs a flush (it may have
+/// found the lock taken and be waiting for it), wakes the waiters so that one of them leads
+/// next. (Waiters that do not lead are the writer thread's: waking them would be spurious.)
 fn release(s: &Shared, guard: MutexGuard<'_, Committer>) {
     drop(guard);
     // A waiter registers its need before it tries the lock: one that found the lock taken
     // registered before the `drop` above, so this sees it.
-    let needed = lock(&s.queue).want_durable > s.flushed.load(Ordering::SeqCst);
+    let needed = lock(&s.queue).leader_want > s.flushed.load(Ordering::SeqCst);
     if needed {
         publish(s, |st| st.epoch = st.epoch.wrapping_add(1));
     }
 }
 
-pub(crate) async fn wait_durable(s: &Shared, seq: u64) -> Result<(), JournalError> {
-    let mut leads = s.lead.load(Ordering::Relaxed) && may_block_in_place();
+/// The async durable wait; `may_lead`: the caller may commit on its own thread (else the
+/// writer thread commits for it, and the caller can give up on the wait at any time).
+pub(crate) async fn wait_durable(s: &Shared, seq: u64, may_lead: bool) -> Result<(), JournalError> {
+    let mut leads = may_lead && s.lead.load(Ordering::Relaxed) && may_block_in_place();
     if register_wait(s, seq, !leads)? {
         return Ok(());
     }

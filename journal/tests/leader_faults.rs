@@ -193,3 +193,40 @@ fn a_failed_flush_on_a_current_thread_runtime_is_typed_too() {
         assert!(r.as_ref().is_err_and(is_sync_eio), "{r:?}");
     }
 }
+
+/// A wait that must stay cancellable never leads: a timeout around it fires while the writer
+/// thread is stuck in a stalled flush (the manager's `durable_timeout` relies on this).
+#[test]
+fn a_cancellable_wait_never_leads_and_its_timeout_fires_on_a_stalled_disk() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), sync_opts()).unwrap();
+    let rt = multi_thread();
+    for i in 0..5 {
+        let seq = j.append(i, event(i)).unwrap();
+        rt.block_on(j.wait_durable_cancellable(Some(i), seq))
+            .unwrap();
+    }
+    assert_eq!(j.stats().leader_rounds, 0);
+    let stall = Duration::from_millis(1500);
+    faults::arm_stall(Site::DataSync, stall);
+    let seq = j.append(9, event(9)).unwrap();
+    let start = Instant::now();
+    let r = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(200),
+            j.wait_durable_cancellable(None, seq),
+        )
+        .await
+    });
+    let took = start.elapsed();
+    assert!(r.is_err(), "the wait did not time out: {r:?}");
+    assert!(
+        took < stall / 2,
+        "the timeout waited for the stalled flush: {took:?}"
+    );
+    j.halt();
+    drop(j);
+    drop(rt);
+    faults::disarm();
+}

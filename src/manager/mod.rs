@@ -173,42 +173,19 @@ impl Inner {
     /// journal counts those per operation kind).
     async fn durable_point(&self, op: Option<OpId>, seq: u64) -> Result<()> {
         let limit = self.opts.durable_timeout;
-        async fn wait(
-            journal: &lunledger_journal::Journal,
-            op: Option<OpId>,
-            seq: u64,
-        ) -> std::result::Result<(), lunledger_journal::JournalError> {
-            match op {
-                Some(op) => journal.wait_durable_for(op, seq).await,
-                None => journal.wait_durable(seq).await,
-            }
-        }
-        // Already durable: answered at once (and counted), without a task.
-        let waited = if self.journal.durable_seq() >= seq {
-            Ok(Ok(wait(&self.journal, op, seq).await))
-        } else {
-            // In a task of its own: a wait that leads the journal's commit flushes on its own
-            // thread (see `Journal::wait_durable`), and a disk that stopped answering must not
-            // hold this operation past `durable_timeout`. A wait given up on ends with the
-            // halt below (or, for the leader, when its flush returns).
-            let journal = self.journal.clone();
-            let task = tokio::spawn(async move { wait(&journal, op, seq).await });
-            tokio::time::timeout(limit, task).await
-        };
-        let res = match waited {
-            Ok(Ok(res)) => res,
-            Ok(Err(e)) => Err(lunledger_journal::JournalError::Internal(format!(
-                "the durable wait's task failed: {e}"
-            ))),
-            Err(_) => {
-                // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
-                // stopping the journal so that nothing more is made durable behind our back.
-                self.journal.halt();
-                Err(lunledger_journal::JournalError::Internal(format!(
-                    "the journal's flush did not complete within {limit:?} (its disk stopped answering?)"
-                )))
-            }
-        };
+        // A wait the timeout can end at any moment: it never leads the journal's commit (a
+        // leader is busy on its own thread for its flush, and a disk that stopped answering
+        // must not hold this operation past `durable_timeout`); the writer thread commits.
+        let wait = self.journal.wait_durable_cancellable(op, seq);
+        let waited = tokio::time::timeout(limit, wait).await;
+        let res = waited.unwrap_or_else(|_| {
+            // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
+            // stopping the journal so that nothing more is made durable behind our back.
+            self.journal.halt();
+            Err(lunledger_journal::JournalError::Internal(format!(
+                "the journal's flush did not complete within {limit:?} (its disk stopped answering?)"
+            )))
+        });
         if let Err(e) = res {
             if matches!(e, lunledger_journal::JournalError::Halted) {
                 // Halted because the manager already stopped: the caller gets the first cause,
