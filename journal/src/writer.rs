@@ -14,8 +14,9 @@
 //! leader lets go (it bumps `DurableState::epoch` so that they look again). No thread hand-off
 //! is on that path. The writer thread remains for what has no leader: non-durable appends
 //! (inserted soon, flushed after `flush_every` idle), waiters that cannot block (a
-//! current_thread runtime), the final flush on close, and the old design kept for the A/B
-//! benchmark ([`crate::Journal::set_leader_commits`]).
+//! current_thread runtime) or must stay cancellable ([`crate::Journal::wait_durable_cancellable`]:
+//! a leader cannot be cancelled during its flush), waits given up on, the final flush on close,
+//! and the old design kept for the A/B benchmark ([`crate::Journal::set_leader_commits`]).
 
 use crate::codec::{chain_hash, encode_record, seq_key};
 use crate::error::JournalError;
