@@ -5,8 +5,14 @@
 //! (b) `append_durable` of one record at a time in `Flush` and `Sync` modes, as a ratio to (a);
 //! (c) 64 concurrent tokio writers doing `append_durable`: records/s and flushes per record;
 //! (d) sled alone on the caller's thread (insert + `flush()`, and + fdatasync of its data file):
-//!     what `append_durable` would cost with no writer thread, so (b) / (d) is the writer's share.
-//! Rounds are interleaved and medians taken, since the machine is noisy.
+//!     what `append_durable` would cost with no journal around it, so (b) / (d) is the journal's
+//!     share (target <= 1.2x, issue #16 part 2);
+//! (e) the A/B of issue #16 part 2: (b) with the waiting caller leading the commit (the design
+//!     now) against (b) with every commit on the writer thread (the design before, still
+//!     selectable for this bench: `Journal::set_leader_commits(false)`), alternated within
+//!     each round (A,B then B,A), ratio new / old per round.
+//! Rounds are interleaved and medians taken, since the machine is noisy. Run it on a tmpfs with
+//! `TMPDIR=/dev/shm`.
 
 use lunledger_journal::*;
 use lunledger_model::*;
@@ -14,7 +20,17 @@ use std::io::Write;
 use std::time::Instant;
 
 const N_SINGLE: usize = 1000;
+/// Interleaved rounds; `LUNLEDGER_JOURNAL_BENCH_ROUNDS` overrides it (more rounds steady the
+/// A/B medians on a tmpfs, where one round takes milliseconds).
 const ROUNDS: usize = 5;
+
+fn rounds() -> usize {
+    std::env::var("LUNLEDGER_JOURNAL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(ROUNDS)
+}
 const WRITERS: u64 = 64;
 const PER_WRITER: u64 = 50;
 /// Each single-writer measurement stops after this long (at least `MIN_SAMPLES` records), so a
@@ -192,13 +208,17 @@ fn opts(durability: Durability) -> JournalOptions {
     }
 }
 
-/// (b) one writer, `append_durable` per record. Returns per-record µs and stats.
+/// (b) one writer, `append_durable` per record; `leader`: the caller leads its commit (else
+/// the writer thread commits, the design before issue #16 part 2). Returns per-record µs and
+/// stats.
 fn single_round(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
     durability: Durability,
+    leader: bool,
 ) -> (Vec<f64>, JournalStats) {
     let j = Journal::open(dir, opts(durability)).expect("open");
+    j.set_leader_commits(leader);
     let lat = rt.block_on(async {
         let mut lat = Vec::with_capacity(N_SINGLE);
         let start = Instant::now();
@@ -220,8 +240,10 @@ fn concurrent_round(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
     durability: Durability,
+    leader: bool,
 ) -> (f64, JournalStats) {
     let j = Journal::open(dir, opts(durability)).expect("open");
+    j.set_leader_commits(leader);
     let t = Instant::now();
     rt.block_on(async {
         let mut hs = Vec::new();
@@ -272,20 +294,34 @@ fn main() {
     let mut sync_syncs_per_rec = 0.0;
     let (mut direct_flush_med, mut direct_sync_med) = (Vec::new(), Vec::new());
     let (mut writer_share_flush, mut writer_share_sync) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    let (mut old_flush_med, mut old_sync_med) = (Vec::new(), Vec::new());
+    let (mut ab_flush, mut ab_sync) = (Vec::new(), Vec::new());
+    let (mut old_share_flush, mut old_share_sync) = (Vec::new(), Vec::new());
+    let mut leader_rounds_per_rec = 0.0;
+    let rounds = rounds();
+    for round in 0..rounds {
         let (mut r, fb) = raw_round(base.path(), round);
         raw_frame = fb;
-        let (mut f, _) = single_round(
-            &rt,
-            &base.path().join(format!("flush-{round}")),
-            Durability::Flush,
-        );
-        let (mut s, st) = single_round(
-            &rt,
-            &base.path().join(format!("sync-{round}")),
-            Durability::Sync,
-        );
+        // A (leader, now) and B (writer thread, before) back to back, their order alternating
+        // from round to round so that drift favours neither.
+        let ab = |d: Durability, name: &str| {
+            let run = |leader: bool| {
+                let dir = base.path().join(format!("{name}-{round}-{leader}"));
+                single_round(&rt, &dir, d, leader)
+            };
+            if round % 2 == 0 {
+                let new = run(true);
+                (new, run(false))
+            } else {
+                let old = run(false);
+                (run(true), old)
+            }
+        };
+        let ((mut f, fst), (mut fo, _)) = ab(Durability::Flush, "flush");
+        leader_rounds_per_rec = fst.leader_rounds as f64 / fst.appended.max(1) as f64;
+        let ((mut s, st), (mut so, _)) = ab(Durability::Sync, "sync");
         sync_syncs_per_rec = st.fdatasyncs as f64 / st.appended.max(1) as f64;
+        let (fom, som) = (median(&mut fo), median(&mut so));
         let mut z = raw_prezeroed_round(base.path(), round);
         let (rm, fm, sm) = (median(&mut r), median(&mut f), median(&mut s));
         let zm = median(&mut z);
@@ -297,6 +333,12 @@ fn main() {
         direct_sync_med.push(ds);
         writer_share_flush.push(fm / df);
         writer_share_sync.push(sm / ds);
+        old_share_flush.push(fom / df);
+        old_share_sync.push(som / ds);
+        old_flush_med.push(fom);
+        old_sync_med.push(som);
+        ab_flush.push(fm / fom);
+        ab_sync.push(sm / som);
         sfr_med.push(qm);
         ratio_sync_sfr.push(sm / qm);
         sfr_all.extend(q);
@@ -326,12 +368,15 @@ fn main() {
     .into_iter()
     .enumerate()
     {
-        let (rps, st) = concurrent_round(&rt, &base.path().join(format!("conc-{round}")), d);
-        conc.push((d, rps, st));
+        for leader in [round % 4 < 2, round % 4 >= 2] {
+            let dir = base.path().join(format!("conc-{round}-{leader}"));
+            let (rps, st) = concurrent_round(&rt, &dir, d, leader);
+            conc.push((d, leader, rps, st));
+        }
     }
 
     println!();
-    println!("lunledger-journal bench — {ROUNDS} interleaved rounds of up to {N_SINGLE} records ({} ms budget each); medians (per-round ratios, median of rounds)", BUDGET.as_millis());
+    println!("lunledger-journal bench — {rounds} interleaved rounds of up to {N_SINGLE} records ({} ms budget each); medians (per-round ratios, median of rounds)", BUDGET.as_millis());
     let sample = Record {
         schema: SCHEMA_VERSION,
         seq: 123_456,
@@ -392,6 +437,48 @@ fn main() {
         dsm / rm,
         median(&mut writer_share_sync)
     );
+    println!();
+    println!("| per durable point vs sled insert + flush on the caller's thread (same rounds; target <= 1.2x) | leader (now) | writer thread (before) |");
+    println!("|---|---:|---:|");
+    for (name, now, before) in [
+        (
+            "Flush: (b) / (d)",
+            &mut writer_share_flush,
+            &mut old_share_flush,
+        ),
+        (
+            "Sync: (b) / (d')",
+            &mut writer_share_sync,
+            &mut old_share_sync,
+        ),
+    ] {
+        let (n, b) = (median(now), median(before));
+        println!(
+            "| {name} | {n:.2}x {} | {b:.2}x {} |",
+            if n <= 1.2 { "MET" } else { "MISSED" },
+            if b <= 1.2 { "MET" } else { "MISSED" }
+        );
+    }
+    println!();
+    println!(
+        "| (e) A/B, interleaved: append_durable with the caller leading (new) vs the writer thread (old) | new µs | old µs | new / old (median of per-round ratios) | per-round ratios |"
+    );
+    println!("|---|---:|---:|---:|---|");
+    for (name, new, old, ratios) in [
+        ("Flush", &mut flush_med, &mut old_flush_med, &mut ab_flush),
+        ("Sync", &mut sync_med, &mut old_sync_med, &mut ab_sync),
+    ] {
+        let per_round = ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>();
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.2} | {per_round:?} |",
+            median(new),
+            median(old),
+            median(ratios)
+        );
+    }
+    println!(
+        "leader rounds per record in single-writer Flush (last round): {leader_rounds_per_rec:.2}"
+    );
     println!("fdatasyncs per record in single-writer Sync: {sync_syncs_per_rec:.2}");
     println!(
         "per-round medians µs raw {:?} raw-zeroed {:?} flush {:?} sync {:?}",
@@ -426,26 +513,35 @@ fn main() {
         median(&mut sync_all.clone()) / median(&mut raw_all.clone()),
     );
     println!();
-    println!("| (c) {WRITERS} concurrent writers x {PER_WRITER} | rec/s | flushes | flushes/record | fdatasyncs | largest batch | target |");
-    println!("|---|---:|---:|---:|---:|---:|---|");
-    for (d, rps, st) in &conc {
+    println!("| (c) {WRITERS} concurrent writers x {PER_WRITER} | commit | rec/s | flushes | flushes/record | fdatasyncs | largest batch | leader rounds | target |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+    for (d, leader, rps, st) in &conc {
         let fpr = st.flushes as f64 / st.appended as f64;
         println!(
-            "| {d:?} | {rps:.0} | {} | {fpr:.3} | {} | {} | <= 0.10 flushes/record {} |",
+            "| {d:?} | {} | {rps:.0} | {} | {fpr:.3} | {} | {} | {} | <= 0.10 flushes/record {} |",
+            if *leader { "leader" } else { "writer thread" },
             st.flushes,
             st.fdatasyncs,
             st.largest_batch,
+            st.leader_rounds,
             if fpr <= 0.1 { "MET" } else { "MISSED" }
         );
     }
     let raw_rps = 1e6 / rm;
     for want in [Durability::Flush, Durability::Sync] {
-        let mut v: Vec<f64> = conc.iter().filter(|c| c.0 == want).map(|c| c.1).collect();
-        let m = median(&mut v);
-        println!(
-            "(c) {want:?}: median {m:.0} rec/s = {:.2}x single-writer raw fdatasync rate",
-            m / raw_rps
-        );
+        for leader in [true, false] {
+            let mut v: Vec<f64> = conc
+                .iter()
+                .filter(|c| c.0 == want && c.1 == leader)
+                .map(|c| c.2)
+                .collect();
+            let m = median(&mut v);
+            println!(
+                "(c) {want:?}, {}: median {m:.0} rec/s = {:.2}x single-writer raw fdatasync rate",
+                if leader { "leader" } else { "writer thread" },
+                m / raw_rps
+            );
+        }
     }
     println!();
     println!("total bench time {:.1} s", started.elapsed().as_secs_f64());

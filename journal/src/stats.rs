@@ -14,8 +14,11 @@ pub struct JournalStats {
     pub flushes: u64,
     /// fdatasync calls on sled's data file (only in `Durability::Sync`).
     pub fdatasyncs: u64,
-    /// The most records the writer handed to sled in one batch.
+    /// The most records one commit round handed to sled.
     pub largest_batch: u64,
+    /// Commit rounds run by a waiting caller on its own thread (a leader), not by the writer
+    /// thread.
+    pub leader_rounds: u64,
     /// Durable points by operation kind ([`crate::Journal::wait_durable_for`]).
     pub durable_points: DurablePoints,
 }
@@ -27,6 +30,7 @@ pub(crate) struct Counters {
     pub flushes: AtomicU64,
     pub fdatasyncs: AtomicU64,
     pub largest_batch: AtomicU64,
+    pub leader_rounds: AtomicU64,
     pub points: PointCounters,
 }
 
@@ -42,6 +46,7 @@ impl Counters {
             flushes: self.flushes.load(Ordering::Relaxed),
             fdatasyncs: self.fdatasyncs.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            leader_rounds: self.leader_rounds.load(Ordering::Relaxed),
             durable_points: self.points.snapshot(),
         }
     }

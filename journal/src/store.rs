@@ -12,12 +12,12 @@ use crate::record::{ChainHash, Record};
 use crate::recover::{scan_on_open, OpenReport, SeqRange};
 use crate::segment::SegmentInfo;
 use crate::stats::{Counters, JournalStats};
-use crate::writer::{DurableState, Queue, Status};
+use crate::writer::{Committer, DurableState, Queue, Status};
 use lunledger_model::Event;
 use lunledger_model::OpId;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,8 +45,8 @@ pub(crate) struct View {
 /// State shared by handles, iterators and the writer thread. Field order is drop order: sled
 /// first, the directory lock last.
 pub(crate) struct Shared {
-    /// The writer holds a read guard across each batch (insert and flush), so a rotation, which
-    /// takes the write guard, never meets a half-written batch.
+    /// Every commit round holds a read guard across its batch (insert and flush), so a
+    /// rotation, which takes the write guard, never meets a half-written batch.
     pub view: RwLock<View>,
     /// Serialises everything that writes outside the writer thread (configuration, checkpoints,
     /// rotation, pruning), so a rotation copies a generation nobody else is changing.
@@ -60,6 +60,18 @@ pub(crate) struct Shared {
     pub seal_key: Option<crate::seal::SealKey>,
     pub flush_every: Option<Duration>,
     pub queue: Mutex<Queue>,
+    /// The commit lock: its holder (a leading waiter or the writer thread) runs the one commit
+    /// round in progress (see `writer.rs`). Taken before `view` (read) and `queue`, never while
+    /// holding either.
+    pub commit: Mutex<Committer>,
+    /// How far records were handed to sled, and flushed: the committer's, for the writer
+    /// thread's decision to wake without taking the commit lock.
+    pub stored: AtomicU64,
+    pub flushed: AtomicU64,
+    /// Whether waiters lead commit rounds (the default) or leave them all to the writer thread
+    /// (the design before issue #16 part 2, kept for the A/B benchmark).
+    pub lead: AtomicBool,
+    /// Wakes the writer thread.
     pub wake: Condvar,
     pub durable: Mutex<DurableState>,
     pub durable_cv: Condvar,
@@ -267,6 +279,7 @@ impl Journal {
         let initial = DurableState {
             seq: scan.last_seq,
             status: Status::Running,
+            epoch: 0,
         };
         let (durable_tx, _) = watch::channel(initial.clone());
         let (written_tx, _) = watch::channel(scan.last_seq);
@@ -284,6 +297,10 @@ impl Journal {
             seal_key: opts.seal_key.clone(),
             flush_every: opts.flush_every_ms.map(Duration::from_millis),
             queue: Mutex::new(Queue::new(scan.last_seq.saturating_add(1))),
+            commit: Mutex::new(Committer::new(scan.prev_hash, scan.last_seq)),
+            stored: AtomicU64::new(scan.last_seq),
+            flushed: AtomicU64::new(scan.last_seq),
+            lead: AtomicBool::new(true),
             wake: Condvar::new(),
             durable: Mutex::new(initial),
             durable_cv: Condvar::new(),
@@ -295,7 +312,7 @@ impl Journal {
             watermark,
             _lock: dir_lock,
         });
-        let writer = crate::writer::spawn(shared.clone(), scan.prev_hash, scan.last_seq)?;
+        let writer = crate::writer::spawn(shared.clone())?;
         Ok(Journal {
             inner: Arc::new(Inner {
                 shared,
@@ -351,20 +368,45 @@ impl Journal {
         Ok(last)
     }
 
-    /// Waits (asynchronously, without blocking the executor) until every record up to `seq` is
-    /// durable under the journal's mode. One flush serves every concurrent waiter.
+    /// Waits until every record up to `seq` is durable under the journal's mode. One flush
+    /// serves every concurrent waiter (group commit).
+    ///
+    /// On a multi-thread tokio runtime the first waiter that finds no flush in progress leads:
+    /// it hands the queued records to sled and flushes on its own thread, inside
+    /// [`tokio::task::block_in_place`] (the worker's other tasks move to another thread), so a
+    /// leader is busy for the length of its flush and cannot be cancelled during it; a caller
+    /// that must give up after a deadline (a disk that stops answering) uses
+    /// [`Journal::wait_durable_cancellable`]. Elsewhere (a current_thread runtime, another executor) the wait is asynchronous
+    /// and the journal's writer thread flushes.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
-        crate::writer::wait_durable(self.shared(), seq).await
+        crate::writer::wait_durable(self.shared(), seq, true).await
     }
 
     /// [`Journal::wait_durable`] as a durable point of operation `op`: counted in
     /// [`JournalStats::durable_points`] under the kind its `OpStarted` record named.
     pub async fn wait_durable_for(&self, op: OpId, seq: u64) -> Result<(), JournalError> {
         self.shared().counters.points.point(op);
-        crate::writer::wait_durable(self.shared(), seq).await
+        crate::writer::wait_durable(self.shared(), seq, true).await
     }
 
-    /// Blocking form of [`Journal::wait_durable`]; do not call it on an async executor thread.
+    /// [`Journal::wait_durable`] (a durable point of `op` when named) for a caller that must be
+    /// able to give up on the wait at any moment, such as one bounded by a timeout against a
+    /// disk that stops answering: it never leads the commit (a leader is busy on its own thread
+    /// for the length of its flush); the writer thread commits for it, with the thread hand-offs
+    /// that costs. Its records still share flushes with every other waiter.
+    pub async fn wait_durable_cancellable(
+        &self,
+        op: Option<OpId>,
+        seq: u64,
+    ) -> Result<(), JournalError> {
+        if let Some(op) = op {
+            self.shared().counters.points.point(op);
+        }
+        crate::writer::wait_durable(self.shared(), seq, false).await
+    }
+
+    /// Blocking form of [`Journal::wait_durable`] (the caller leads when no flush is in
+    /// progress); do not call it on an async executor thread.
     pub fn wait_durable_blocking(&self, seq: u64) -> Result<(), JournalError> {
         crate::writer::wait_durable_blocking(self.shared(), seq)
     }
@@ -479,6 +521,15 @@ impl Journal {
     #[cfg(feature = "testing")]
     pub fn crash(&self) -> Result<u64, JournalError> {
         crate::writer::crash(self.shared())
+    }
+
+    /// BENCHMARK SWITCH (issue #16 part 2's A/B): `false` leaves every commit round to the
+    /// writer thread, as before waiting callers led them (`true`, the default). Affects waits
+    /// that start afterwards; records, order and durability are the same either way.
+    #[doc(hidden)]
+    pub fn set_leader_commits(&self, on: bool) {
+        self.shared().lead.store(on, Ordering::SeqCst);
+        self.shared().wake.notify_all();
     }
 
     /// Counters of the journal's work since open.

@@ -1,10 +1,22 @@
-//! The writer thread and group commit.
+//! Group commit: a waiting caller leads, the writer thread drains the rest.
 //!
-//! `append` assigns the next sequence number under the queue lock and pushes the record; the
-//! single writer thread drains the whole queue, encodes each record chained to the one before,
-//! inserts it into sled in sequence order and, when any waiter needs durability, flushes once for
-//! the whole batch (sled `flush()`, plus fdatasync of sled's data file in `Durability::Sync`).
-//! It then publishes the new durable sequence number to every waiter at once.
+//! `append` assigns the next sequence number under the queue lock and pushes the record. Records
+//! reach sled in *commit rounds*, run by whoever holds the commit lock ([`Committer`]): a round
+//! takes the whole queue, encodes each record chained to the one before, inserts it into sled
+//! in sequence order and, when any waiter needs durability, flushes once for the whole batch
+//! (sled `flush()`, plus fdatasync of sled's data file in `Durability::Sync`), then publishes
+//! the new durable sequence number to every waiter at once.
+//!
+//! The first waiter that needs durability and finds the commit lock free becomes the leader and
+//! runs the round on its own thread (an async waiter inside `block_in_place` on a multi-thread
+//! tokio runtime); waiters arriving meanwhile are followers: the leader's flush covers them if
+//! their records were in its batch, and otherwise one of them leads the next round when the
+//! leader lets go (it bumps `DurableState::epoch` so that they look again). No thread hand-off
+//! is on that path. The writer thread remains for what has no leader: non-durable appends
+//! (inserted soon, flushed after `flush_every` idle), waiters that cannot block (a
+//! current_thread runtime) or must stay cancellable ([`crate::Journal::wait_durable_cancellable`]:
+//! a leader cannot be cancelled during its flush), waits given up on, the final flush on close,
+//! and the old design kept for the A/B benchmark ([`crate::Journal::set_leader_commits`]).
 
 use crate::codec::{chain_hash, encode_record, seq_key};
 use crate::error::JournalError;
@@ -15,9 +27,9 @@ use lunledger_model::Event;
 use lunledger_model::OpId;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub(crate) struct Pending {
     seq: u64,
@@ -29,7 +41,13 @@ pub(crate) struct Pending {
 pub(crate) struct Queue {
     pub next_seq: u64,
     pending: Vec<Pending>,
+    /// The highest sequence number any waiter needs durable.
     want_durable: u64,
+    /// The highest one a waiter that does not lead needs: the writer thread flushes for it.
+    writer_want: u64,
+    /// The highest one a waiter that may lead needs: a committer letting go of the commit lock
+    /// below it wakes the waiters, so that one of them leads.
+    leader_want: u64,
     pub shutdown: bool,
 }
 
@@ -39,7 +57,32 @@ impl Queue {
             next_seq,
             pending: Vec::new(),
             want_durable: 0,
+            writer_want: 0,
+            leader_want: 0,
             shutdown: false,
+        }
+    }
+}
+
+/// What the committer alone changes: the chain's head, how far records were handed to sled and
+/// how far they were flushed. Held in `Shared::commit`; whoever holds that lock (a leading
+/// waiter or the writer thread) is the only one taking records off the queue, so records reach
+/// sled in sequence order, one round at a time.
+pub(crate) struct Committer {
+    prev_hash: ChainHash,
+    written: u64,
+    durable: u64,
+    last_flush: Instant,
+}
+
+impl Committer {
+    /// The committer of a journal whose stored records end at `last`, chained to `prev_hash`.
+    pub fn new(prev_hash: ChainHash, last: u64) -> Committer {
+        Committer {
+            prev_hash,
+            written: last,
+            durable: last,
+            last_flush: Instant::now(),
         }
     }
 }
@@ -109,6 +152,9 @@ impl Failure {
 pub(crate) struct DurableState {
     pub seq: u64,
     pub status: Status,
+    /// Bumped when a committer lets go of the commit lock while a waiter still needs a flush:
+    /// a waiter that found the lock taken waits for this (or a new `seq`) and then tries to lead.
+    pub epoch: u64,
 }
 
 impl DurableState {
@@ -163,12 +209,17 @@ pub(crate) fn enqueue(
         last
     };
     Counters::add(&s.counters.appended, n);
-    s.wake.notify_one();
+    // A durable append's caller waits next and leads (or, when it cannot, wakes the writer
+    // then); a record nobody waits for is the writer thread's to hand to sled.
+    if !durable || !s.lead.load(Ordering::Relaxed) {
+        s.wake.notify_one();
+    }
     Ok(last)
 }
 
-/// Registers a need for durability up to `seq`; returns `Ok(true)` when already durable.
-fn register_wait(s: &Shared, seq: u64) -> Result<bool, JournalError> {
+/// Registers a need for durability up to `seq`; returns `Ok(true)` when already durable. A
+/// waiter that will not lead (`by_writer`) asks the writer thread to flush for it.
+fn register_wait(s: &Shared, seq: u64, by_writer: bool) -> Result<bool, JournalError> {
     Counters::add(&s.counters.durable_waits, 1);
     if s.halted.load(Ordering::SeqCst) {
         // A halted (crashed) journal answers no wait, not even for what is already durable.
@@ -190,54 +241,157 @@ fn register_wait(s: &Shared, seq: u64) -> Result<bool, JournalError> {
         return Err(JournalError::NotAssigned { seq, last });
     }
     q.want_durable = q.want_durable.max(seq);
-    drop(q);
-    s.wake.notify_one();
+    if by_writer {
+        q.writer_want = q.writer_want.max(seq);
+        drop(q);
+        s.wake.notify_one();
+    } else {
+        q.leader_want = q.leader_want.max(seq);
+    }
     Ok(false)
 }
 
-pub(crate) async fn wait_durable(s: &Shared, seq: u64) -> Result<(), JournalError> {
-    if register_wait(s, seq)? {
+/// Whether an async waiter may block its thread for a commit round: only inside a multi-thread
+/// tokio runtime, where `block_in_place` hands the worker's other tasks to another thread. On
+/// a current_thread runtime `block_in_place` would panic, and outside tokio the executor is
+/// unknown: the writer thread commits for those waiters.
+fn may_block_in_place() -> bool {
+    matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    )
+}
+
+/// The commit lock, if nobody holds it.
+fn try_lead(s: &Shared) -> Option<MutexGuard<'_, Committer>> {
+    match s.commit.try_lock() {
+        Ok(g) => Some(g),
+        // A round runs inside `catch_unwind`, so a poisoned lock holds a consistent committer
+        // (and a failed journal refuses every round anyway).
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Runs one commit round as leader, then lets go of the commit lock.
+fn lead(s: &Shared, mut guard: MutexGuard<'_, Committer>) {
+    Counters::add(&s.counters.leader_rounds, 1);
+    commit_round(s, &mut guard, false);
+    release(s, guard);
+}
+
+/// Lets go of the commit lock; when a waiter that may lead still needs a flush (it may have
+/// found the lock taken and be waiting for it), wakes the waiters so that one of them leads
+/// next. (Waiters that do not lead are the writer thread's: waking them would be spurious.)
+fn release(s: &Shared, guard: MutexGuard<'_, Committer>) {
+    drop(guard);
+    // A waiter registers its need before it tries the lock: one that found the lock taken
+    // registered before the `drop` above, so this sees it.
+    let needed = lock(&s.queue).leader_want > s.flushed.load(Ordering::SeqCst);
+    if needed {
+        publish(s, |st| st.epoch = st.epoch.wrapping_add(1));
+    }
+}
+
+/// The async durable wait; `may_lead`: the caller may commit on its own thread (else the
+/// writer thread commits for it, and the caller can give up on the wait at any time).
+pub(crate) async fn wait_durable(s: &Shared, seq: u64, may_lead: bool) -> Result<(), JournalError> {
+    let mut leads = may_lead && s.lead.load(Ordering::Relaxed) && may_block_in_place();
+    if register_wait(s, seq, !leads)? {
         return Ok(());
     }
+    // Subscribed (and the current state seen) before trying the lock: a leader's publish or
+    // release after that wakes this waiter.
     let mut rx = s.durable_tx.subscribe();
+    let abandoned = Abandoned(s);
     loop {
         {
             let st = rx.borrow_and_update();
             if st.seq >= seq {
+                std::mem::forget(abandoned);
                 return Ok(());
             }
             if let Some(e) = st.error() {
+                std::mem::forget(abandoned);
                 return Err(e);
+            }
+        }
+        if leads {
+            if let Some(guard) = try_lead(s) {
+                let ran = catch_unwind(AssertUnwindSafe(|| {
+                    tokio::task::block_in_place(|| lead(s, guard))
+                }));
+                if ran.is_err() {
+                    // `block_in_place` refused this thread (an executor inside the runtime
+                    // that may not block; a round's own panic is caught inside `lead`): the
+                    // guard was dropped unwinding, and the writer thread commits instead.
+                    leads = false;
+                    register_wait(s, seq, true)?;
+                    release_dropped(s);
+                }
+                continue;
             }
         }
         rx.changed().await.map_err(|_| JournalError::Closed)?;
     }
 }
 
+/// Dropped with an async wait that was given up on (its future dropped, a timeout): its
+/// records were queued for a leader that will not come, so the writer thread takes them, as
+/// it takes records nobody waits for.
+struct Abandoned<'a>(&'a Shared);
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        self.0.wake.notify_one();
+    }
+}
+
+/// After a commit lock was dropped without [`release`]: wake the waiters as `release` would.
+fn release_dropped(s: &Shared) {
+    publish(s, |st| st.epoch = st.epoch.wrapping_add(1));
+}
+
 pub(crate) fn wait_durable_blocking(s: &Shared, seq: u64) -> Result<(), JournalError> {
-    if register_wait(s, seq)? {
+    let leads = s.lead.load(Ordering::Relaxed);
+    if register_wait(s, seq, !leads)? {
         return Ok(());
     }
-    let mut st = lock(&s.durable);
     loop {
-        if st.seq >= seq {
-            return Ok(());
+        let epoch = {
+            let st = lock(&s.durable);
+            if st.seq >= seq {
+                return Ok(());
+            }
+            if let Some(e) = st.error() {
+                return Err(e);
+            }
+            st.epoch
+        };
+        if leads {
+            if let Some(guard) = try_lead(s) {
+                lead(s, guard);
+                continue;
+            }
         }
-        if let Some(e) = st.error() {
-            return Err(e);
+        let mut st = lock(&s.durable);
+        while st.epoch == epoch && st.seq < seq && st.error().is_none() {
+            st = s.durable_cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        st = s.durable_cv.wait(st).unwrap_or_else(|p| p.into_inner());
     }
 }
 
 fn publish(s: &Shared, update: impl FnOnce(&mut DurableState)) {
-    let snapshot = {
+    {
         let mut st = lock(&s.durable);
         update(&mut st);
-        st.clone()
-    };
+        // Sent under the lock: publishers on different threads (a leader's durable point, the
+        // previous leader's release, a halt) must reach the channel in the order they changed
+        // the state, or a stale snapshot could overwrite a newer one and leave its waiters
+        // asleep.
+        s.durable_tx.send_replace(st.clone());
+    }
     s.durable_cv.notify_all();
-    s.durable_tx.send_replace(snapshot);
 }
 
 pub(crate) fn halt(s: &Shared) {
@@ -265,8 +419,8 @@ pub(crate) fn crash(s: &Shared) -> Result<u64, JournalError> {
     // A checkpoint's rotation copies records into a new generation under `maint` and commits
     // it later: waiting for it keeps it from bringing back a record removed below.
     let _maint = lock(&s.maint);
-    // The writer holds a read guard across each batch and its flush: once this is granted, no
-    // record is being inserted or flushed, and none will be (the writer is halted).
+    // Every commit round holds a read guard across its batch and its flush: once this is
+    // granted, no record is being inserted or flushed, and none will be (the journal is halted).
     let view = s.view_write();
     let durable = lock(&s.durable).seq;
     let records = &view.active.records;
@@ -315,30 +469,22 @@ fn fail(s: &Shared, failure: Failure) {
     s.written_tx.send_modify(|_| {});
 }
 
-pub(crate) fn spawn(
-    shared: Arc<Shared>,
-    prev_hash: ChainHash,
-    last_written: u64,
-) -> Result<JoinHandle<()>, JournalError> {
+/// Starts the writer thread: it commits what no leader does (see the module documentation).
+pub(crate) fn spawn(shared: Arc<Shared>) -> Result<JoinHandle<()>, JournalError> {
     std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || {
             let s = &*shared;
-            match catch_unwind(AssertUnwindSafe(|| run(s, prev_hash, last_written))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => fail(s, Failure::of(&e)),
-                Err(p) => fail(s, Failure::Other(format!("panic: {}", panic_msg(&p)))),
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| run(s))) {
+                fail(s, Failure::Other(format!("panic: {}", panic_msg(&p))));
             }
         })
         .map_err(|e| JournalError::Internal(format!("cannot start writer thread: {e}")))
 }
 
-fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), JournalError> {
-    let mut durable = written;
-    let mut last_flush = std::time::Instant::now();
+fn run(s: &Shared) {
     loop {
-        let mut idle_flush = false;
-        let (batch, want, shutdown) = {
+        let (shutdown, idle) = {
             let mut q = lock(&s.queue);
             loop {
                 if s.halted.load(Ordering::SeqCst) {
@@ -347,88 +493,117 @@ fn run(s: &Shared, mut prev_hash: ChainHash, mut written: u64) -> Result<(), Jou
                             st.status = Status::Halted;
                         }
                     });
-                    return Ok(());
+                    return;
                 }
-                if q.shutdown || !q.pending.is_empty() || q.want_durable > durable {
-                    break;
+                let flushed = s.flushed.load(Ordering::SeqCst);
+                if q.shutdown || !q.pending.is_empty() || q.writer_want > flushed {
+                    break (q.shutdown, false);
                 }
                 match s.flush_every {
-                    Some(d) if written > durable => {
+                    Some(d) if s.stored.load(Ordering::SeqCst) > flushed => {
                         let (g, t) = s.wake.wait_timeout(q, d).unwrap_or_else(|p| p.into_inner());
                         q = g;
                         if t.timed_out() && q.pending.is_empty() {
-                            idle_flush = true;
-                            break;
+                            break (q.shutdown, true);
                         }
                     }
                     _ => q = s.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
                 }
             }
-            (std::mem::take(&mut q.pending), q.want_durable, q.shutdown)
         };
-
-        // Held until this batch is inserted and flushed: a rotation waits for it, so it never
-        // copies a generation with half a batch in it, nor loses a batch to the old one.
-        let view = s.view_read();
-        let n = batch.len() as u64;
-        for p in batch {
-            if s.halted.load(Ordering::SeqCst) {
-                break;
-            }
-            let rec = Record {
-                schema: SCHEMA_VERSION,
-                seq: p.seq,
-                ts_micros: p.ts_micros,
-                op: p.op,
-                event: p.event,
-                prev_hash,
-            };
-            let bytes = encode_record(&rec)?;
-            prev_hash = chain_hash(&bytes);
-            view.active
-                .records
-                .insert(seq_key(p.seq), bytes)
-                .map_err(|e| JournalError::storage("writing a record", view.active.dir(), e))?;
-            written = p.seq;
-        }
-        if n > 0 {
-            s.counters.largest_batch.fetch_max(n, Ordering::Relaxed);
-            s.written_tx.send_replace(written);
-        }
-        if s.halted.load(Ordering::SeqCst) {
-            drop(view);
-            continue;
-        }
+        // Waits for a leader's round, if one runs; the queue may be empty after it.
+        let mut w = lock(&s.commit);
         // Under a steady stream of non-durable appends the writer never idles: flush at least
         // every `flush_every` anyway, so `durable_seq` keeps up.
-        let periodic = s.flush_every.is_some_and(|d| last_flush.elapsed() >= d);
-        if written > durable && (want > durable || shutdown || idle_flush || periodic) {
-            if let Some(key) = &s.seal_key {
-                // In the same flush as the records it seals, and after them in sled's write
-                // order: a seal that survives a crash never names a record that did not.
-                let seal = crate::seal::seal_bytes(key, written, &prev_hash);
-                view.active
-                    .meta
-                    .insert(crate::store::META_SEAL, seal)
-                    .map_err(|e| JournalError::storage("sealing the head", view.active.dir(), e))?;
-            }
-            view.active.flush_durable(s.durability, &s.counters)?;
-            if let Err(e) = s.watermark.record(written) {
-                // Only the detection of lost records weakens; the records themselves are durable.
-                tracing::warn!(error = %e, "could not record the durable watermark");
-            }
-            last_flush = std::time::Instant::now();
-            durable = written;
-            publish(s, |st| st.seq = durable);
-        }
-        drop(view);
+        let periodic = s.flush_every.is_some_and(|d| w.last_flush.elapsed() >= d);
+        commit_round(s, &mut w, shutdown || idle || periodic);
+        release(s, w);
         if shutdown {
             publish(s, |st| {
                 if st.status == Status::Running {
                     st.status = Status::Closed;
                 }
             });
-            return Ok(());
+            return;
         }
     }
+}
+
+/// One commit round (the caller holds the commit lock): hands the queued records to sled in
+/// sequence order and flushes when a waiter needs it (or `force`: idle, periodic, closing).
+/// A failure stops the journal (fail-stop) and reaches every waiter as its typed error.
+fn commit_round(s: &Shared, w: &mut Committer, force: bool) {
+    match catch_unwind(AssertUnwindSafe(|| round(s, w, force))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => fail(s, Failure::of(&e)),
+        Err(p) => fail(s, Failure::Other(format!("panic: {}", panic_msg(&p)))),
+    }
+}
+
+fn round(s: &Shared, w: &mut Committer, force: bool) -> Result<(), JournalError> {
+    let (batch, want) = {
+        let mut q = lock(&s.queue);
+        if s.halted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        (std::mem::take(&mut q.pending), q.want_durable)
+    };
+    // Held until this batch is inserted and flushed: a rotation waits for it, so it never
+    // copies a generation with half a batch in it, nor loses a batch to the old one.
+    let view = s.view_read();
+    let n = batch.len() as u64;
+    for p in batch {
+        if s.halted.load(Ordering::SeqCst) {
+            break;
+        }
+        let rec = Record {
+            schema: SCHEMA_VERSION,
+            seq: p.seq,
+            ts_micros: p.ts_micros,
+            op: p.op,
+            event: p.event,
+            prev_hash: w.prev_hash,
+        };
+        let bytes = encode_record(&rec)?;
+        let hash = chain_hash(&bytes);
+        view.active
+            .records
+            .insert(seq_key(p.seq), bytes)
+            .map_err(|e| JournalError::storage("writing a record", view.active.dir(), e))?;
+        w.prev_hash = hash;
+        w.written = p.seq;
+    }
+    if n > 0 {
+        s.counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+        s.stored.store(w.written, Ordering::SeqCst);
+        s.written_tx.send_replace(w.written);
+    }
+    if s.halted.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    if w.written > w.durable && (want > w.durable || force) {
+        if let Some(key) = &s.seal_key {
+            // In the same flush as the records it seals, and after them in sled's write
+            // order: a seal that survives a crash never names a record that did not.
+            let seal = crate::seal::seal_bytes(key, w.written, &w.prev_hash);
+            view.active
+                .meta
+                .insert(crate::store::META_SEAL, seal)
+                .map_err(|e| JournalError::storage("sealing the head", view.active.dir(), e))?;
+        }
+        view.active.flush_durable(s.durability, &s.counters)?;
+        if let Err(e) = s.watermark.record(w.written) {
+            // Only the detection of lost records weakens; the records themselves are durable.
+            tracing::warn!(error = %e, "could not record the durable watermark");
+        }
+        w.last_flush = Instant::now();
+        w.durable = w.written;
+        s.flushed.store(w.durable, Ordering::SeqCst);
+        // Published under the view's read guard: `crash` (which takes the write guard) sees
+        // every flush's durable point.
+        let durable = w.durable;
+        publish(s, |st| st.seq = st.seq.max(durable));
+    }
+    drop(view);
+    Ok(())
 }

@@ -173,12 +173,10 @@ impl Inner {
     /// journal counts those per operation kind).
     async fn durable_point(&self, op: Option<OpId>, seq: u64) -> Result<()> {
         let limit = self.opts.durable_timeout;
-        let wait = async {
-            match op {
-                Some(op) => self.journal.wait_durable_for(op, seq).await,
-                None => self.journal.wait_durable(seq).await,
-            }
-        };
+        // A wait the timeout can end at any moment: it never leads the journal's commit (a
+        // leader is busy on its own thread for its flush, and a disk that stopped answering
+        // must not hold this operation past `durable_timeout`); the writer thread commits.
+        let wait = self.journal.wait_durable_cancellable(op, seq);
         let waited = tokio::time::timeout(limit, wait).await;
         let res = waited.unwrap_or_else(|_| {
             // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
