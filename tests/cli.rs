@@ -897,10 +897,52 @@ fn qemu_demo_recovers_from_a_kill_and_ends_empty() {
     );
 }
 
+/// `lunledger replay DIR --follow --json` running, with its stdout read on a thread; killed and
+/// reaped when dropped, so that a test failing half way does not leave it running.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Follower {
+    /// The next JSON line it printed, waiting up to `limit`.
+    fn next(&self, limit: std::time::Duration) -> Result<Value, std::sync::mpsc::RecvTimeoutError> {
+        self.lines.recv_timeout(limit)
+    }
+}
+
+/// Starts `lunledger replay DIR --follow --json` (stdout and stderr piped) on the journal in `dir`.
+fn spawn_follower(dir: &Path) -> Follower {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lunledger"))
+        .args(["replay", dir.to_str().unwrap(), "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    Follower { child, lines }
+}
+
 #[test]
 fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::mpsc;
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
@@ -922,35 +964,10 @@ fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
     };
     settle(&m);
     let before = m.state().last_seq;
-    let child = Command::new(env!("CARGO_BIN_EXE_lunledger"))
-        .args(["replay", dir.path().to_str().unwrap(), "--follow", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Ends the follower even when an assertion fails half way.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut guard = Reap(child);
-    let child = &mut guard.0;
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
+    let mut follower = spawn_follower(dir.path());
     let next = |what: &str| {
-        rx.recv_timeout(Duration::from_secs(10))
+        follower
+            .next(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
     };
     for seq in 1..=before {
@@ -968,6 +985,7 @@ fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
         assert_eq!(v["owner"], "c2", "{v}");
     }
     // Ctrl-C ends the loop cleanly.
+    let child = &mut follower.child;
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0);
     let status = child.wait().unwrap();
@@ -983,8 +1001,6 @@ fn follow_prints_new_records_of_a_live_journal_until_ctrl_c() {
 /// (the journal closed, unlocked, then opened again and recovered).
 #[test]
 fn follow_survives_checkpoints_rotations_and_a_restart_of_the_shim() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::mpsc;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
@@ -1016,38 +1032,14 @@ fn follow_survives_checkpoints_rotations_and_a_restart_of_the_shim() {
     };
     let m = open_shim();
     churn(&m, "a", 3);
-    let child = Command::new(env!("CARGO_BIN_EXE_lunledger"))
-        .args(["replay", dir.path().to_str().unwrap(), "--follow", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut guard = Reap(child);
-    let out = guard.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<u64>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if tx.send(v["seq"].as_u64().unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let follower = spawn_follower(dir.path());
     let mut seen = Vec::new();
     let mut read_up_to = |last: u64, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while seen.last().copied().unwrap_or(0) < last {
             let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(seq) => seen.push(seq),
+            match follower.next(left) {
+                Ok(v) => seen.push(v["seq"].as_u64().unwrap()),
                 Err(e) => panic!("{what}: waiting for seq {last}, have {seen:?}: {e}"),
             }
         }

@@ -32,6 +32,27 @@ fn timeline(journal: &Path, out: &Path) -> (PathBuf, Value) {
     (page, data)
 }
 
+/// Runs `lunledger demo` with its journal in `dir/journal`, then writes its timeline into `dir`
+/// ([`timeline`]).
+fn demo_timeline(dir: &Path) -> (PathBuf, Value) {
+    let journal = dir.join("journal");
+    let o = cli(&["demo", "--journal", journal.to_str().unwrap()]);
+    assert!(o.status.success(), "demo: {}", text(&o));
+    timeline(&journal, dir)
+}
+
+/// The number of the add the demo's recovery rolled back, from the timeline's data.
+fn rolled_back_op(data: &Value) -> u64 {
+    data["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["outcome"] == "rolled-back")
+        .unwrap()["op"]
+        .as_u64()
+        .unwrap()
+}
+
 /// The DOM of `url` once the page's first render ran. Chromium's `--dump-dom` was seen (2 runs
 /// in ~10, only with other tests loading both cores) to dump a page whose inline script had not
 /// run yet, with no script error: such a dump is taken again (at most twice, said on stderr,
@@ -115,10 +136,7 @@ fn marks_in(data: &Value) -> usize {
 #[test]
 fn the_demo_timeline_renders_in_chromium_and_shows_the_crash_and_the_rollback() {
     let tmp = common::tempdir();
-    let journal = tmp.path().join("journal");
-    let o = cli(&["demo", "--journal", journal.to_str().unwrap()]);
-    assert!(o.status.success(), "demo: {}", text(&o));
-    let (page, data) = timeline(&journal, tmp.path());
+    let (page, data) = demo_timeline(tmp.path());
     let dom = &dump_rendered(&file_url(&page, ""));
     assert_clean(dom);
     let svg = svg_of(dom);
@@ -179,18 +197,8 @@ fn the_demo_timeline_renders_in_chromium_and_shows_the_crash_and_the_rollback() 
 #[test]
 fn a_link_selects_an_operation_and_dims_the_rest() {
     let tmp = common::tempdir();
-    let journal = tmp.path().join("journal");
-    let o = cli(&["demo", "--journal", journal.to_str().unwrap()]);
-    assert!(o.status.success(), "demo: {}", text(&o));
-    let (page, data) = timeline(&journal, tmp.path());
-    let rolled = data["ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["outcome"] == "rolled-back")
-        .unwrap()["op"]
-        .as_u64()
-        .unwrap();
+    let (page, data) = demo_timeline(tmp.path());
+    let rolled = rolled_back_op(&data);
     let plain = dump_rendered(&file_url(&page, ""));
     assert_clean(&plain);
     assert!(
@@ -273,18 +281,8 @@ fn wide_zoom_draws_aggregates_and_zooming_in_draws_marks() {
 #[test]
 fn hover_shows_the_records_click_selects_wheel_zooms_and_drag_pans() {
     let tmp = common::tempdir();
-    let journal = tmp.path().join("journal");
-    let o = cli(&["demo", "--journal", journal.to_str().unwrap()]);
-    assert!(o.status.success(), "demo: {}", text(&o));
-    let (page, data) = timeline(&journal, tmp.path());
-    let rolled = data["ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["outcome"] == "rolled-back")
-        .unwrap()["op"]
-        .as_u64()
-        .unwrap();
+    let (page, data) = demo_timeline(tmp.path());
+    let rolled = rolled_back_op(&data);
     let harness = tmp.path().join("harness.html");
     std::fs::write(&harness, HARNESS).unwrap();
     let run = common::chromium::run(

@@ -4,19 +4,19 @@
 //! this explores it over random event streams from a small alphabet (few ops, slots, mounts
 //! and handles, so events collide often and most are refused).
 
+mod common;
+
 use lunledger_model::{
-    DiskKind, DiskSpec, Drift, Event, GuestOs, ManagerConfig, MountSpec, OpKind, Resolution, Slot,
-    Step, Target,
+    DiskSpec, Drift, Event, GuestOs, ManagerConfig, MountSpec, OpKind, Resolution, Slot, Step,
+    Target,
 };
 use lunledger_recovery::State;
 use proptest::prelude::*;
 
 fn disk(i: u8) -> DiskSpec {
     DiskSpec {
-        path: format!("/img/{i}.vhdx"),
         read_only: i % 2 == 0,
-        kind: DiskKind::VirtualDisk,
-        evd_type: None,
+        ..common::disk(&format!("/img/{i}.vhdx"))
     }
 }
 
@@ -118,31 +118,16 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn configured(guest: GuestOs) -> State {
-    let mut s = State::new();
-    let setup = [
-        Event::OpStarted {
-            kind: OpKind::Configure,
+    common::fold(&common::configure(ManagerConfig {
+        controllers: 2,
+        luns_per_controller: 2,
+        mount_format: match guest {
+            GuestOs::Linux => "/m%d".into(),
+            GuestOs::Windows => r"c:\m%d".into(),
         },
-        Event::ConfigSet {
-            config: ManagerConfig {
-                controllers: 2,
-                luns_per_controller: 2,
-                mount_format: match guest {
-                    GuestOs::Linux => "/m%d".into(),
-                    GuestOs::Windows => r"c:\m%d".into(),
-                },
-                reserved: vec![],
-                guest,
-            },
-        },
-        Event::OpFinished,
-    ];
-    for ev in &setup {
-        if let Err(e) = s.apply_next(1, ev) {
-            panic!("setup: {e}");
-        }
-    }
-    s
+        reserved: vec![],
+        guest,
+    }))
 }
 
 /// Events that might fit `s` next, built from what it holds (its operations, slots, mounts

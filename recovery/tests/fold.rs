@@ -1,51 +1,11 @@
 //! The fold: events that fit change the state; events that do not are rejected and change
 //! nothing; the planner is pure.
 
-use lunledger_model::{
-    DiskKind, DiskSpec, Event, ManagerConfig, MountSpec, OpKind, Resolution, Slot, Step, Target,
-};
-use lunledger_recovery::{plan, Action, AttachPhase, Observation, RecoveryPolicy, State};
+mod common;
 
-fn disk(p: &str) -> DiskSpec {
-    DiskSpec {
-        path: p.into(),
-        read_only: false,
-        kind: DiskKind::VirtualDisk,
-        evd_type: None,
-    }
-}
-
-fn configured() -> State {
-    let mut s = State::new();
-    s.apply_next(
-        1,
-        &Event::OpStarted {
-            kind: OpKind::Configure,
-        },
-    )
-    .unwrap();
-    s.apply_next(
-        1,
-        &Event::ConfigSet {
-            config: ManagerConfig::lcow_default(),
-        },
-    )
-    .unwrap();
-    s.apply_next(1, &Event::OpFinished).unwrap();
-    s
-}
-
-fn add_kind(p: &str) -> OpKind {
-    OpKind::Add {
-        disk: disk(p),
-        mount: None,
-        requested_path: None,
-        owner: None,
-        vm_id: None,
-    }
-}
-
-const S: Slot = Slot::new(0, 0);
+use common::{add_kind, add_reserved, add_until_attach_intent, configured, disk, fold, S};
+use lunledger_model::{Event, GuestOs, MountSpec, OpKind, Resolution, Slot, Step, Target};
+use lunledger_recovery::{plan, Action, AttachPhase, Observation, RecoveryPolicy};
 
 #[test]
 fn events_that_do_not_fit_are_rejected_and_change_nothing() {
@@ -53,7 +13,7 @@ fn events_that_do_not_fit_are_rejected_and_change_nothing() {
     s.apply_next(
         2,
         &Event::OpStarted {
-            kind: add_kind("a"),
+            kind: add_kind("a", None),
         },
     )
     .unwrap();
@@ -93,7 +53,7 @@ fn a_full_add_and_release_returns_to_empty() {
         (
             2,
             Event::OpStarted {
-                kind: add_kind("a"),
+                kind: add_kind("a", None),
             },
         ),
         (
@@ -182,31 +142,7 @@ fn a_full_add_and_release_returns_to_empty() {
 
 #[test]
 fn an_add_caught_mid_attach_is_resolved_then_rolled_back() {
-    let mut s = configured();
-    s.apply_next(
-        2,
-        &Event::OpStarted {
-            kind: add_kind("a"),
-        },
-    )
-    .unwrap();
-    s.apply_next(
-        2,
-        &Event::AttachReserved {
-            slot: S,
-            attach: 1,
-            disk: disk("a"),
-        },
-    )
-    .unwrap();
-    s.apply_next(
-        2,
-        &Event::StepIntent {
-            step: Step::Attach,
-            target: Target::Slot(S),
-        },
-    )
-    .unwrap();
+    let s = fold(&add_until_attach_intent(GuestOs::Linux));
     assert_eq!(s.attachments[&S].phase, AttachPhase::Attaching);
     let blind = plan(&s, &Observation::default(), &RecoveryPolicy::default()).unwrap();
     assert_eq!(
@@ -242,23 +178,7 @@ fn an_add_caught_mid_attach_is_resolved_then_rolled_back() {
 
 #[test]
 fn mount_keys_compare_sorted_options() {
-    let mut s = configured();
-    s.apply_next(
-        2,
-        &Event::OpStarted {
-            kind: add_kind("a"),
-        },
-    )
-    .unwrap();
-    s.apply_next(
-        2,
-        &Event::AttachReserved {
-            slot: S,
-            attach: 1,
-            disk: disk("a"),
-        },
-    )
-    .unwrap();
+    let mut s = fold(&add_reserved(GuestOs::Linux));
     let spec = MountSpec {
         options: vec!["b".into(), "a".into()],
         ..Default::default()
@@ -295,7 +215,7 @@ fn next_mount_path_skips_held_indexes_and_paths_and_stops_on_a_bad_format() {
         s.apply_next(
             op,
             &Event::OpStarted {
-                kind: add_kind(path),
+                kind: add_kind(path, None),
             },
         )
         .unwrap();

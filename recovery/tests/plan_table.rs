@@ -2,130 +2,17 @@
 //! what the VM reports and the policy, and the actions the planner must return, in order.
 //! Adding a recovery case is adding a row.
 
+mod common;
+
+use common::{
+    add_until_attach_intent, attached_with_handle, configure, fold, release_started, ATTACH, S,
+};
 use lunledger_model::{
-    AttachId, DiskKind, DiskSpec, Drift, Event, ManagerConfig, OpId, OpKind, Resolution, Slot,
-    Step, Target,
+    AttachId, Drift, Event, GuestOs, ManagerConfig, OpId, Resolution, Slot, Step, Target,
 };
 use lunledger_recovery::{
-    plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest, State,
+    plan, Action, Observation, RecoveryPolicy, ReleaseEnd, SeenAttachment, SeenGuest,
 };
-
-const S: Slot = Slot::new(0, 0);
-const ATTACH: AttachId = 1;
-
-fn disk() -> DiskSpec {
-    DiskSpec {
-        path: "/img/a.vhdx".into(),
-        read_only: false,
-        kind: DiskKind::VirtualDisk,
-        evd_type: None,
-    }
-}
-
-/// Events by operation: op 1 configures; later ops as the row says.
-fn configure() -> Vec<(OpId, Event)> {
-    vec![
-        (
-            1,
-            Event::OpStarted {
-                kind: OpKind::Configure,
-            },
-        ),
-        (
-            1,
-            Event::ConfigSet {
-                config: ManagerConfig::lcow_default(),
-            },
-        ),
-        (1, Event::OpFinished),
-    ]
-}
-
-/// Op 2: an add of `disk()` at `S`, up to the attach intent.
-fn add_until_attach_intent() -> Vec<(OpId, Event)> {
-    let mut ev = configure();
-    ev.extend([
-        (
-            2,
-            Event::OpStarted {
-                kind: OpKind::Add {
-                    disk: disk(),
-                    mount: None,
-                    requested_path: None,
-                    owner: None,
-                    vm_id: None,
-                },
-            },
-        ),
-        (
-            2,
-            Event::AttachReserved {
-                slot: S,
-                attach: ATTACH,
-                disk: disk(),
-            },
-        ),
-        (
-            2,
-            Event::StepIntent {
-                step: Step::Attach,
-                target: Target::Slot(S),
-            },
-        ),
-    ]);
-    ev
-}
-
-/// Op 2 finished: handle 1 holds `disk()` at `S`.
-fn attached_with_handle() -> Vec<(OpId, Event)> {
-    let mut ev = add_until_attach_intent();
-    ev.extend([
-        (
-            2,
-            Event::StepDone {
-                step: Step::Attach,
-                target: Target::Slot(S),
-            },
-        ),
-        (
-            2,
-            Event::HandleIssued {
-                handle: 1,
-                slot: S,
-                mount: None,
-                owner: None,
-            },
-        ),
-        (2, Event::OpFinished),
-    ]);
-    ev
-}
-
-/// Op 3 released handle 1 up to its dropped reference (no teardown step journaled yet).
-fn release_started() -> Vec<(OpId, Event)> {
-    let mut ev = attached_with_handle();
-    ev.extend([
-        (
-            3,
-            Event::OpStarted {
-                kind: OpKind::Release { handle: 1 },
-            },
-        ),
-        (3, Event::ReleaseStarted { handle: 1 }),
-        (3, Event::AttachRefDropped { slot: S }),
-    ]);
-    ev
-}
-
-fn fold(events: &[(OpId, Event)]) -> State {
-    let mut s = State::new();
-    for (op, ev) in events {
-        if let Err(e) = s.apply_next(*op, ev) {
-            panic!("fixture event {ev:?} does not fit: {e}");
-        }
-    }
-    s
-}
 
 fn host(slots: &[(Slot, Option<AttachId>)]) -> Option<Vec<SeenAttachment>> {
     Some(
@@ -171,7 +58,7 @@ fn rows() -> Vec<Row> {
     vec![
         Row {
             name: "a clean journal and an empty VM: nothing to do",
-            events: configure(),
+            events: configure(ManagerConfig::lcow_default()),
             seen: Observation {
                 host: host(&[]),
                 guest: guest(&[]),
@@ -183,7 +70,7 @@ fn rows() -> Vec<Row> {
             // The rollback tears down what its dropped references leave due (an idempotent
             // detach here): no separate teardown action.
             name: "attach outcome lost, VM not asked: assume it happened, roll the add back",
-            events: add_until_attach_intent(),
+            events: add_until_attach_intent(GuestOs::Linux),
             seen: blind.clone(),
             policy: keep.clone(),
             want: vec![
@@ -193,7 +80,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "attach outcome lost, the host shows it: it happened; roll the add back",
-            events: add_until_attach_intent(),
+            events: add_until_attach_intent(GuestOs::Linux),
             seen: Observation {
                 host: host(&[(S, Some(ATTACH))]),
                 guest: guest(&[S]),
@@ -206,7 +93,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "attach outcome lost, the host lacks it: it did not happen; roll back only",
-            events: add_until_attach_intent(),
+            events: add_until_attach_intent(GuestOs::Linux),
             seen: Observation {
                 host: host(&[]),
                 guest: guest(&[]),
@@ -219,7 +106,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "a held attachment the host lost is marked lost",
-            events: attached_with_handle(),
+            events: attached_with_handle(GuestOs::Linux),
             seen: Observation {
                 host: host(&[]),
                 guest: guest(&[]),
@@ -229,7 +116,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "a held attachment the host shows: nothing to do",
-            events: attached_with_handle(),
+            events: attached_with_handle(GuestOs::Linux),
             seen: Observation {
                 host: host(&[(S, Some(ATTACH))]),
                 guest: guest(&[S]),
@@ -239,7 +126,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "a release caught after dropping its reference is finished, then torn down",
-            events: release_started(),
+            events: release_started(GuestOs::Linux),
             seen: Observation {
                 host: host(&[(S, Some(ATTACH))]),
                 guest: guest(&[S]),
@@ -256,7 +143,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "a foreign disk is reported, not touched, by default",
-            events: configure(),
+            events: configure(ManagerConfig::lcow_default()),
             seen: Observation {
                 host: host(&[(stray, None)]),
                 guest: guest(&[stray]),
@@ -272,7 +159,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "a foreign disk is detached when the policy says so",
-            events: configure(),
+            events: configure(ManagerConfig::lcow_default()),
             seen: Observation {
                 host: host(&[(stray, None)]),
                 guest: guest(&[stray]),

@@ -3,52 +3,25 @@
 //! the VM no longer holds is run again, not reported lost; the live manager's rule and the
 //! planner's are one (`settle`).
 
-use lunledger_model::{
-    DiskKind, DiskSpec, Event, ManagerConfig, MountSpec, OpKind, Resolution, Slot, Step, Target,
-};
+mod common;
+
+use common::{add_kind, configured, disk, S};
+use lunledger_model::{Event, MountSpec, Resolution, Step, Target};
 use lunledger_recovery::{
     plan, settle, Action, Observation, RecoveryPolicy, SeenAttachment, SeenGuest, Settled, State,
 };
 
-const S: Slot = Slot::new(0, 0);
-
-fn disk() -> DiskSpec {
-    DiskSpec {
-        path: "a".into(),
-        read_only: false,
-        kind: DiskKind::VirtualDisk,
-        evd_type: None,
-    }
-}
-
 /// An add whose plan (attachment at `S`, mount 1 at `/m0`) is all that survived.
 fn planned() -> State {
-    let mut s = State::new();
-    let configure = OpKind::Configure;
-    s.apply_next(1, &Event::OpStarted { kind: configure })
-        .unwrap();
-    s.apply_next(
-        1,
-        &Event::ConfigSet {
-            config: ManagerConfig::lcow_default(),
-        },
-    )
-    .unwrap();
-    s.apply_next(1, &Event::OpFinished).unwrap();
-    let add = OpKind::Add {
-        disk: disk(),
-        mount: Some(MountSpec::default()),
-        requested_path: None,
-        owner: None,
-        vm_id: None,
-    };
+    let mut s = configured();
+    let add = add_kind("a", Some(MountSpec::default()));
     s.apply_next(2, &Event::OpStarted { kind: add }).unwrap();
     s.apply_next(
         2,
         &Event::AttachReserved {
             slot: S,
             attach: 1,
-            disk: disk(),
+            disk: disk("a"),
         },
     )
     .unwrap();

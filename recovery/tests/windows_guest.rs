@@ -1,92 +1,14 @@
 //! A Windows guest in the fold, the invariants and the planner: no unplug step anywhere.
 
-use lunledger_model::{
-    DiskKind, DiskSpec, Event, GuestOs, ManagerConfig, OpKind, Slot, Step, Target,
-};
+mod common;
+
+use common::{fold, release_started, S};
+use lunledger_model::{Event, GuestOs, Step, Target};
 use lunledger_recovery::{plan, Action, AttachPhase, Observation, RecoveryPolicy, State};
 
-const S: Slot = Slot::new(0, 0);
-
+/// Handle 1's release caught after dropping the last reference to its attachment at `S`.
 fn with_attachment(guest: GuestOs) -> State {
-    let config = match guest {
-        GuestOs::Linux => ManagerConfig::lcow_default(),
-        GuestOs::Windows => ManagerConfig::wcow_default(),
-    };
-    let t = Target::Slot(S);
-    let disk = DiskSpec {
-        path: "a".into(),
-        read_only: false,
-        kind: DiskKind::VirtualDisk,
-        evd_type: None,
-    };
-    let steps = [
-        (
-            1,
-            Event::OpStarted {
-                kind: OpKind::Configure,
-            },
-        ),
-        (1, Event::ConfigSet { config }),
-        (1, Event::OpFinished),
-        (
-            2,
-            Event::OpStarted {
-                kind: OpKind::Add {
-                    disk: disk.clone(),
-                    mount: None,
-                    requested_path: None,
-                    owner: None,
-                    vm_id: None,
-                },
-            },
-        ),
-        (
-            2,
-            Event::AttachReserved {
-                slot: S,
-                attach: 1,
-                disk,
-            },
-        ),
-        (
-            2,
-            Event::StepIntent {
-                step: Step::Attach,
-                target: t,
-            },
-        ),
-        (
-            2,
-            Event::StepDone {
-                step: Step::Attach,
-                target: t,
-            },
-        ),
-        (
-            2,
-            Event::HandleIssued {
-                handle: 1,
-                slot: S,
-                mount: None,
-                owner: None,
-            },
-        ),
-        (2, Event::OpFinished),
-        (
-            3,
-            Event::OpStarted {
-                kind: OpKind::Release { handle: 1 },
-            },
-        ),
-        (3, Event::ReleaseStarted { handle: 1 }),
-        (3, Event::AttachRefDropped { slot: S }),
-    ];
-    let mut s = State::new();
-    for (op, ev) in &steps {
-        s.apply_next(*op, ev)
-            .unwrap_or_else(|e| panic!("{ev:?}: {e}"));
-    }
-    s
+    fold(&release_started(guest))
 }
 
 #[test]

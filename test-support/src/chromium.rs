@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// What one run printed and how long it took.
+#[derive(Debug)]
 pub struct Run {
     /// Standard output (the DOM, for `--dump-dom`).
     pub stdout: String,

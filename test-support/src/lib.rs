@@ -7,7 +7,7 @@
 //!
 //! The crash points and storage faults some of them use need the `testing` feature (it turns on
 //! `lunledger/testing`); the main crate's own `testing` feature turns it on here.
-#![allow(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod chromium;
 pub mod cli;
@@ -50,10 +50,12 @@ pub fn config_for(guest: GuestOs) -> ManagerConfig {
     }
 }
 
+/// Opens a manager on `dir` with `vm`'s backends and [`config`]; panics if it cannot.
 pub async fn open(dir: &Path, vm: &SimVm) -> Manager {
     open_opts(dir, vm, ManagerOptions::new(config())).await
 }
 
+/// [`open`] with `opts` (a test's own configuration or options) instead of [`config`]'s defaults.
 pub async fn open_opts(dir: &Path, vm: &SimVm, opts: ManagerOptions) -> Manager {
     match Manager::open_with(dir, opts, vm.host_backend(), vm.guest_backend()).await {
         Ok(m) => m,
@@ -103,12 +105,14 @@ pub fn assert_vm_matches(m: &Manager, vm: &SimVm) {
     }
 }
 
+/// A fresh temporary directory for a journal (removed when dropped); panics if none can be made.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
 }
 
 /// A child process the kill -9 tests run and SIGKILL: it prints `got N` when an add returned
 /// handle N and `releasing N` before it starts releasing N.
+#[derive(Debug)]
 pub struct Victim {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
@@ -128,6 +132,7 @@ impl Drop for Victim {
 
 /// What a killed child reported: handles it got, and handles it had started releasing (those
 /// may be live or released after recovery; the others must be live).
+#[derive(Debug)]
 pub struct Reported {
     /// `got N` lines.
     pub got: BTreeSet<lunledger::model::HandleId>,

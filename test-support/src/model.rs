@@ -28,8 +28,12 @@ pub const DISKS: u8 = 3;
 /// The disk kind an add asks for.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
+    /// `add_virtual_disk`, host path `/d/N`.
     Virtual,
+    /// `add_physical_disk`, at the same host path as [`Kind::Virtual`]: only the kind tells the
+    /// two apart.
     Physical,
+    /// `add_extensible_virtual_disk`, host path `evd://t/dN`.
     Evd,
 }
 
@@ -37,10 +41,15 @@ pub enum Kind {
 /// must share a mount.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MountChoice {
+    /// The default mount: no options.
     Plain,
+    /// The option `ro`.
     Ro,
+    /// The options `a` and `b`.
     OptsAb,
+    /// The options `b` and `a`: the same mount as [`MountChoice::OptsAb`].
     OptsBa,
+    /// A block-device mount (`MountConfig::block_dev`).
     BlockDev,
 }
 
@@ -73,12 +82,16 @@ impl MountChoice {
 pub struct AddArgs {
     /// Disk number (taken modulo [`DISKS`]).
     pub disk: u8,
+    /// Which add call, and the form of the host path.
     pub kind: Kind,
+    /// Whether the disk is attached read-only (part of what decides sharing).
     pub read_only: bool,
+    /// The mount asked for; `None`: attach only (then a requested path is invalid).
     pub mount: Option<MountChoice>,
     /// Requested guest path: 0 and 1 are `/g/0`, `/g/1`; 2 and 3 are what the mount format
     /// generates for indexes 0 and 1 (a generated path must never collide with them).
     pub path: Option<u8>,
+    /// Owner label: `c0`, `c1` or `c2` (taken modulo 3); `None`: no owner.
     pub owner: Option<u8>,
 }
 
@@ -145,7 +158,9 @@ impl AddArgs {
 /// A backend step an add is made to fail at.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddFault {
+    /// The attach of a new attachment (an add that shares one makes no attach call).
     Attach,
+    /// The mount of a new mount (an add that shares one makes no mount call).
     Mount,
 }
 
@@ -160,8 +175,11 @@ fn release_op(f: ReleaseFault) -> SimOp {
 /// A teardown step a release is made to fail at.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseFault {
+    /// The guest unmount of a mount whose last reference went.
     Unmount,
+    /// The guest unplug of an attachment whose last reference went (a Windows guest has none).
     Unplug,
+    /// The host detach, the last teardown step.
     Detach,
 }
 
@@ -169,32 +187,42 @@ pub enum ReleaseFault {
 /// order), so every generated sequence is valid and shrinks well.
 #[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// An add with no fault.
     Add(AddArgs),
     /// Releases (or retries the failed release of) a handle.
     Release {
+        /// Which live handle (by position, see [`Op`]).
         handle: u8,
     },
     /// Releases a handle with the first backend call of `fault`'s kind failing once.
     ReleaseFailing {
+        /// Which live handle (by position, see [`Op`]).
         handle: u8,
+        /// The teardown step that fails.
         fault: ReleaseFault,
     },
     /// Releases a handle with the first backend call of `fault`'s kind taking effect on the VM
     /// and then reporting a timeout (its outcome unknown to the manager).
     ReleaseTimingOut {
+        /// Which live handle (by position, see [`Op`]).
         handle: u8,
+        /// The teardown step that takes effect, then times out.
         fault: ReleaseFault,
     },
     /// Adds with the first backend call of `fault`'s kind failing once.
     AddFailing {
+        /// The add.
         args: AddArgs,
+        /// The step that fails.
         fault: AddFault,
     },
     /// Adds with the first backend call of `fault`'s kind taking effect on the VM and then
     /// reporting a timeout: the manager must settle it with `inspect` (it happened), so the add
     /// succeeds exactly as a plain one would, and nothing is attached or mounted twice.
     AddTimingOut {
+        /// The add.
         args: AddArgs,
+        /// The step that takes effect, then times out.
         fault: AddFault,
     },
     /// Adds with backend latency and drops the caller's future before it completes.
@@ -204,12 +232,16 @@ pub enum Op {
     AddTwiceConcurrently(AddArgs),
     /// Adds with the crash hook armed to crash at the `point`-th crash point, then restarts.
     CrashInAdd {
+        /// The add.
         args: AddArgs,
+        /// The crash point to crash at: the (`point` % 16 + 1)-th the add reaches.
         point: u8,
     },
     /// Releases with the crash hook armed to crash at the `point`-th crash point, then restarts.
     CrashInRelease {
+        /// Which live handle (by position, see [`Op`]).
         handle: u8,
+        /// The crash point to crash at: the (`point` % 12 + 1)-th the release reaches.
         point: u8,
     },
     /// Closes the manager and opens it again on the same directory and VM (recovery runs).
@@ -237,13 +269,18 @@ pub struct MountKey {
     read_only: bool,
 }
 
+/// Where a model attachment is; compared with the journal state's `AttachPhase`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum APhase {
+    /// Referenced by at least one handle (`AttachPhase::Attached`); adds of its key share it.
     Live,
+    /// Its last reference went; the unplug (and then the detach) is due.
     NeedsUnplug,
+    /// Unplugged, or on a Windows guest unreferenced; the detach is due.
     NeedsDetach,
 }
 
+/// A model attachment: a disk at a slot, how many handles refer to it, and its teardown phase.
 #[derive(Clone, Debug)]
 pub struct MAtt {
     gen: u64,
@@ -254,6 +291,8 @@ pub struct MAtt {
     vm_gone: bool,
 }
 
+/// A model mount: a guest path on one attachment, shared by the handles that asked for the
+/// same mount of it.
 #[derive(Clone, Debug)]
 pub struct MMount {
     slot: Slot,
@@ -268,11 +307,14 @@ pub struct MMount {
     vm_gone: bool,
 }
 
+/// A handle as the model predicts it: what an add returns and what the live handles must show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MHandle {
+    /// The slot of its attachment.
     pub slot: Slot,
     gen: u64,
     mount: Option<u64>,
+    /// Its guest path; empty without a mount.
     pub path: String,
     /// The owner label given at add (a restarted shim finds its handles by it).
     pub owner: Option<String>,
@@ -283,10 +325,15 @@ pub struct MHandle {
 /// Why the model says an add fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddError {
+    /// A guest path asked for without a mount (`Error::InvalidInput`).
     Invalid,
+    /// No free slot that is not reserved (`Error::NoAvailableLocation`).
     NoSlot,
+    /// The requested guest path is held by another mount (`Error::GuestPathConflict`).
     Conflict,
+    /// The injected attach fault fired (`Error::Backend` at the attach step).
     AttachFailed,
+    /// The injected mount fault fired (`Error::Backend` at the mount step).
     MountFailed,
     /// The same disk's previous attachment is still due for teardown and one of the two is
     /// read-write: the VM would refuse a second attachment (`Error::DiskBusy`).
@@ -317,13 +364,18 @@ impl Fault {
 /// The manager as the model sees it: hcsshim's allocation rules without its leaks.
 #[derive(Clone, Debug)]
 pub struct Model {
+    /// The guest OS: its path syntax, whether it has an unplug, whether it takes mount options.
     pub guest: GuestOs,
     controllers: u32,
     luns: u32,
     reserved: Vec<Slot>,
     format: String,
+    /// Attachments by slot, those still due for teardown included.
     pub atts: BTreeMap<Slot, MAtt>,
+    /// Mounts by the model's own mount number, those still due for unmount included.
     pub mounts: BTreeMap<u64, MMount>,
+    /// Handles by the id the manager issued (the harness inserts each after its add), those
+    /// owed a release included.
     pub handles: BTreeMap<HandleId, MHandle>,
     next_gen: u64,
     next_mount: u64,
@@ -357,6 +409,7 @@ pub fn harness_config() -> ManagerConfig {
 }
 
 impl Model {
+    /// The empty model of a manager opened with `cfg`.
     pub fn new(cfg: &ManagerConfig) -> Model {
         Model {
             guest: cfg.guest,
@@ -697,7 +750,7 @@ impl Model {
 // The harness
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct HookState {
     armed: Option<u32>,
     seen: u32,
@@ -705,7 +758,7 @@ struct HookState {
 }
 
 /// Crashes at the k-th crash point reached after being armed.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Hook(Mutex<HookState>);
 
 impl Hook {
@@ -741,12 +794,14 @@ impl CrashHook for Hook {
 }
 
 /// A manager on a simulated VM plus the model it must agree with.
+#[derive(Debug)]
 pub struct Harness {
     dir: tempfile::TempDir,
     vm: SimVm,
     hook: Arc<Hook>,
     manager: Option<Manager>,
     handles: BTreeMap<HandleId, Mount>,
+    /// The model; each operation moves it to what it predicts the manager now holds.
     pub model: Model,
     step: usize,
 }
@@ -791,6 +846,7 @@ fn add_error_class(e: &Error) -> Option<AddError> {
 }
 
 impl Harness {
+    /// A harness on a VM whose guest runs Linux.
     pub async fn new() -> Harness {
         Harness::new_for(GuestOs::Linux).await
     }

@@ -12,13 +12,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Crashes at the `target`-th point reached (never, for `None`) and records the points seen.
+#[derive(Debug)]
 pub struct Hook {
     target: Option<usize>,
     seen: AtomicUsize,
+    /// Every crash point reached, in order, the one it crashed at included.
     pub points: Mutex<Vec<CrashPoint>>,
 }
 
 impl Hook {
+    /// A hook, ready for `ManagerOptions::crash_hook`, that crashes at the point reached with
+    /// index `target` (counting from 0).
     pub fn new(target: Option<usize>) -> Arc<Hook> {
         Arc::new(Hook {
             target,
@@ -26,6 +30,7 @@ impl Hook {
             points: Mutex::new(Vec::new()),
         })
     }
+    /// How many crash points were reached so far.
     pub fn count(&self) -> usize {
         self.seen.load(Ordering::SeqCst)
     }
@@ -39,6 +44,9 @@ impl CrashHook for Hook {
     }
 }
 
+/// A scenario: manager calls on the VM (which it may give faults or a stray disk), pushing
+/// every handle it gets to the vector and removing those it releases; boxed so that
+/// scenarios fit in one table.
 pub type Script =
     for<'a> fn(
         &'a Manager,
@@ -46,12 +54,14 @@ pub type Script =
         &'a mut Vec<HandleId>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + 'a>>;
 
+/// A request for the read-only disk at `path`, mounted with the default configuration.
 pub fn mounted(path: &str) -> DiskRequest {
     DiskRequest::new(path)
         .read_only(true)
         .mount(MountConfig::default())
 }
 
+/// Adds a virtual disk as `req` asks and, once the add returned it, counts its handle as held.
 pub async fn add(m: &Manager, req: DiskRequest, held: &mut Vec<HandleId>) -> Result<(), Error> {
     let h = m.add_virtual_disk(req).await?;
     held.push(h.handle_id());
@@ -200,6 +210,8 @@ pub async fn check_recovered(m: &Manager, vm: &SimVm, held: &[HandleId], what: &
     );
 }
 
+/// Releases every live handle, then asserts that the state and the VM are empty and that the
+/// journal replays to the live state; `what` names the case in the messages.
 pub async fn release_all_and_check_empty(m: &Manager, vm: &SimVm, what: &str) {
     for h in m.handles() {
         h.release()

@@ -24,6 +24,8 @@ pub fn ops(data: &[u8]) -> Vec<Op> {
     ops
 }
 
+/// The target: runs the operations `data` decodes to ([`ops`]) on a fresh harness, on a
+/// current-thread runtime; panics at the first disagreement.
 pub fn run(data: &[u8]) {
     run_ops_blocking(&ops(data));
 }

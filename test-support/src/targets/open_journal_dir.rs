@@ -106,30 +106,50 @@ fn collect(root: &Path, dir: &Path, out: &mut Template) {
 /// One edit of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
+    /// XORs one byte with `mask` (tag 0).
     Flip {
+        /// Which of the template's files (an index, modulo their number).
         file: usize,
+        /// Which byte (modulo the file's length; an empty file is left alone).
         offset: u32,
+        /// What to XOR it with: the input's `arg | 1`, so never zero.
         mask: u8,
     },
+    /// Cuts the file short (tag 1).
     Truncate {
+        /// Which of the template's files (an index, modulo their number).
         file: usize,
+        /// The length it is cut to (modulo the file's length plus one).
         len: u32,
     },
+    /// Writes bytes over the file, extending it where they run past its end (tag 2).
     Overwrite {
+        /// Which of the template's files (an index, modulo their number).
         file: usize,
+        /// Where the bytes go (modulo the file's length).
         offset: u32,
+        /// The bytes, taken from the input after the command.
         data: Vec<u8>,
     },
+    /// Deletes the file; later edits of it are skipped (tag 3).
     Remove {
+        /// Which of the template's files (an index, modulo their number).
         file: usize,
     },
+    /// Adds bytes at the end of the file (tag 4).
     Append {
+        /// Which of the template's files (an index, modulo their number).
         file: usize,
+        /// The bytes, taken from the input after the command.
         data: Vec<u8>,
     },
+    /// Zeroes a run of bytes, stopping at the end of the file (tag 5).
     Zero {
+        /// Which of the template's files (an index, modulo their number).
         file: usize,
+        /// Where the run starts (modulo the file's length).
         offset: u32,
+        /// How many bytes to zero at the most.
         len: u8,
     },
 }
@@ -234,13 +254,17 @@ pub fn apply(template: &Template, edits: &[Edit]) -> Vec<(PathBuf, Option<Vec<u8
 pub enum Outcome {
     /// Opened; this many records read before the first typed error (if any).
     Opened {
+        /// Records read from the first one on, before the end or the first error.
         records: u64,
+        /// That error, rendered, when reading stopped at one.
         read_error: Option<String>,
     },
     /// `Journal::open` refused with a typed error.
     Refused(String),
 }
 
+/// The target: examines the directory `data` describes ([`examine_input`]); only a panic or a
+/// hang is a finding, so the outcome is dropped.
 pub fn run(data: &[u8]) {
     let _ = examine_input(data);
 }
