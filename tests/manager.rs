@@ -34,6 +34,27 @@ async fn add_add_remove_remove() {
     assert!(m.state().is_empty());
 }
 
+/// An add is over when it returns its handle, and so is a release: the state a caller reads
+/// right after shows no operation in flight (on a current_thread runtime the add's task has not
+/// run again by then, so an add closed by its task would still be open).
+#[tokio::test]
+async fn operations_are_closed_when_their_call_returns() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    for path in ["a", "b", "a"] {
+        let h = m.add_virtual_disk(ro_mount(path)).await.unwrap();
+        let s = m.state();
+        assert!(s.ops.is_empty(), "after add of {path}: {:?}", s.ops);
+        assert_eq!(s.handles.len(), 1);
+        h.release().await.unwrap();
+        let s = m.state();
+        assert!(s.ops.is_empty(), "after release of {path}: {:?}", s.ops);
+        assert!(s.is_empty(), "{s:?}");
+    }
+    assert_replay_equals_live(&m).await;
+}
+
 #[tokio::test]
 async fn explicit_guest_path_is_reused() {
     let dir = tempdir();

@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 /// A result handed from the add task to its caller; the caller acknowledges it on `claim`.
 struct Delivery {
     result: Result<Mount>,
+    /// The add's operation, still open when a handle is delivered: the caller closes it.
+    op: Option<OpId>,
     claim: oneshot::Sender<()>,
 }
 
@@ -40,16 +42,18 @@ impl Manager {
                 let delivered = tx
                     .send(Delivery {
                         result,
+                        op: op.map(|(op, _)| op),
                         claim: claim_tx,
                     })
                     .is_ok();
                 if let Some((op, handle)) = op {
-                    // The caller claims the handle synchronously on receipt; anything else means
-                    // it went away and nobody will ever release this handle.
+                    // The caller claims the handle and closes the operation synchronously on
+                    // receipt; anything else means it went away and nobody will ever release
+                    // this handle.
                     let claimed = delivered && claim_rx.await.is_ok();
                     inner.handed_over(handle);
                     let end = if claimed {
-                        inner.record(op, Event::OpFinished).map(|_| ())
+                        Ok(())
                     } else {
                         abandon(&inner, op).await
                     };
@@ -65,9 +69,17 @@ impl Manager {
         let d = rx
             .await
             .map_err(|_| Error::Internal("the add task ended without a result".into()))?;
-        // The handle is the caller's from here: listed and releasable like any other.
+        // From here to the return there is no await: a caller cancelled before it got the
+        // delivery leaves it to the task to abandon the handle; one that got it runs to the end.
+        // The handle is the caller's from here: listed and releasable like any other, and the
+        // add is over before it is returned (its end rides the next durable point).
         if let Ok(m) = &d.result {
             self.inner.handed_over(m.handle_id());
+            if let Some(op) = d.op {
+                if let Err(e) = self.inner.record(op, Event::OpFinished) {
+                    tracing::warn!(op, error = %e, "closing the add failed");
+                }
+            }
         }
         // Dropping the receiver instead would tell the task nobody claimed the handle.
         let _ = d.claim.send(());
