@@ -83,7 +83,7 @@ pub use codec::{chain_hash, decode_record, decode_record_hashed, encode_record, 
 pub use copy::{copy_journal, CopyReport, LeftOut};
 pub use error::JournalError;
 pub use iter::{RecordIter, Tail};
-pub use lock::{wait_flock_free, DirLock, SharedLock, LOCK_FILE};
+pub use lock::{wait_flock_free, DirLock, SharedLock, LOCK_FILE, LOCK_WAIT};
 pub use options::{Durability, JournalOptions};
 pub use points::DurablePoints;
 pub use reader::JournalReader;

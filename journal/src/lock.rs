@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 /// Name of the lock file inside the journal directory.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// How long [`DirLock::acquire`] keeps trying before it reports the directory in use. A lock
+/// can outlive its holder's close by a moment: a child forked by any thread of the holder's
+/// process carries a copy of the descriptor until its `exec` (the kernel drops an flock with the
+/// last descriptor of its open file), and a killed shim's descriptors close as it exits. A
+/// restarted shim, or a test that reopens while another thread spawns a process, must not fail
+/// for that; a journal another process really uses is still refused, a second later.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A held directory lock; released when dropped (the file is closed, which drops the flock).
 #[derive(Debug)]
 pub struct DirLock {
@@ -18,8 +26,9 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Takes the lock on `dir` without waiting. Fails with [`JournalError::InUse`] when another
-    /// open file description (another process, or another handle in this one) holds it.
+    /// Takes the lock on `dir`, trying for up to [`LOCK_WAIT`]. Fails with
+    /// [`JournalError::InUse`] when another open file description (another process, or another
+    /// handle in this one) holds it all that time.
     pub fn acquire(dir: &Path) -> Result<DirLock, JournalError> {
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
@@ -32,17 +41,28 @@ impl DirLock {
             .and_then(|f| crate::faults::check(crate::faults::Site::LockFile).map(|()| f))
             .map_err(|e| JournalError::storage_io("opening the lock file", &path, e))?;
         crate::safe_fs::check_regular(&file, &path)?;
-        // SAFETY: flock on a valid, owned file descriptor has no memory-safety preconditions.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            // SAFETY: flock on a valid, owned file descriptor has no memory-safety
+            // preconditions.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                break;
+            }
             let err = std::io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EWOULDBLOCK) => Err(JournalError::InUse {
-                    dir: dir.to_path_buf(),
-                    pid: holder(&file),
-                }),
-                _ => Err(JournalError::io(&path, err)),
-            };
+            match err.raw_os_error() {
+                Some(libc::EWOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Some(libc::EWOULDBLOCK) => {
+                    return Err(JournalError::InUse {
+                        dir: dir.to_path_buf(),
+                        pid: holder(&file),
+                    })
+                }
+                Some(libc::EINTR) => {}
+                _ => return Err(JournalError::io(&path, err)),
+            }
         }
         Ok(DirLock {
             _file: file,
@@ -153,5 +173,34 @@ mod tests {
         }
         drop(a);
         DirLock::acquire(dir.path()).unwrap();
+    }
+
+    /// A copy of the descriptor in a child between fork and exec (here: a second open file
+    /// description held a moment longer) delays the lock; it does not refuse it. One held past
+    /// [`LOCK_WAIT`] is refused, after that long.
+    #[test]
+    fn a_lock_released_within_the_wait_is_taken_and_one_held_longer_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            drop(held);
+        });
+        let start = std::time::Instant::now();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        assert!(start.elapsed() < LOCK_WAIT, "took {:?}", start.elapsed());
+        t.join().unwrap();
+
+        let start = std::time::Instant::now();
+        match DirLock::acquire(dir.path()) {
+            Err(JournalError::InUse { .. }) => {}
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        assert!(
+            start.elapsed() >= LOCK_WAIT,
+            "refused after {:?}",
+            start.elapsed()
+        );
+        drop(lock);
     }
 }
