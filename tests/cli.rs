@@ -4,9 +4,10 @@
 
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::journal::{Journal, JournalOptions, Record};
-use lunledger::model::{Event, HandleId, ManagerConfig, OpId, OpKind, Slot, Step, Target};
+use lunledger::model::{Event, HandleId, OpId, OpKind, Slot, Step, Target};
 use lunledger::recovery::State;
 use lunledger::{DiskRequest, Manager, MountConfig};
+use lunledger_test_support::cli::small_config as config;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -37,16 +38,6 @@ fn json_lines(o: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
         .collect()
-}
-
-fn config() -> ManagerConfig {
-    ManagerConfig {
-        guest: Default::default(),
-        controllers: 2,
-        luns_per_controller: 8,
-        mount_format: "/run/mounts/scsi/m%d".into(),
-        reserved: vec![],
-    }
 }
 
 async fn open(dir: &Path, vm: &SimVm) -> Manager {

@@ -7,6 +7,7 @@
 //! operation index and what differed: proptest shrinks it, libFuzzer saves it.
 #![allow(dead_code)]
 
+use crate::assert_replay_equals_live;
 use arbitrary::Arbitrary;
 use lunledger::backend::sim::{FaultPlan, SimOp, SimVm};
 use lunledger::crash::{Boundary, CrashHook, CrashPoint, Site};
@@ -1320,24 +1321,6 @@ impl Harness {
         }
         drop(self.dir);
     }
-}
-
-/// Replaying the whole journal from scratch gives exactly the live state, and the invariants
-/// hold.
-pub async fn assert_replay_equals_live(m: &Manager) {
-    if let Err(e) = m.sync().await {
-        panic!("sync: {e}");
-    }
-    let live = m.state();
-    let records: Vec<_> = m
-        .journal()
-        .read_from(1)
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("reading the journal: {e}"));
-    let replayed = State::fold(records.iter()).unwrap_or_else(|e| panic!("fold: {e}"));
-    assert_eq!(replayed, live, "replay differs from the live state");
-    let v = live.violations();
-    assert!(v.is_empty(), "invariants violated: {v:?}");
 }
 
 /// The VM holds every slot and mount a handle that is not being released needs.
