@@ -5,6 +5,9 @@
 //! Needs the `testing` feature: `cargo test -p lunledger-journal --features testing --test
 //! leader_faults`.
 
+mod common;
+
+use common::multi_thread;
 use lunledger_journal::faults::{self, Site};
 use lunledger_journal::*;
 use lunledger_model::*;
@@ -23,14 +26,6 @@ fn sync_opts() -> JournalOptions {
         flush_every_ms: None,
         ..JournalOptions::default()
     }
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn event(i: u64) -> Event {

@@ -167,3 +167,12 @@ pub fn rewind_watermark(dir: &std::path::Path, seq: u64) {
     let line = format!("lunledger-durable {seq:020}\n");
     std::fs::write(dir.join(lunledger_journal::WATERMARK_FILE), line).unwrap();
 }
+
+/// A two-worker multi-thread runtime: waiters there may lead a commit round (`block_in_place`).
+pub fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
