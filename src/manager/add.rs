@@ -52,14 +52,13 @@ impl Manager {
                     // this handle.
                     let claimed = delivered && claim_rx.await.is_ok();
                     inner.handed_over(handle);
-                    let end = if claimed {
-                        Ok(())
-                    } else {
-                        abandon(&inner, op).await
-                    };
-                    if let Err(e) = end {
-                        tracing::warn!(op, error = %e, "closing the add failed");
-                    } else if let Err(e) = inner.maybe_checkpoint().await {
+                    if !claimed {
+                        if let Err(e) = abandon(&inner, op).await {
+                            tracing::warn!(op, error = %e, "abandoning the unclaimed add failed");
+                            return;
+                        }
+                    }
+                    if let Err(e) = inner.maybe_checkpoint().await {
                         tracing::warn!(error = %e, "checkpoint failed");
                     }
                 }
