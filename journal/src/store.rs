@@ -182,10 +182,22 @@ impl Journal {
             ));
         }
         let set_aside = crate::snapshot::set_aside_unfinished(&gen_path, &dir)?;
-        // A new journal: nothing was ever stored here. Its watermark is written at once (0), so
-        // that an existing journal without one is always a finding, even one that lost every
-        // record.
+        // A new journal: nothing was ever stored here. Its watermark (0) is written before its
+        // store is created, so that an existing journal without one is always a finding, even
+        // one that lost every record, and a process killed while creating the journal cannot
+        // leave a store without a watermark (the next open finds no store: new again). A new
+        // journal whose watermark cannot be written is not created.
         let fresh = gen == 0 && !gen_path.exists();
+        let (watermark, mark) = crate::watermark::Watermark::open(&dir)?;
+        if fresh && mark == crate::watermark::Mark::Absent {
+            watermark.record(0).map_err(|e| {
+                JournalError::storage_io(
+                    "writing a new journal's watermark",
+                    dir.join(crate::watermark::WATERMARK_FILE),
+                    e,
+                )
+            })?;
+        }
         let active = Active::open(&dir, gen, opts.cache_capacity, opts.flush_every_ms)?;
 
         let scan = catch_unwind(AssertUnwindSafe(|| {
@@ -201,12 +213,6 @@ impl Journal {
             JournalError::Internal(format!("panic while scanning: {}", panic_msg(&p)))
         })??;
 
-        let (watermark, mark) = crate::watermark::Watermark::open(&dir)?;
-        if fresh && mark == crate::watermark::Mark::Absent {
-            if let Err(e) = watermark.record(0) {
-                tracing::warn!(error = %e, "could not write the durable watermark");
-            }
-        }
         let sealed = crate::manifest::reconcile(&dir, &active, fresh)?;
         let segments = sealed.segments;
         // What must be stored: the watermark, the newest checkpoint (written only once its

@@ -138,6 +138,52 @@ fn rotation_leftovers(dir: &std::path::Path) -> bool {
     gens > 1 || dir.join("CURRENT.tmp").exists() || seg_tmp
 }
 
+/// SIGKILL while the child creates its journal (its first moments, spread over the time it
+/// takes to start and open): whatever the kill interrupted, the next open finds either a new
+/// journal or a whole one, and verify finds nothing wrong (a store left without its watermark
+/// would be reported as a journal that lost it).
+#[test]
+fn sigkill_while_a_journal_is_created_leaves_a_new_or_a_whole_one() {
+    let kills: u64 = std::env::var("LUNLEDGER_CREATE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    // Where the child's open happens: measured once, so that the kills spread over it.
+    let probe = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let mut child = spawn_child("child_append_forever", "LUNLEDGER_KILL_DIR", probe.path());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The harness prints its own lines first; the first ACK comes after the open. (The pipe
+    // stays open until the child is dead: a write to a closed one would panic it.)
+    for l in lines.by_ref() {
+        if l.map_or(true, |l| l.starts_with("ACK ")) {
+            break;
+        }
+    }
+    let first_ack = start.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lines);
+    let span = first_ack.as_micros().max(1000) as u64;
+    let mut created = 0;
+    for kill in 0..kills {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = spawn_child("child_append_forever", "LUNLEDGER_KILL_DIR", dir.path());
+        // Over [0, first ack], denser early: the first kills land before the journal exists,
+        // many inside its creation (its first milliseconds), the last ones after it.
+        std::thread::sleep(Duration::from_micros(span * kill * kill / (kills * kills)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if dir.path().join("sled").exists() {
+            created += 1;
+        }
+        let j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let v = j.verify().unwrap();
+        assert_eq!(v.problem, None, "kill {kill}/{kills} of {span} µs: {v:?}");
+    }
+    println!("creation kill loop: {kills} kills over {span} µs, {created} left a store");
+}
+
 /// SIGKILL at random moments of a workload that rotates constantly: every acknowledged record
 /// survives, the chain verifies across segments, and exactly one generation is left.
 #[test]

@@ -344,6 +344,29 @@ fn a_failed_watermark_write_does_not_lose_records() {
 }
 
 #[test]
+fn a_new_journal_whose_watermark_cannot_be_written_is_not_created() {
+    let _serial = serial();
+    // The watermark of a new journal comes before its store: were the store created first, a
+    // process killed (or a write failing) between the two would leave a journal that every
+    // later open and verify reports as having lost its watermark.
+    let dir = tempfile::tempdir().unwrap();
+    faults::arm(Site::Watermark, libc::ENOSPC, 0);
+    let r = Journal::open(dir.path(), opts(Durability::Flush));
+    faults::disarm();
+    match r {
+        Err(e) => assert_eq!(e.os_error(), Some(libc::ENOSPC), "{e}"),
+        Ok(_) => panic!("a new journal without its watermark was created"),
+    }
+    let j = reopen(dir.path(), opts(Durability::Flush));
+    assert_eq!(j.verify().unwrap().problem, None);
+    assert!(workload(&j, 3).error.is_none());
+    drop(j);
+    let j = reopen(dir.path(), opts(Durability::Flush));
+    assert_eq!(j.last_seq(), 3);
+    assert_eq!(j.verify().unwrap().problem, None);
+}
+
+#[test]
 fn sled_failing_at_open_is_a_clear_error_and_the_journal_opens_once_it_is_gone() {
     let _serial = serial();
     let mut fired = 0;
