@@ -373,8 +373,8 @@ impl SimVm {
     }
 
     /// Runs one backend call: count it, tell the observer, wait out the latency, apply its
-    /// fault if one fires, else apply `effect` to a copy of the state and commit the copy
-    /// (persisting it first when it changed).
+    /// fault if one fires, else apply `effect` (to a copy first, persisted before it is
+    /// committed, when the VM has a state file).
     async fn call_inner<T>(
         &self,
         call: SimCall,
@@ -401,16 +401,25 @@ impl SimVm {
         }
         let out = {
             let mut core = self.lock();
-            let mut next = core.state.clone();
-            let out = effect(&mut next, core.strict)?;
-            if next != core.state {
-                if let Some(path) = &core.path {
-                    persist::save(path, &next)
-                        .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+            let core = &mut *core;
+            match &core.path {
+                // A persistent VM saves the changed state before it becomes the state: a copy,
+                // so that a failed save leaves the VM as it was.
+                Some(path) => {
+                    let mut next = core.state.clone();
+                    let out = effect(&mut next, core.strict)?;
+                    if next != core.state {
+                        persist::save(path, &next)
+                            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+                        core.state = next;
+                    }
+                    out
                 }
-                core.state = next;
+                // In memory, in place: an effect that fails leaves the state untouched (the
+                // contract of `SimState`'s `apply_*`, checked by its property test), and a
+                // copy per call would cost O(state) on every call of every simulated VM.
+                None => effect(&mut core.state, core.strict)?,
             }
-            out
         };
         match fault {
             Some(FaultAction::ApplyThenFail(e)) => Err(e),
