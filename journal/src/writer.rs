@@ -18,7 +18,7 @@
 //! a leader cannot be cancelled during its flush), waits given up on, the final flush on close,
 //! and the old design kept for the A/B benchmark ([`crate::Journal::set_leader_commits`]).
 
-use crate::codec::{chain_hash, encode_record, seq_key};
+use crate::codec::{encode_record_hashed, seq_key};
 use crate::error::JournalError;
 use crate::record::{ChainHash, Record, SCHEMA_VERSION};
 use crate::stats::Counters;
@@ -564,8 +564,7 @@ fn round(s: &Shared, w: &mut Committer, force: bool) -> Result<(), JournalError>
             event: p.event,
             prev_hash: w.prev_hash,
         };
-        let bytes = encode_record(&rec)?;
-        let hash = chain_hash(&bytes);
+        let (bytes, hash) = encode_record_hashed(&rec)?;
         view.active
             .records
             .insert(seq_key(p.seq), bytes)
