@@ -383,6 +383,55 @@ async fn storage_faults_at_every_point_of_every_scenario() {
 /// A journal disk that stops answering: the waiting operation gives up after
 /// `durable_timeout`, the manager stops, and once the disk answers again a reopen recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_caller_stopped_by_a_disk_that_stops_answering_is_told_why() {
+    let _serial = SERIAL.lock().await;
+    // Several operations wait on the same stalled flush: the first whose wait times out halts
+    // the journal, and every other wait ends with that halt. Each caller, and the manager's
+    // stop reason, must name the cause (the disk), never the bare halt it led to.
+    for trial in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = SimVm::new();
+        let mut o = options(Durability::Sync, None);
+        o.durable_timeout = Duration::from_millis(200);
+        let m = Manager::open_with(dir.path(), o, vm.host_backend(), vm.guest_backend())
+            .await
+            .unwrap();
+        faults::arm_stall(Site::DataSync, Duration::from_secs(1));
+        let adds: Vec<_> = (0..8u64)
+            .map(|i| {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    // Staggered: when the first wait times out, the others are still waiting.
+                    tokio::time::sleep(Duration::from_millis(15 * i)).await;
+                    m.add_virtual_disk(lunledger::DiskRequest::new(&format!("d{i}")))
+                        .await
+                        .map(|h| h.handle_id())
+                })
+            })
+            .collect();
+        for (i, a) in adds.into_iter().enumerate() {
+            match a.await.unwrap() {
+                Err(e) if e.stops_manager() => assert!(
+                    e.to_string().contains("did not complete"),
+                    "trial {trial}, add {i}: {e}"
+                ),
+                other => panic!("trial {trial}, add {i}: expected a stop, got {other:?}"),
+            }
+        }
+        match m
+            .add_virtual_disk(lunledger::DiskRequest::new("later"))
+            .await
+        {
+            Err(Error::Stopped(why)) => assert!(why.contains("did not complete"), "{why}"),
+            other => panic!("trial {trial}: expected the stop reason, got {other:?}"),
+        }
+        let _ = m.close().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        faults::disarm();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_disk_that_stops_answering_stops_the_manager_in_bounded_time() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();

@@ -180,11 +180,16 @@ impl Inner {
         let waited = tokio::time::timeout(limit, wait).await;
         let res = waited.unwrap_or_else(|_| {
             // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
-            // stopping the journal so that nothing more is made durable behind our back.
-            self.journal.halt();
-            Err(lunledger_journal::JournalError::Internal(format!(
+            // stopping the journal so that nothing more is made durable behind our back. The
+            // manager is stopped with this cause first: another durable wait the halt ends
+            // finds it there (below) and reports it, instead of a bare "halted" that would
+            // become the manager's stop reason (seen once in a loaded test run).
+            let e = lunledger_journal::JournalError::Internal(format!(
                 "the journal's flush did not complete within {limit:?} (its disk stopped answering?)"
-            )))
+            ));
+            self.stop(format!("flush failed: {e}"));
+            self.journal.halt();
+            Err(e)
         });
         if let Err(e) = res {
             if matches!(e, lunledger_journal::JournalError::Halted) {
