@@ -403,7 +403,7 @@ async fn every_caller_stopped_by_a_disk_that_stops_answering_is_told_why() {
                 tokio::spawn(async move {
                     // Staggered: when the first wait times out, the others are still waiting.
                     tokio::time::sleep(Duration::from_millis(15 * i)).await;
-                    m.add_virtual_disk(lunledger::DiskRequest::new(&format!("d{i}")))
+                    m.add_virtual_disk(lunledger::DiskRequest::new(format!("d{i}")))
                         .await
                         .map(|h| h.handle_id())
                 })
