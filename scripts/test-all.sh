@@ -59,6 +59,7 @@ timed cargo test --features browser-tests --test timeline_browser -- --nocapture
 tier "3. long tier"
 LUNLEDGER_KILLS="${LUNLEDGER_KILLS:-200}" timed cargo test --test kill9 -- --nocapture
 LUNLEDGER_ROTATE_KILLS="${LUNLEDGER_ROTATE_KILLS:-100}" timed cargo test -p lunledger-journal --test kill9 sigkill_during_rotations -- --nocapture
+LUNLEDGER_CREATE_KILLS="${LUNLEDGER_CREATE_KILLS:-200}" timed cargo test -p lunledger-journal --test kill9 sigkill_while_a_journal_is_created -- --nocapture
 LUNLEDGER_TAMPER_CASES="${LUNLEDGER_TAMPER_CASES:-3000}" timed cargo test -p lunledger-journal --test tamper_campaign -- --nocapture
 if [ -f tests/proptest_manager.rs ]; then
   LUNLEDGER_PROPTEST_CASES="${LUNLEDGER_PROPTEST_CASES:-256}" timed cargo test --features testing --test proptest_manager
