@@ -77,16 +77,11 @@ impl Mount {
     /// returns [`crate::Error::AlreadyReleased`]. The release completes even if the caller
     /// stops waiting.
     pub async fn release(&self) -> Result<()> {
-        let Some(inner) = self.inner.upgrade() else {
-            return Err(crate::Error::Stopped("the manager was closed".into()));
+        let task = match self.inner.upgrade() {
+            Some(inner) => inner.start_release(self.id)?,
+            None => return Err(crate::Error::Stopped("the manager was closed".into())),
         };
-        let task = inner.start_release(self.id)?;
-        // The release task may be stuck leading a commit round on a disk that stopped
-        // answering: the watchdog's stop ends this wait then (see `manager/stall.rs`).
-        tokio::select! {
-            biased;
-            r = task => r.map_err(|e| crate::Error::Internal(format!("release task: {e}")))?,
-            e = inner.until_stalled() => Err(e),
-        }
+        task.await
+            .map_err(|e| crate::Error::Internal(format!("release task: {e}")))?
     }
 }

@@ -71,14 +71,6 @@ pub(crate) struct Shared {
     /// Whether waiters lead commit rounds (the default) or leave them all to the writer thread
     /// (the design before issue #16 part 2, kept for the A/B benchmark).
     pub lead: AtomicBool,
-    /// When the commit round in progress started (microseconds since `opened`, plus one), 0
-    /// when none runs: how a watchdog sees a round stuck on a disk that stopped answering
-    /// (see [`Journal::commit_running_for`]).
-    pub round_since: AtomicU64,
-    pub opened: std::time::Instant,
-    /// TEST HOOK: the writer thread runs no commit round while set (see
-    /// [`Journal::hold_writer`]).
-    pub writer_held: AtomicBool,
     /// Wakes the writer thread.
     pub wake: Condvar,
     pub durable: Mutex<DurableState>,
@@ -315,9 +307,6 @@ impl Journal {
             stored: AtomicU64::new(scan.last_seq),
             flushed: AtomicU64::new(scan.last_seq),
             lead: AtomicBool::new(true),
-            round_since: AtomicU64::new(0),
-            writer_held: AtomicBool::new(false),
-            opened: std::time::Instant::now(),
             wake: Condvar::new(),
             durable: Mutex::new(initial),
             durable_cv: Condvar::new(),
@@ -426,22 +415,6 @@ impl Journal {
     /// progress); do not call it on an async executor thread.
     pub fn wait_durable_blocking(&self, seq: u64) -> Result<(), JournalError> {
         crate::writer::wait_durable_blocking(self.shared(), seq)
-    }
-
-    /// How long the commit round in progress (a leading waiter's or the writer thread's) has
-    /// been running, if one is: a round stuck past a caller's patience means the journal's disk
-    /// stopped answering. A waiter that leads cannot give up on its own round (it is in the
-    /// round's I/O on its own thread), so whoever bounds its callers' waits watches this.
-    pub fn commit_running_for(&self) -> Option<Duration> {
-        let s = self.shared();
-        match s.round_since.load(Ordering::SeqCst) {
-            0 => None,
-            since => Some(
-                s.opened
-                    .elapsed()
-                    .saturating_sub(Duration::from_micros(since - 1)),
-            ),
-        }
     }
 
     /// The last assigned sequence number (0 for an empty journal).
@@ -562,15 +535,6 @@ impl Journal {
     #[doc(hidden)]
     pub fn set_leader_commits(&self, on: bool) {
         self.shared().lead.store(on, Ordering::SeqCst);
-        self.shared().wake.notify_all();
-    }
-
-    /// TEST HOOK: while `held`, the writer thread runs no commit round, so that a waiter that
-    /// may lead is sure to lead (a test of a leader stuck in a stalled flush). Records nobody
-    /// leads for wait until it is let go.
-    #[cfg(feature = "testing")]
-    pub fn hold_writer(&self, held: bool) {
-        self.shared().writer_held.store(held, Ordering::SeqCst);
         self.shared().wake.notify_all();
     }
 

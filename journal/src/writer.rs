@@ -511,11 +511,6 @@ fn run(s: &Shared) {
                 }
             }
         };
-        // A test's hold (never set outside tests): look again shortly.
-        if s.writer_held.load(Ordering::SeqCst) && !shutdown {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            continue;
-        }
         // Waits for a leader's round, if one runs; the queue may be empty after it.
         let mut w = lock(&s.commit);
         // Under a steady stream of non-durable appends the writer never idles: flush at least
@@ -538,12 +533,7 @@ fn run(s: &Shared) {
 /// sequence order and flushes when a waiter needs it (or `force`: idle, periodic, closing).
 /// A failure stops the journal (fail-stop) and reaches every waiter as its typed error.
 fn commit_round(s: &Shared, w: &mut Committer, force: bool) {
-    let since = s.opened.elapsed().as_micros() as u64;
-    s.round_since
-        .store(since.saturating_add(1), Ordering::SeqCst);
-    let res = catch_unwind(AssertUnwindSafe(|| round(s, w, force)));
-    s.round_since.store(0, Ordering::SeqCst);
-    match res {
+    match catch_unwind(AssertUnwindSafe(|| round(s, w, force))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => fail(s, Failure::of(&e)),
         Err(p) => fail(s, Failure::Other(format!("panic: {}", panic_msg(&p)))),

@@ -33,7 +33,7 @@ impl Manager {
         let (tx, rx) = oneshot::channel::<Delivery>();
         let span = tracing::info_span!("add", path = %req.host_path, kind = kind.as_str());
         self.inner.tasks.spawn(tracing::Instrument::instrument(
-            super::stall::in_operation_task(async move {
+            async move {
                 let (claim_tx, claim_rx) = oneshot::channel();
                 let (op, result) = match add_op(&inner, &req, disk, mount).await {
                     Ok((op, m)) => (Some((op, m.handle_id())), Ok(m)),
@@ -62,16 +62,12 @@ impl Manager {
                         tracing::warn!(error = %e, "checkpoint failed");
                     }
                 }
-            }),
+            },
             span,
         ));
-        // The add task may be stuck leading a commit round on a disk that stopped answering:
-        // the watchdog's stop ends this wait then (see `stall.rs`).
-        let d = tokio::select! {
-            biased;
-            d = rx => d.map_err(|_| Error::Internal("the add task ended without a result".into()))?,
-            e = self.inner.until_stalled() => return Err(e),
-        };
+        let d = rx
+            .await
+            .map_err(|_| Error::Internal("the add task ended without a result".into()))?;
         // From here to the return there is no await: a caller cancelled before it got the
         // delivery leaves it to the task to abandon the handle; one that got it runs to the end.
         // The handle is the caller's from here: listed and releasable like any other, and the

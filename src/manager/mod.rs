@@ -10,7 +10,6 @@ mod add;
 mod open;
 mod recover;
 mod release;
-pub(crate) mod stall;
 mod step;
 mod view;
 
@@ -46,9 +45,6 @@ pub(crate) struct Inner {
     changed: Notify,
     /// Why the manager stopped, once it has.
     stopped: Mutex<Option<String>>,
-    /// Set, and `stall` woken, once the journal's disk stopped answering (see `stall.rs`).
-    pub(crate) stalled: std::sync::atomic::AtomicBool,
-    pub(crate) stall: Notify,
     crash: Option<Arc<dyn CrashHook>>,
     /// Handles with a release running, so two releases of one handle never interleave.
     releasing: Mutex<HashSet<HandleId>>,
@@ -177,20 +173,24 @@ impl Inner {
     /// journal counts those per operation kind).
     async fn durable_point(&self, op: Option<OpId>, seq: u64) -> Result<()> {
         let limit = self.opts.durable_timeout;
-        // An operation task's wait may lead the journal's commit on this thread; any other
-        // wait must stay one the timeout can end at any moment, and the writer thread commits
-        // for it (see `stall.rs`).
-        let wait = async {
-            match (stall::may_lead(), op) {
-                (true, Some(op)) => self.journal.wait_durable_for(op, seq).await,
-                (true, None) => self.journal.wait_durable(seq).await,
-                (false, op) => self.journal.wait_durable_cancellable(op, seq).await,
-            }
-        };
+        // A wait the timeout can end at any moment: it never leads the journal's commit (a
+        // leader is busy on its own thread for its flush, and a disk that stopped answering
+        // must not hold this operation past `durable_timeout`); the writer thread commits.
+        let wait = self.journal.wait_durable_cancellable(op, seq);
         let waited = tokio::time::timeout(limit, wait).await;
-        // A disk that stopped answering: give up (the cause is the manager's stop reason
-        // before the journal is halted, see `journal_stalled`).
-        let res = waited.unwrap_or_else(|_| Err(self.journal_stalled(limit)));
+        let res = waited.unwrap_or_else(|_| {
+            // A disk that stopped answering (a hung NFS mount, a wedged device): give up,
+            // stopping the journal so that nothing more is made durable behind our back. The
+            // manager is stopped with this cause first: another durable wait the halt ends
+            // finds it there (below) and reports it, instead of a bare "halted" that would
+            // become the manager's stop reason (seen once in a loaded test run).
+            let e = lunledger_journal::JournalError::Internal(format!(
+                "the journal's flush did not complete within {limit:?} (its disk stopped answering?)"
+            ));
+            self.stop(format!("flush failed: {e}"));
+            self.journal.halt();
+            Err(e)
+        });
         if let Err(e) = res {
             if matches!(e, lunledger_journal::JournalError::Halted) {
                 // Halted because the manager already stopped: the caller gets the first cause,
@@ -514,13 +514,6 @@ impl Manager {
     /// What the recovery run by `open` did.
     pub fn last_recovery(&self) -> Option<RecoveryReport> {
         lock(&self.inner.last_recovery).clone()
-    }
-
-    /// TEST HOOK: holds the journal's writer thread (see `Journal::hold_writer`), so that the
-    /// operations' durable points are sure to lead the journal's commit.
-    #[cfg(feature = "testing")]
-    pub fn hold_journal_writer(&self, held: bool) {
-        self.inner.journal.hold_writer(held);
     }
 
     /// Read access to the journal (audits, counters, tests). Appending is the manager's alone:

@@ -391,8 +391,6 @@ impl Manager {
             guest,
             changed: Notify::new(),
             stopped: Mutex::new(None),
-            stalled: std::sync::atomic::AtomicBool::new(false),
-            stall: Notify::new(),
             #[cfg(feature = "testing")]
             crash: opts.crash_hook.clone(),
             #[cfg(not(feature = "testing"))]
@@ -407,10 +405,6 @@ impl Manager {
             last_checkpoint: tokio::sync::Mutex::new(last_checkpoint),
             tasks: tokio_util::task::TaskTracker::new(),
         });
-        tokio::spawn(super::stall::watchdog(
-            Arc::downgrade(&inner),
-            opts.durable_timeout,
-        ));
         if inner.state().config.as_ref() != Some(&opts.config) {
             let op = inner.start_op(OpKind::Configure)?;
             inner.record(

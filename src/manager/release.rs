@@ -24,18 +24,16 @@ impl Inner {
             return Err(Error::ReleaseInProgress(id));
         }
         let inner = self.clone();
-        Ok(self
-            .tasks
-            .spawn(super::stall::in_operation_task(async move {
-                let r = inner.release_op(id).await;
-                lock(&inner.releasing).remove(&id);
-                if r.is_ok() {
-                    if let Err(e) = inner.maybe_checkpoint().await {
-                        tracing::warn!(error = %e, "checkpoint failed");
-                    }
+        Ok(self.tasks.spawn(async move {
+            let r = inner.release_op(id).await;
+            lock(&inner.releasing).remove(&id);
+            if r.is_ok() {
+                if let Err(e) = inner.maybe_checkpoint().await {
+                    tracing::warn!(error = %e, "checkpoint failed");
                 }
-                r
-            })))
+            }
+            r
+        }))
     }
 
     async fn release_op(self: &Arc<Self>, id: HandleId) -> Result<()> {
