@@ -64,8 +64,9 @@ pub(crate) struct Shared {
     /// round in progress (see `writer.rs`). Taken before `view` (read) and `queue`, never while
     /// holding either.
     pub commit: Mutex<Committer>,
-    /// How far records were handed to sled, and flushed: the committer's, for the writer
-    /// thread's decision to wake without taking the commit lock.
+    /// How far records were handed to sled, and flushed: written only by the holder of
+    /// `commit` (one round at a time), read without it by the writer thread to decide whether
+    /// to wake.
     pub stored: AtomicU64,
     pub flushed: AtomicU64,
     /// Whether waiters lead commit rounds (the default) or leave them all to the writer thread
@@ -303,7 +304,7 @@ impl Journal {
             seal_key: opts.seal_key.clone(),
             flush_every: opts.flush_every_ms.map(Duration::from_millis),
             queue: Mutex::new(Queue::new(scan.last_seq.saturating_add(1))),
-            commit: Mutex::new(Committer::new(scan.prev_hash, scan.last_seq)),
+            commit: Mutex::new(Committer::new(scan.prev_hash)),
             stored: AtomicU64::new(scan.last_seq),
             flushed: AtomicU64::new(scan.last_seq),
             lead: AtomicBool::new(true),

@@ -64,24 +64,21 @@ impl Queue {
     }
 }
 
-/// What the committer alone changes: the chain's head, how far records were handed to sled and
-/// how far they were flushed. Held in `Shared::commit`; whoever holds that lock (a leading
-/// waiter or the writer thread) is the only one taking records off the queue, so records reach
-/// sled in sequence order, one round at a time.
+/// What only the committer uses: the chain's head and when it last flushed. Held in
+/// `Shared::commit`; whoever holds that lock (a leading waiter or the writer thread) is the
+/// only one taking records off the queue, so records reach sled in sequence order, one round at
+/// a time. How far records were handed to sled and flushed are `Shared::{stored, flushed}`,
+/// which only the holder of that lock writes (the writer thread also reads them without it).
 pub(crate) struct Committer {
     prev_hash: ChainHash,
-    written: u64,
-    durable: u64,
     last_flush: Instant,
 }
 
 impl Committer {
-    /// The committer of a journal whose stored records end at `last`, chained to `prev_hash`.
-    pub fn new(prev_hash: ChainHash, last: u64) -> Committer {
+    /// The committer of a journal whose stored records are chained to `prev_hash`.
+    pub fn new(prev_hash: ChainHash) -> Committer {
         Committer {
             prev_hash,
-            written: last,
-            durable: last,
             last_flush: Instant::now(),
         }
     }
@@ -552,6 +549,9 @@ fn round(s: &Shared, w: &mut Committer, force: bool) -> Result<(), JournalError>
     // copies a generation with half a batch in it, nor loses a batch to the old one.
     let view = s.view_read();
     let n = batch.len() as u64;
+    // Ours alone to change while we hold the commit lock.
+    let mut written = s.stored.load(Ordering::SeqCst);
+    let durable = s.flushed.load(Ordering::SeqCst);
     for p in batch {
         if s.halted.load(Ordering::SeqCst) {
             break;
@@ -570,38 +570,36 @@ fn round(s: &Shared, w: &mut Committer, force: bool) -> Result<(), JournalError>
             .insert(seq_key(p.seq), bytes)
             .map_err(|e| JournalError::storage("writing a record", view.active.dir(), e))?;
         w.prev_hash = hash;
-        w.written = p.seq;
+        written = p.seq;
     }
     if n > 0 {
         s.counters.largest_batch.fetch_max(n, Ordering::Relaxed);
-        s.stored.store(w.written, Ordering::SeqCst);
-        s.written_tx.send_replace(w.written);
+        s.stored.store(written, Ordering::SeqCst);
+        s.written_tx.send_replace(written);
     }
     if s.halted.load(Ordering::SeqCst) {
         return Ok(());
     }
-    if w.written > w.durable && (want > w.durable || force) {
+    if written > durable && (want > durable || force) {
         if let Some(key) = &s.seal_key {
             // In the same flush as the records it seals, and after them in sled's write
             // order: a seal that survives a crash never names a record that did not.
-            let seal = crate::seal::seal_bytes(key, w.written, &w.prev_hash);
+            let seal = crate::seal::seal_bytes(key, written, &w.prev_hash);
             view.active
                 .meta
                 .insert(crate::store::META_SEAL, seal)
                 .map_err(|e| JournalError::storage("sealing the head", view.active.dir(), e))?;
         }
         view.active.flush_durable(s.durability, &s.counters)?;
-        if let Err(e) = s.watermark.record(w.written) {
+        if let Err(e) = s.watermark.record(written) {
             // Only the detection of lost records weakens; the records themselves are durable.
             tracing::warn!(error = %e, "could not record the durable watermark");
         }
         w.last_flush = Instant::now();
-        w.durable = w.written;
-        s.flushed.store(w.durable, Ordering::SeqCst);
+        s.flushed.store(written, Ordering::SeqCst);
         // Published under the view's read guard: `crash` (which takes the write guard) sees
         // every flush's durable point.
-        let durable = w.durable;
-        publish(s, |st| st.seq = st.seq.max(durable));
+        publish(s, |st| st.seq = st.seq.max(written));
     }
     drop(view);
     Ok(())
