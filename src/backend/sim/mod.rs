@@ -239,7 +239,9 @@ impl SimVm {
 
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while the lock is held (say, in an `edit_state` closure) cannot leave a torn
-        // state: every mutation edits a copy and commits it by one assignment.
+        // state: `edit_state` and a persistent VM's calls edit a copy and commit it by one
+        // assignment; an in-memory VM's calls change the state in place only through the
+        // `apply_*` functions, which check everything before they change anything.
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
