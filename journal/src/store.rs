@@ -283,6 +283,22 @@ impl Journal {
         if let Some(w) = &watermark_finding {
             tracing::warn!(what = %w, "durable watermark");
         }
+        let counters = Counters::default();
+        if durable_mark.is_some_and(|m| scan.last_seq > m) {
+            // Records stored past the watermark: the last process died between storing them
+            // and recording them durable. They are published as durable below (a checkpoint
+            // may be written at their end at once), so they are made durable and recorded
+            // first: else a checkpoint there and a crash before the next flush would leave the
+            // watermark below a checkpoint, which reads as a rewritten watermark.
+            active.flush_durable(opts.durability, &counters)?;
+            watermark.record(scan.last_seq).map_err(|e| {
+                JournalError::storage_io(
+                    "recording the stored tail in the watermark",
+                    dir.join(crate::watermark::WATERMARK_FILE),
+                    e,
+                )
+            })?;
+        }
         let initial = DurableState {
             seq: scan.last_seq,
             status: Status::Running,
@@ -314,7 +330,7 @@ impl Journal {
             durable_tx,
             written_tx,
             halted: AtomicBool::new(false),
-            counters: Counters::default(),
+            counters,
             dir,
             watermark,
             _lock: dir_lock,

@@ -394,3 +394,23 @@ fn records_missing_below_the_watermark_are_refused() {
         Ok(_) => panic!("two durable records vanished and the open went on silently"),
     }
 }
+
+#[test]
+fn a_tail_stored_past_the_watermark_is_durable_before_a_checkpoint_can_cover_it() {
+    // A process killed after sled stored records and before the watermark recorded them leaves
+    // such a tail (found by the long tier's rotation kill loop: kill 96 of 100). Open publishes
+    // the tail as durable, so a checkpoint may be written at its end at once; if nothing is
+    // flushed after that, the watermark must still not read as rewritten.
+    let dir = tempfile::tempdir().unwrap();
+    write_n(dir.path(), 10);
+    rewind_watermark(dir.path(), 9);
+    {
+        let j = Journal::open(dir.path(), opts()).unwrap();
+        assert_eq!(j.durable_seq(), 10);
+        j.write_checkpoint(10, vec![1]).unwrap();
+    }
+    let j = Journal::open(dir.path(), opts()).unwrap();
+    let v = j.verify().unwrap();
+    assert_eq!(v.problem, None, "{v:?}");
+    assert_eq!(j.open_report().lost_records, None);
+}
