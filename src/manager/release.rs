@@ -3,6 +3,7 @@
 //! before unplug before detach. A failed teardown stays due with its slot and path reserved, and a
 //! retry of the release resumes it.
 
+use super::run_to_end::RunToEnd;
 use super::{lock, Inner};
 use crate::crash::{Boundary, Site};
 use crate::error::{Error, Result};
@@ -11,29 +12,38 @@ use lunledger_recovery::ReleaseEnd;
 use std::sync::Arc;
 
 impl Inner {
-    /// Starts releasing handle `id` (a retry resumes a release that failed part way) in a task
-    /// of the manager's own, so the release completes even if the caller stops waiting, and
-    /// returns it. The caller awaits the task without holding the manager: `Manager::close`
-    /// waits for the manager's tasks, not for its callers.
-    pub(crate) fn start_release(
-        self: &Arc<Self>,
-        id: HandleId,
-    ) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    /// Releases handle `id` (a retry resumes a release that failed part way), run by the
+    /// caller's task and, if the caller stops waiting, to its end in a task of the manager's
+    /// own (`RunToEnd`). The future holds the manager while it runs: `Manager::close` waits
+    /// for it as for the manager's tasks.
+    pub(crate) fn start_release(self: &Arc<Self>, id: HandleId) -> Result<RunToEnd<Result<()>>> {
         self.check_running()?;
         if !lock(&self.releasing).insert(id) {
             return Err(Error::ReleaseInProgress(id));
         }
         let inner = self.clone();
-        Ok(self.tasks.spawn(async move {
-            let r = inner.release_op(id).await;
-            lock(&inner.releasing).remove(&id);
-            if r.is_ok() {
-                if let Err(e) = inner.maybe_checkpoint().await {
-                    tracing::warn!(error = %e, "checkpoint failed");
+        let run = RunToEnd::new(
+            &self.tasks,
+            async move {
+                let r = inner.release_op(id).await;
+                lock(&inner.releasing).remove(&id);
+                if r.is_ok() {
+                    if let Err(e) = inner.maybe_checkpoint().await {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                    }
                 }
-            }
-            r
-        }))
+                r
+            },
+            move |r| async move {
+                if let Err(e) = r {
+                    tracing::warn!(handle = id, error = %e, "release whose caller went away failed");
+                }
+            },
+        );
+        if run.is_err() {
+            lock(&self.releasing).remove(&id);
+        }
+        run
     }
 
     async fn release_op(self: &Arc<Self>, id: HandleId) -> Result<()> {
