@@ -160,6 +160,9 @@ struct Ours {
     appended: u64,
     /// Durable points of the adds and releases (`JournalStats::durable_points`).
     points: u64,
+    /// Durable waits, and those that ended while polling (`JournalStats::polled_waits`).
+    waits: u64,
+    polled: u64,
 }
 
 impl Ours {
@@ -181,6 +184,8 @@ impl Ours {
             fdatasyncs: 0,
             appended: 0,
             points: 0,
+            waits: 0,
+            polled: 0,
         }
     }
 
@@ -197,6 +202,8 @@ impl Ours {
         self.flushes += s1.flushes - s0.flushes;
         self.fdatasyncs += s1.fdatasyncs - s0.fdatasyncs;
         self.appended += s1.appended - s0.appended;
+        self.waits += s1.durable_waits - s0.durable_waits;
+        self.polled += s1.polled_waits - s0.polled_waits;
         let (p0, p1) = (s0.durable_points, s1.durable_points);
         self.points += (p1.add - p0.add) + (p1.release - p0.release);
     }
@@ -221,13 +228,15 @@ impl Ours {
     }
     fn log(&mut self, name: &str) {
         eprintln!(
-            "  {name}: p50 {:.1} µs mean {:.1} p99 {:.1}; {:.2} flushes, {:.2} fdatasyncs, {:.1} records per cycle",
+            "  {name}: p50 {:.1} µs mean {:.1} p99 {:.1}; {:.2} flushes, {:.2} fdatasyncs, {:.1} records per cycle; {} of {} durable waits ended while polling",
             self.median_us(),
             self.mean_us(),
             self.p99_us(),
             self.per_cycle(self.flushes),
             self.per_cycle(self.fdatasyncs),
-            self.per_cycle(self.appended)
+            self.per_cycle(self.appended),
+            self.polled,
+            self.waits
         );
     }
 }

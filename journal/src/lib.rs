@@ -71,6 +71,7 @@ mod safe_fs;
 mod seal;
 mod segment;
 mod snapshot;
+mod spin;
 mod stats;
 mod store;
 mod verify;

@@ -10,6 +10,9 @@ pub struct JournalStats {
     pub appended: u64,
     /// Calls that waited for durability (`wait_durable*`, `append_durable`).
     pub durable_waits: u64,
+    /// Of those, async waits for the writer thread that saw their records durable while still
+    /// polling, without parking their thread (see [`crate::Journal::wait_durable_cancellable`]).
+    pub polled_waits: u64,
     /// sled `flush()` calls made by the journal.
     pub flushes: u64,
     /// fdatasync calls on sled's data file (only in `Durability::Sync`).
@@ -27,6 +30,7 @@ pub struct JournalStats {
 pub(crate) struct Counters {
     pub appended: AtomicU64,
     pub durable_waits: AtomicU64,
+    pub polled_waits: AtomicU64,
     pub flushes: AtomicU64,
     pub fdatasyncs: AtomicU64,
     pub largest_batch: AtomicU64,
@@ -43,6 +47,7 @@ impl Counters {
         JournalStats {
             appended: self.appended.load(Ordering::Relaxed),
             durable_waits: self.durable_waits.load(Ordering::Relaxed),
+            polled_waits: self.polled_waits.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             fdatasyncs: self.fdatasyncs.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),

@@ -16,7 +16,8 @@
 //! (inserted soon, flushed after `flush_every` idle), waiters that cannot block (a
 //! current_thread runtime) or must stay cancellable ([`crate::Journal::wait_durable_cancellable`]:
 //! a leader cannot be cancelled during its flush), waits given up on, the final flush on close,
-//! and the old design kept for the A/B benchmark ([`crate::Journal::set_leader_commits`]).
+//! and the old design kept for the A/B benchmark ([`crate::Journal::set_leader_commits`]). An
+//! async waiter the writer commits for polls before it parks (`spin.rs`).
 
 use crate::codec::{encode_record_hashed, seq_key};
 use crate::error::JournalError;
@@ -29,7 +30,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 pub(crate) struct Pending {
     seq: u64,
@@ -294,6 +296,7 @@ fn release(s: &Shared, guard: MutexGuard<'_, Committer>) {
 /// writer thread commits for it, and the caller can give up on the wait at any time).
 pub(crate) async fn wait_durable(s: &Shared, seq: u64, may_lead: bool) -> Result<(), JournalError> {
     let mut leads = may_lead && s.lead.load(Ordering::Relaxed) && may_block_in_place();
+    let started = Instant::now();
     if register_wait(s, seq, !leads)? {
         return Ok(());
     }
@@ -301,11 +304,19 @@ pub(crate) async fn wait_durable(s: &Shared, seq: u64, may_lead: bool) -> Result
     // release after that wakes this waiter.
     let mut rx = s.durable_tx.subscribe();
     let abandoned = Abandoned(s);
+    // Whether the last look at the state came from polling rather than a wake-up.
+    let mut polled = false;
     loop {
         {
             let st = rx.borrow_and_update();
             if st.seq >= seq {
                 std::mem::forget(abandoned);
+                if !leads {
+                    s.wait_average.record(started.elapsed());
+                    if polled {
+                        Counters::add(&s.counters.polled_waits, 1);
+                    }
+                }
                 return Ok(());
             }
             if let Some(e) = st.error() {
@@ -329,7 +340,34 @@ pub(crate) async fn wait_durable(s: &Shared, seq: u64, may_lead: bool) -> Result
                 continue;
             }
         }
+        if !leads && poll_until_changed(&mut rx, s.wait_average.budget()).await {
+            polled = true;
+            continue;
+        }
+        polled = false;
         rx.changed().await.map_err(|_| JournalError::Closed)?;
+    }
+}
+
+/// Yields to the executor until the durable state changes or `budget` runs out (see
+/// `spin.rs`: a worker that stays awake is woken without the cost of an idle vCPU's wake-up);
+/// returns whether it changed. A sender gone (the journal dropped) returns false at once:
+/// `changed` then reports it.
+async fn poll_until_changed(rx: &mut watch::Receiver<DurableState>, budget: Duration) -> bool {
+    if budget.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        match rx.has_changed() {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(_) => return false,
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -603,4 +641,43 @@ fn round(s: &Shared, w: &mut Committer, force: bool) -> Result<(), JournalError>
     }
     drop(view);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(seq: u64) -> DurableState {
+        DurableState {
+            seq,
+            status: Status::Running,
+            epoch: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn polling_sees_a_change_made_by_another_thread_and_gives_up_after_its_budget() {
+        let (tx, mut rx) = watch::channel(state(0));
+        assert!(
+            !poll_until_changed(&mut rx, Duration::ZERO).await,
+            "no budget, no poll"
+        );
+        let t = Instant::now();
+        assert!(!poll_until_changed(&mut rx, Duration::from_millis(2)).await);
+        assert!(t.elapsed() >= Duration::from_millis(2));
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(200));
+            tx.send_replace(state(1));
+            tx
+        });
+        assert!(poll_until_changed(&mut rx, Duration::from_secs(10)).await);
+        assert_eq!(rx.borrow_and_update().seq, 1);
+        drop(sender.join());
+        let t = Instant::now();
+        assert!(
+            !poll_until_changed(&mut rx, Duration::from_secs(10)).await,
+            "a sender gone is left to `changed` to report"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
 }
