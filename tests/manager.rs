@@ -16,6 +16,26 @@ fn ro_mount(path: &str) -> DiskRequest {
         .mount(MountConfig::default())
 }
 
+/// Adds journaled as abandoned by their callers.
+fn abandoned_adds(m: &lunledger::Manager) -> usize {
+    m.journal()
+        .read_from(1)
+        .filter_map(Result::ok)
+        .filter(|r| r.event == Event::OpAbandoned)
+        .count()
+}
+
+/// Whether `done` holds within 2 s (checked every 10 ms): for work a caller left to the manager.
+async fn within_2s(done: impl Fn() -> bool) -> bool {
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if done() {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test]
 async fn add_add_remove_remove() {
     let dir = tempdir();
@@ -375,14 +395,7 @@ async fn a_release_whose_caller_stops_waiting_runs_to_its_end() {
     vm.set_latency(Duration::from_millis(30));
     let r = tokio::time::timeout(Duration::from_millis(10), h.release()).await;
     assert!(r.is_err(), "the release was expected to be cancelled");
-    let mut done = false;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if m.state().is_empty() && vm.snapshot().is_empty() {
-            done = true;
-            break;
-        }
-    }
+    let done = within_2s(|| m.state().is_empty() && vm.snapshot().is_empty()).await;
     assert!(done, "the release stopped with its caller: {:?}", m.state());
     assert_replay_equals_live(&m).await;
 }
@@ -408,13 +421,7 @@ async fn close_waits_for_an_add_its_caller_gave_up_on() {
         report.plan.is_empty(),
         "close left work to recovery: {report:?}"
     );
-    let abandoned = m
-        .journal()
-        .read_from(1)
-        .filter_map(Result::ok)
-        .filter(|r| r.event == Event::OpAbandoned)
-        .count();
-    assert_eq!(abandoned, 1);
+    assert_eq!(abandoned_adds(&m), 1);
 }
 
 #[tokio::test]
@@ -429,24 +436,11 @@ async fn a_cancelled_caller_leaks_nothing_and_is_journaled_as_abandoned() {
     // A waiter on the same disk, cancelled too.
     let r = tokio::time::timeout(Duration::from_millis(5), m.add_virtual_disk(ro_mount("p"))).await;
     assert!(r.is_err());
-    let mut empty = false;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if m.state().is_empty() {
-            empty = true;
-            break;
-        }
-    }
+    let empty = within_2s(|| m.state().is_empty()).await;
     assert!(empty, "abandoned adds leaked: {:?}", m.state());
     assert!(vm.snapshot().is_empty());
     m.sync().await.unwrap();
-    let abandoned = m
-        .journal()
-        .read_from(1)
-        .filter_map(Result::ok)
-        .filter(|r| r.event == Event::OpAbandoned)
-        .count();
-    assert_eq!(abandoned, 2);
+    assert_eq!(abandoned_adds(&m), 2);
     assert_replay_equals_live(&m).await;
 }
 
