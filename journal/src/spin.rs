@@ -5,8 +5,9 @@
 //! went idle costs far more than the work around it: 34 µs per wake-up here, against 1.2 µs
 //! on a busy vCPU (`perf bench sched pipe`, docs/performance.md), and a durable point already
 //! pays three other hand-offs (to the writer, to sled's I/O thread and back). So a waiter first
-//! yields to its executor for a while (its worker stays awake, its other tasks still run) and
-//! parks only if the flush takes longer than recent ones did.
+//! yields to its executor for a while (its worker stays awake, its other tasks still run), and
+//! its thread to the OS scheduler (the writer it waits for may need this vCPU), and parks only
+//! if the flush takes longer than recent ones did.
 //!
 //! The budget follows the waits: twice their moving average plus a margin, so that a wait as
 //! long as the usual one ends while still polling, and never more than [`CAP`]. Where waits
