@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The longest a waiter polls. Past it, polling costs more CPU than a wake-up costs time.
-pub(crate) const CAP: Duration = Duration::from_millis(1);
+const CAP: Duration = Duration::from_millis(1);
 
 /// What a poll budget adds to twice the average wait: room for its spread.
 const MARGIN: Duration = Duration::from_micros(50);

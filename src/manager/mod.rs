@@ -332,32 +332,39 @@ impl Inner {
         .await
     }
 
-    /// Writes a checkpoint when enough records have passed since the last one.
     /// Starts [`Self::maybe_checkpoint`] in a task of the manager's when a checkpoint is due:
     /// for an add, whose caller gets its handle without another await (a checkpoint already
     /// being written is left to finish; the next operation looks again).
     pub(crate) fn spawn_checkpoint_if_due(self: &Arc<Self>) {
-        let every = self.opts.checkpoint_every;
-        if every == 0 {
-            return;
-        }
         let due = match self.last_checkpoint.try_lock() {
-            Ok(last) => self.state().last_seq >= *last + every,
+            Ok(last) => self.checkpoint_due(self.state().last_seq, *last),
             Err(_) => false,
         };
         if due {
             let inner = self.clone();
-            self.tasks.spawn(async move {
-                if let Err(e) = inner.maybe_checkpoint().await {
-                    tracing::warn!(error = %e, "checkpoint failed");
-                }
-            });
+            self.tasks
+                .spawn(async move { inner.checkpoint_logging_failure().await });
         }
     }
 
-    pub(crate) async fn maybe_checkpoint(self: &Arc<Self>) -> Result<()> {
+    /// [`Self::maybe_checkpoint`] for an operation that already succeeded: a failed checkpoint
+    /// is not the operation's error (it stops the manager when the storage failed).
+    pub(crate) async fn checkpoint_logging_failure(self: &Arc<Self>) {
+        if let Err(e) = self.maybe_checkpoint().await {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+
+    /// Whether enough records have passed since the checkpoint at `last` for another one.
+    fn checkpoint_due(&self, last_seq: u64, last: u64) -> bool {
         let every = self.opts.checkpoint_every;
-        if every == 0 {
+        every != 0 && last_seq >= last + every
+    }
+
+    /// Writes a checkpoint when enough records have passed since the last one.
+    pub(crate) async fn maybe_checkpoint(self: &Arc<Self>) -> Result<()> {
+        if self.opts.checkpoint_every == 0 {
+            // Checkpoints off: not even the lock.
             return Ok(());
         }
         // One checkpoint at a time, and never an older one after a newer: two operations ending
@@ -366,7 +373,7 @@ impl Inner {
         let mut last = self.last_checkpoint.lock().await;
         let (at, blob) = {
             let st = self.state();
-            if st.last_seq < *last + every {
+            if !self.checkpoint_due(st.last_seq, *last) {
                 return Ok(());
             }
             let blob = lunledger_recovery::encode_checkpoint(&st)
@@ -430,8 +437,8 @@ impl std::fmt::Debug for Manager {
 
 impl Manager {
     /// Closes the manager: waits (up to 10 s) for its operations still running (every add and
-    /// release is tracked, run by its caller or in a task of the manager's), makes the journal durable, and releases it,
-    /// so the directory can be opened again. Handles of a closed manager return an error from
+    /// release is tracked, run by its caller or in a task of the manager's), makes the journal
+    /// durable, and releases it, so the directory can be opened again. Handles of a closed manager return an error from
     /// `release`. Another clone of this `Manager` still alive keeps the journal open:
     /// [`Error::Internal`] says so instead of returning as if it were released.
     pub async fn close(self) -> Result<()> {

@@ -28,9 +28,7 @@ impl Inner {
                 let r = inner.release_op(id).await;
                 lock(&inner.releasing).remove(&id);
                 if r.is_ok() {
-                    if let Err(e) = inner.maybe_checkpoint().await {
-                        tracing::warn!(error = %e, "checkpoint failed");
-                    }
+                    inner.checkpoint_logging_failure().await;
                 }
                 r
             },
